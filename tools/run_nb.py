@@ -1,0 +1,47 @@
+"""Execute notebooks in place, storing their outputs (the docs site shows them), skipping flagged cells.
+
+Usage: python tools/run_nb.py nbs/10_x.ipynb [more.ipynb ...] [--flags slow gpu]
+Cells tagged with a flag from settings.ini's tst_flags (`#|slow`, `#|gpu`) are skipped, as in
+`nbdev_test`, unless the flag is passed with --flags. Stops with a traceback on the first error.
+"""
+import argparse, sys, time
+from pathlib import Path
+from execnb.shell import CaptureShell
+from execnb.nbio import write_nb
+from fastcore.xtras import working_directory
+from nbdev.config import get_config
+from nbdev.process import NBProcessor
+from nbdev.frontmatter import FrontmatterProc
+
+
+def run_nb(path: Path, flags: set[str]) -> float:
+    skip = set(get_config().tst_flags.split()) - flags
+    nb = NBProcessor(path, procs=FrontmatterProc, process=True).nb
+
+    def no_eval(cell):
+        if cell.cell_type != 'code': return True
+        if 'nbdev_export(' in cell.source: return True
+        if skip & (getattr(cell, 'directives_', {}) or {}).keys():
+            cell.outputs = []  # a skipped cell shows no stale output
+            return True
+        return False
+
+    t0 = time.time()
+    shell = CaptureShell(path)
+    with working_directory(path.parent):
+        shell.run_all(nb, exc_stop=True, preproc=no_eval)
+    for cell in nb.cells:  # drop nbdev's parse-time attributes before writing
+        for k in [k for k in cell if k.endswith('_')]: del cell[k]
+    write_nb(nb, path)
+    return time.time() - t0
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('notebooks', nargs='+', type=Path)
+    ap.add_argument('--flags', nargs='*', default=[], help='flags whose cells should run too (e.g. slow gpu)')
+    args = ap.parse_args()
+    for p in args.notebooks:
+        try: print(f'{p}: {run_nb(p.resolve(), set(args.flags)):.1f} s', flush=True)
+        except Exception as e:
+            print(f'{p}: FAILED: {e}', file=sys.stderr); sys.exit(1)
