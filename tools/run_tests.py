@@ -1,0 +1,76 @@
+"""The whole test suite of kdnotes, step by step, with the time of each step.
+
+Run it as `make test` (which creates .venv and installs what is missing first), or directly with
+`.venv/bin/python tools/run_tests.py`. Steps:
+  1. nbdev_export, then a check that kdnotes/ did not change (the package matches the notebooks)
+  2. nbdev_test on every notebook (cells tagged #|slow or #|gpu are skipped)
+  3. pytest tests/
+  4. docs build into docs/ (offline)
+  5. headless-Chromium check of every page of the built site
+  6. headless-Chromium check of a widget in JupyterLab
+Options: --skip STEP [STEP ...] (names: export nbs pytest docs site lab), --only STEP [...].
+"""
+import argparse, hashlib, os, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tree_digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob('*.py')) if '__pycache__' not in p.parts}
+
+
+def sh(*cmd, cwd=ROOT, ok=(0,)) -> int:
+    print('$', ' '.join(map(str, cmd)), flush=True)
+    return 0 if subprocess.run(list(map(str, cmd)), cwd=cwd).returncode in ok else 1
+
+
+def step_export() -> int:
+    before = tree_digest(ROOT / 'kdnotes')
+    if sh(BIN / 'nbdev_export'): return 1
+    after = tree_digest(ROOT / 'kdnotes')
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if changed:
+        print(f'kdnotes/ did not match the notebooks: {", ".join(changed)} changed on export. '
+              'Run nbdev_export and commit kdnotes/ together with the notebooks.')
+        return 1
+    print('kdnotes/ matches the notebooks')
+    return 0
+
+
+def step_pytest() -> int:
+    code = subprocess.run([sys.executable, '-m', 'pytest', 'tests', '-q', '-p', 'no:cacheprovider'], cwd=ROOT).returncode
+    if code == 5:
+        print('pytest collected no tests: tests/ must hold the test suite'); return 1
+    return 0 if code == 0 else 1
+
+
+STEPS = {
+    'export': step_export,
+    'nbs': lambda: sh(BIN / 'nbdev_test', '--n_workers', str(min(2, os.cpu_count() or 1)), '--timing'),
+    'pytest': step_pytest,
+    'docs': lambda: sh(sys.executable, 'tools/build_docs.py'),
+    'site': lambda: sh(sys.executable, 'tools/check_site.py'),
+    'lab': lambda: sh(sys.executable, 'tools/check_jupyterlab.py'),
+}
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--skip', nargs='*', default=[], choices=list(STEPS))
+    ap.add_argument('--only', nargs='*', default=None, choices=list(STEPS))
+    args = ap.parse_args()
+    todo = [s for s in (args.only or STEPS) if s not in args.skip]
+    results, t_all = [], time.perf_counter()
+    for name in todo:
+        print(f'\n=== {name} ===', flush=True)
+        t0 = time.perf_counter(); failed = STEPS[name]()
+        results.append((name, failed, time.perf_counter() - t0))
+        print(f'=== {name}: {"FAILED" if failed else "ok"} in {results[-1][2]:.1f} s ===', flush=True)
+    print('\nstep      result   seconds')
+    for name, failed, secs in results: print(f'{name:<9} {"FAILED" if failed else "ok":<8} {secs:7.1f}')
+    n_failed = sum(f for _, f, _ in results)
+    print(f'total              {time.perf_counter() - t_all:7.1f}')
+    print(f'steps: {len(results) - n_failed} passed, {n_failed} failed')
+    sys.exit(1 if n_failed else 0)
