@@ -3,22 +3,29 @@
 
 Pipeline (each step is timed):
 
-1. nbdev's proc step (`nbdev.serve.proc_nbs`) writes `_proc/`: show_doc rendered as markdown,
-   hidden and export cells removed, the title turned into a raw YAML front-matter cell.
-   Notebooks are *not* re-executed: the outputs stored in them are published.
+1. nbdev's proc step writes `_proc/`: nbdev's own processors (front matter from the title cell,
+   add_show_docs, hide/export cells removed, links to documented symbols...) run in this process,
+   except `exec_show_docs`: nbdev would execute every cell that contains an import (in this course
+   that re-runs training); show_doc cells are rendered from the exported kdnotes modules instead.
+   No notebook code runs: the outputs stored in the notebooks are published.
+   `--nbdev-proc` uses nbdev's unmodified `proc_nbs` instead.
 2. Those Quarto-flavoured notebooks are converted for Jupyter Book into `.jb/src/`: the front
-   matter becomes a title, `#| ` directives become cell tags, `{target=...}` link attributes and
-   leading `---` rules go, links to the nbdev doc host become local links, ipywidgets views are
-   replaced by the static outputs saved inside them (or dropped), so no page needs a CDN.
-3. One "API reference" page per kdnotes module (from `kdnotes/_modidx.py`).
-4. Jupyter Book 1.x builds `.jb/src` (execution off, MathJax served locally by
-   sphinx-mathjax-offline, `--warningiserror`); the HTML is copied into `docs/`.
+   matter becomes the H1 (plus the rest of the title cell, which nbdev drops), `#| ` directives
+   become cell tags, `{target=...}` attributes and leading `---` rules go, `$`/`$$` maths follows
+   Pandoc's rules, links to the nbdev doc host and to other notebooks become local links,
+   ipywidgets views are replaced by the static outputs saved in their state (or dropped).
+3. One "API reference" page per module in `kdnotes/_modidx.py`.
+4. `_config.yml` + `_toc.yml` (Jupyter Book 1.x, execution off) -> `jupyter-book config sphinx` ->
+   conf.py without the online-only extensions -> sphinx-build `-W --keep-going`; MathJax served
+   locally by sphinx-mathjax-offline. The HTML is copied into `docs/` (docs/README.md is kept) and
+   checked for resources from other hosts.
 
-Usage:  .venv/bin/python tools/build_docs.py [--force] [--no-strict] [--out docs]
+Usage:  .venv/bin/python tools/build_docs.py [--force] [--no-strict] [--nbdev-proc] [--out DIR]
+Then:   .venv/bin/python tools/check_site.py
 """
 from __future__ import annotations
 
-import argparse, copy, html, importlib, inspect, json, os, re, shutil, subprocess, sys, time
+import argparse, copy, functools, html, importlib, inspect, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +54,7 @@ def die(msg):
 
 
 # ----------------------------------------------------------------------------- settings
+@functools.lru_cache(None)
 def read_settings() -> dict:
     import configparser
     cp = configparser.ConfigParser(interpolation=None)
@@ -70,20 +78,104 @@ def write_if_changed(path: Path, text: str):
 
 
 # ----------------------------------------------------------------------------- step 1: nbdev proc
-def run_proc(nbs: Path, force: bool) -> Path:
+def _pythonpath():
+    "Make `import kdnotes` work (here and in nbdev's spawned workers) without an install."
     os.chdir(ROOT)
-    # nbdev runs each notebook in a spawned worker: make `import kdnotes` work there without an install
+    if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
     os.environ['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
-    try:
-        from nbdev.serve import proc_nbs
-    except ImportError as e:
-        die(f'cannot import nbdev ({e}); run with the project virtualenv: .venv/bin/python tools/build_docs.py')
+
+
+def run_nbdev_proc(nbs: Path, force: bool) -> Path:
+    "nbdev's own proc step, unchanged: it executes every cell that contains an import (slow, fragile)."
+    _pythonpath()
+    from nbdev.serve import proc_nbs
     try:
         return Path(proc_nbs(str(nbs), n_workers=min(4, os.cpu_count() or 1), force=force))
     except Exception as e:  # nbdev executes import/export/show_doc cells here
         die('nbdev proc step failed (nbdev executes every import, export and show_doc cell to render '
             'show_doc; a cell with imports AND other code is executed too -- split it, or mark it '
             f'`#| eval: false`):\n{e}\ncaused by: {_cause(e)}')
+
+
+def run_proc(nbs: Path, notebooks: list[Path], force: bool, warnings: list) -> Path:
+    """nbdev's proc step in this process, with nbdev's own processors (front matter, add_show_docs,
+    hide/export removal, doc links...) except `exec_show_docs`: nbdev executes every cell that contains
+    an import to render show_doc, which in a course re-runs training. Here show_doc cells are rendered
+    from the exported modules instead; no notebook code runs. Writes `_proc/` like nbdev."""
+    _pythonpath()
+    from execnb.nbio import read_nb, write_nb
+    from nbdev.processors import FilterDefaults, exec_show_docs
+    from nbdev.process import Processor
+    cache = ROOT / '_proc'
+    if force and cache.exists(): shutil.rmtree(cache)
+    cache.mkdir(exist_ok=True)
+    mods = sorted(set(load_modidx(read_settings().get('lib_name', 'kdnotes')).get('syms', {})))
+    lib_mtime = max([p.stat().st_mtime for p in (ROOT / read_settings().get('lib_path', 'kdnotes')).rglob('*.py')] + [0])
+
+    def namespace(default_exp):
+        ns = {}
+        for mod in mods + ([f'{read_settings().get("lib_name", "kdnotes")}.{default_exp}'] if default_exp else []):
+            try: m = importlib.import_module(mod)
+            except Exception as e:
+                warnings.append(f'cannot import {mod} to render show_doc: {e!r}'); continue
+            names = getattr(m, '__all__', None) or [k for k in vars(m) if not k.startswith('_')]
+            ns.update({k: getattr(m, k) for k in names if hasattr(m, k)})
+            if default_exp and mod.endswith('.' + default_exp): ns.update(vars(m))
+        return ns
+
+    def make_proc(nbname, default_exp):
+        class render_show_docs(Processor):
+            "Replaces nbdev's exec_show_docs: evaluates show_doc(...) cells against the exported modules."
+            def begin(self): self.ns = None
+            def __call__(self, cell):
+                if cell.cell_type != 'code' or not re.search(r'^show_doc', cell.source or '', re.M): return
+                if self.ns is None: self.ns = namespace(default_exp)
+                outs = []
+                def show_doc(sym, renderer=None, name=None, title_level=3):
+                    outs.append(render_symbol(name, sym, title_level, git_source(sym)))
+                code = '\n'.join(l for l in cell.source.splitlines() if not l.lstrip().startswith('#|'))
+                try: exec(code, {**self.ns, 'show_doc': show_doc})
+                except Exception as e:
+                    warnings.append(f'{nbname}: show_doc cell not rendered ({e!r}): {code.strip()[:80]}')
+                cell.outputs = [{'output_type': 'display_data', 'metadata': {}, 'data': {'text/markdown': md}} for md in outs]
+        return render_show_docs
+
+    # cache: redo a notebook when it, the library or this script changed (or it came from another folder)
+    stamp_file = cache / '.build_docs_stamps.json'
+    try: stamps = json.loads(stamp_file.read_text())
+    except (OSError, ValueError): stamps = {}
+    os.environ['IN_TEST'] = '1'      # keeps nbdev_export() calls in notebooks inert
+    try:
+        for nbp in notebooks:
+            dst = cache / nbp.relative_to(nbs)
+            stamp = [str(nbp), nbp.stat().st_mtime, lib_mtime, Path(__file__).stat().st_mtime]
+            if dst.exists() and stamps.get(str(dst)) == stamp: continue
+            nb = read_nb(nbp)
+            dexp = next((m.group(1) for c in nb.cells if c.cell_type == 'code'
+                         for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', c.source, re.M)] if m), None)
+            proc = make_proc(nbp.name, dexp)
+            class Procs(FilterDefaults):
+                def base_procs(self): return [proc if p is exec_show_docs else p for p in super().base_procs()]
+            try: Procs()(nb)
+            except Exception as e: die(f'nbdev processing of {nbp.name} failed: {e!r}')
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            write_nb(nb, dst)
+            stamps[str(dst)] = stamp
+    finally:
+        os.environ.pop('IN_TEST', None)
+        stamp_file.write_text(json.dumps(stamps, indent=1))
+    return cache
+
+
+def git_source(obj) -> str | None:
+    "GitHub url of the file defining `obj` (settings git_url/branch), or None."
+    st = read_settings()
+    try: f = inspect.getsourcefile(inspect.unwrap(obj) if callable(obj) else obj)
+    except TypeError: f = None
+    if not f or not st.get('git_url'): return None
+    try: rel = Path(f).resolve().relative_to(ROOT).as_posix()
+    except ValueError: return None
+    return f"{st['git_url'].rstrip('/')}/blob/{st.get('branch', 'main')}/{rel}"
 
 
 def _cause(e) -> str:
@@ -126,12 +218,28 @@ class Linker:
         base = settings.get('doc_baseurl', '').strip('/')
         self.prefix = f'{host}/{base}/' if base else f'{host}/'
         self.sym_by_anchor = {}            # ('models.html', 'mlp') -> 'kdnotes.models.MLP'
+        self.syms = modidx.get('syms', {})
+        sys.path.insert(0, str(ROOT))
         for mod, syms in modidx.get('syms', {}).items():
             for qual, (url, _) in syms.items():
                 page, _, anchor = url.partition('#')
                 self.sym_by_anchor[(page, anchor)] = (mod, qual)
         self.chapter_ids = {}              # page file (models.html) -> set of section ids on it
+        self.pages = {}                    # 01_models.ipynb, 01_models.html, models.html -> 'models'
         self.api_ids = {}                  # module -> set of ids on its API page
+
+    def fix_class_sig(self, md: str) -> str:
+        "nbdev's show_doc writes `def Name(` for classes too: say `class`."
+        m = re.search(r'^#+\s+(\w+)\s*$', md, re.M)
+        if not m: return md
+        name = m.group(1)
+        for mod, syms in self.syms.items():
+            if f'{mod}.{name}' in syms:
+                try: obj = getattr(importlib.import_module(mod), name, None)
+                except Exception: return md
+                if inspect.isclass(obj): md = md.replace(f'def {name}(', f'class {name}(', 1)
+                break
+        return md
 
     def target(self, url: str, here_depth: int) -> str | None:
         "Local relative href for a doc-host url, or None when it is not one of ours."
@@ -155,6 +263,66 @@ def make_id(title: str) -> str:
     return mk(title)
 
 
+_re_fence_line = re.compile(r'^[ \t]*(`{3,}|~{3,})')
+_re_code_span = re.compile(r'(`+)(?!`).+?(?<!`)\1(?!`)', re.S)
+_re_display = re.compile(r'\$\$(.+?)\$\$', re.S)
+_re_inline = re.compile(r'(?<![\\$])\$(?=[^\s$])((?:\\.|[^$\\])+?)(?<=[^\s\\])\$(?![\d$])', re.S)
+
+
+def pandoc_math(text: str) -> str:
+    """Pandoc/Quarto rules for `$...$` and `$$...$$`, written out so that MyST reads them the same way.
+
+    MyST's dollarmath differs: `$$...$$` inside a paragraph becomes two inline formulas, which then
+    pairs every later `$` wrongly, and `$20 and $30` is maths. Pandoc: `$$...$$` anywhere is display
+    maths; inline `$x$` needs no space inside the dollars and no digit after the closing one; other
+    `$` are literal. Display maths becomes a `$$` block, inline maths a {math} role, and a literal `$`
+    becomes `\\$`. Code (fenced blocks, code spans) is left alone."""
+    out, buf, fence = [], [], None
+    for line in text.splitlines(keepends=True):
+        m = _re_fence_line.match(line)
+        if fence is None and m:
+            out.append(_math_para(''.join(buf))); buf = []; fence = m.group(1); out.append(line); continue
+        if fence is not None:
+            out.append(line)
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)):].strip():
+                fence = None
+            continue
+        buf.append(line)
+    out.append(_math_para(''.join(buf)))
+    return ''.join(out)
+
+
+def _math_para(text: str) -> str:
+    if '$' not in text: return text
+    keep = []
+    def hold(s):
+        keep.append(s); return f'\x00{len(keep) - 1}\x00'
+    text = _re_code_span.sub(lambda m: hold(m.group(0)), text)
+    def display(m):
+        tex = m.group(1).strip()
+        line_start = text.rfind('\n', 0, m.start()) + 1
+        prefix = text[line_start:m.start()]
+        if re.match(r'\s*(>|[-*+]\s|\d+[.)]\s|\s{2,})', prefix):     # inside a quote or list: stay inline
+            return hold(_role(r'\displaystyle ' + tex))
+        return hold(f'\n\n$$\n{tex}\n$$\n\n')
+    text = _re_display.sub(display, text)
+    def inline(m):
+        if '\n\n' in m.group(1) or re.search(r'\n\s*\n', m.group(1)): return m.group(0)
+        return hold(_role(m.group(1)))
+    text = _re_inline.sub(inline, text)
+    text = re.sub(r'(?<!\\)\$', r'\\$', text)                       # what is left is a literal dollar
+    while '\x00' in text:
+        text = re.sub(r'\x00(\d+)\x00', lambda m: keep[int(m.group(1))], text)
+    return re.sub(r'\n{3,}', '\n\n', text)
+
+
+def _role(tex: str) -> str:
+    tex = ' '.join(tex.split())
+    ticks = '`' * (max((len(r) for r in re.findall(r'`+', tex)), default=0) + 1)
+    pad = ' ' if tex.startswith('`') or tex.endswith('`') else ''
+    return f'{{math}}{ticks}{pad}{tex}{pad}{ticks}'
+
+
 def code_html(text: str) -> str:
     return f'<code class="docutils literal notranslate"><span class="pre">{html.escape(text)}</span></code>'
 
@@ -172,6 +340,14 @@ def fix_markdown(text: str, linker: Linker, depth: int, is_output=False) -> str:
     text = _re_bare_attr.sub('', text)
     def link(m):
         txt, url = m.groups()
+        if not url.startswith(('http://', 'https://', 'mailto:')):      # a link to another chapter?
+            path, _, anchor = url.partition('#')
+            # `01_models.ipynb`, `nbs/01_models.ipynb` (README-style), `models.html`: a chapter page
+            stem = linker.pages.get(Path(path).name) if path and not path.startswith('/') else None
+            if stem is None: return m.group(0)
+            if not anchor: return f'[{txt}]({"../" * depth}{stem}.ipynb)'   # Sphinx checks this one
+            inner = code_html(txt[1:-1]) if txt.startswith('`') and txt.endswith('`') else html.escape(txt)
+            return f'<a class="reference internal" href="{"../" * depth}{stem}.html#{anchor}">{inner}</a>'
         if not url.startswith(('http://', 'https://')): return m.group(0)
         href = linker.target(url, depth)
         if href is None:
@@ -179,7 +355,7 @@ def fix_markdown(text: str, linker: Linker, depth: int, is_output=False) -> str:
         inner = code_html(txt[1:-1]) if txt.startswith('`') and txt.endswith('`') else html.escape(txt)
         return f'<a class="reference internal" href="{href}">{inner}</a>'
     text = _re_md_link.sub(link, text)
-    return text
+    return pandoc_math(text)
 
 
 def strip_directives(code: str):
@@ -223,7 +399,8 @@ def clean_outputs(outputs: list, wstate: dict, linker: Linker, depth: int) -> li
             data = {k: v for k, v in data.items() if not k.startswith('application/vnd.jupyter.widget')
                     and k not in ('application/javascript', 'text/javascript')}
             if 'text/markdown' in data:
-                data['text/markdown'] = fix_markdown(src(data['text/markdown']), linker, depth, is_output=True)
+                data['text/markdown'] = linker.fix_class_sig(
+                    fix_markdown(src(data['text/markdown']), linker, depth, is_output=True))
             if 'text/html' in data and re.search(r'<script[^>]+src=["\']https?:', src(data['text/html'])):
                 data.pop('text/html')
             if not data: continue
@@ -239,16 +416,37 @@ def clean_outputs(outputs: list, wstate: dict, linker: Linker, depth: int) -> li
     return res
 
 
-def convert_nb(nb: dict, name: str, linker: Linker, depth=0):
+def title_cell_rest(orig: dict) -> str | None:
+    """What nbdev drops from the title cell. nbdev turns the first markdown cell with an H1 into front
+    matter (title, the first `> ` line as description, `- key: value` lines) and throws the cell away;
+    any other text in that cell would be lost, so we keep it. None when nbdev consumed no cell."""
+    cells = orig.get('cells', [])
+    if cells and cells[0]['cell_type'] == 'raw' and re.search(r'^title:', src(cells[0]['source']), re.M): return None
+    for c in cells:
+        if c['cell_type'] != 'markdown': continue
+        s = src(c['source'])
+        if re.search(r'^#\s+\S', s, re.M):
+            s = re.sub(r'^#\s+\S.*$', '', s, count=1, flags=re.M)
+            s = re.sub(r'^-\s+\S.*:.*\S\s*$', '', s, flags=re.M)
+            return s.strip()
+    return None
+
+
+def convert_nb(nb: dict, name: str, linker: Linker, orig: dict | None = None, depth=0):
     "Convert one `_proc` notebook (already loaded) in place; return its title."
     fm = front_matter(nb)
     title = str(fm.get('title') or name)
     desc = fm.get('description')
+    rest = title_cell_rest(orig) if orig is not None else None
     wstate = (nb.get('metadata', {}).get('widgets', {}).get(WIDGET_STATE, {}) or {}).get('state', {})
     cells = []
-    head = f'# {title}\n'
-    if desc: head += f'\n{desc.strip()}\n'
-    cells.append({'cell_type': 'markdown', 'metadata': {}, 'source': head})
+    first_md = next((src(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown'
+                     and not src(c['source']).startswith('<!-- WARNING')), '')
+    if not re.match(r'\s*#\s', first_md):       # the page needs exactly one H1
+        head = f'# {title}\n'
+        if rest: head += '\n' + fix_markdown(rest, linker, depth) + '\n'
+        elif desc: head += f'\n> {desc.strip()}\n'
+        cells.append({'cell_type': 'markdown', 'metadata': {}, 'source': head})
     for c in nb['cells']:
         s = src(c.get('source'))
         if c['cell_type'] == 'raw':
@@ -306,31 +504,36 @@ def load_modidx(lib: str) -> dict:
 
 
 def _source_line(obj):
+    if isinstance(obj, (staticmethod, classmethod)): obj = obj.__func__
+    if isinstance(obj, property): obj = obj.fget
     try: return inspect.getsourcelines(inspect.unwrap(obj))[1]
-    except (TypeError, OSError): return None
+    except (TypeError, OSError, ValueError): return None
 
 
-def render_symbol(name: str, obj, level: int, git_src: str | None) -> str:
+def render_symbol(name: str | None, obj, level: int, git_src: str | None) -> str:
     "Markdown for one symbol, like nbdev's show_doc, with a heading of the given level."
     from nbdev.showdoc import BasicMarkdownRenderer
     try:
-        md = BasicMarkdownRenderer(obj, name=name)._repr_markdown_()
-    except Exception as e:  # pragma: no cover - unusual objects
+        r = BasicMarkdownRenderer(obj, name=name)
+        name = name or r.nm
+        md = r._repr_markdown_()
+    except Exception:  # unusual objects: plain docstring
+        name = name or getattr(obj, '__qualname__', None) or getattr(obj, '__name__', repr(obj))
         doc = inspect.getdoc(obj) or ''
         md = f'### {name}\n\n{doc}\n'
     md = re.sub(r'\A\s*---\s*\n', '', md)
     md = re.sub(r'^\[source\]\([^)]*\)\{[^}]*\}\s*$', '', md, flags=re.M)   # re-added below, with a line number
     md = re.sub(r'^###\s+.*$', '#' * level + ' ' + name, md, count=1, flags=re.M)
     if inspect.isclass(obj): md = md.replace(f'def {obj.__name__}(', f'class {obj.__name__}(', 1)
+    md = re.sub(r'^(#+ .*)\n', lambda m: m.group(1).replace('\\_', '_') + '\n', md, count=1, flags=re.M)
     line = _source_line(obj)
     if git_src and line:
         md = f'<a class="kd-source-link reference external" href="{git_src}#L{line}">source</a>\n\n' + md.lstrip()
     return md.strip() + '\n'
 
 
-def api_pages(settings: dict, modidx: dict, out: Path, chapters: set) -> list[tuple[str, str, set]]:
-    "Write `api/<module>.md` for every module in `_modidx.py`; return [(docname, module)]."
-    lib = settings.get('lib_name', 'kdnotes')
+def api_pages(settings: dict, modidx: dict, out: Path, chapters: dict) -> list[tuple[str, str, set]]:
+    "Write `api/<module>.md` for every module in `_modidx.py`; return [(docname, module, section ids)]."
     git_url = settings.get('git_url', '').rstrip('/')
     branch = settings.get('branch', 'main')
     sys.path.insert(0, str(ROOT))
@@ -343,10 +546,11 @@ def api_pages(settings: dict, modidx: dict, out: Path, chapters: set) -> list[tu
         doc = inspect.getdoc(m) or ''
         parts = [f'# {mod}\n', f'{doc.strip()}\n' if doc.strip() else '',
                  f'`from {mod} import ...`: the public functions and classes of this module. ']
-        chapter = syms and next(iter(syms.values()))[0].split('#')[0]
-        parts[-1] += f'They are explained, with examples, in [this chapter](../{Path(chapter).stem}.ipynb).\n' \
-            if chapter and Path(chapter).stem in chapters else '\n'
+        chapter = syms and Path(next(iter(syms.values()))[0].split('#')[0]).stem
+        parts[-1] += f'They are explained, with examples, in the chapter [{chapters[chapter]}](../{chapter}.ipynb).\n' \
+            if chapter in chapters else '\n'
         tops = [q for q in syms if q.count('.') == mod.count('.') + 1]
+        tops.sort(key=lambda q: _source_line(getattr(m, q.rsplit('.', 1)[1], None)) or 10**9)
         public = [q for q in tops if not q.rsplit('.', 1)[1].startswith('_')]
         allnames = getattr(m, '__all__', None)
         if allnames is not None: public = [q for q in public if q.rsplit('.', 1)[1] in allnames] or public
@@ -357,13 +561,14 @@ def api_pages(settings: dict, modidx: dict, out: Path, chapters: set) -> list[tu
             if obj is None: continue
             parts.append(render_symbol(short, obj, 2, git_src)); ids.add(make_id(short))
             meths = [s for s in syms if s.startswith(q + '.') and s.count('.') == q.count('.') + 1]
+            meths.sort(key=lambda s: _source_line(inspect.getattr_static(obj, s.rsplit('.', 1)[1], None)) or 10**9)
             for mq in meths:
                 mname = mq.rsplit('.', 1)[1]
                 if mname.startswith('_') and mname not in ('__call__',): continue
                 mobj = inspect.getattr_static(obj, mname, None)
                 if isinstance(mobj, (staticmethod, classmethod)): mobj = mobj.__func__
                 if isinstance(mobj, property): mobj = mobj.fget
-                if mobj is None: continue
+                if mobj is None or not (getattr(mobj, '__doc__', None) or '').strip(): continue  # no docstring of its own
                 parts.append(render_symbol(f'{short}.{mname}', mobj, 3, git_src)); ids.add(make_id(f'{short}.{mname}'))
         text = '\n'.join(p for p in parts if p)
         write_if_changed(out / 'api' / f'{mod}.md', text)
@@ -376,8 +581,21 @@ CSS = """/* kdnotes: small additions to the book theme */
 a.kd-source-link { float: right; font-size: smaller; }
 """
 
+# Sphinx's search page inserts results (with chapter titles that may contain maths) after MathJax ran
+JS = """// kdnotes: typeset maths in search results as they appear
+document.addEventListener('DOMContentLoaded', () => {
+  const box = document.getElementById('search-results');
+  if (!box) return;
+  let pending = null;
+  new MutationObserver(() => {
+    clearTimeout(pending);
+    pending = setTimeout(() => { if (window.MathJax && MathJax.typesetPromise) MathJax.typesetPromise([box]); }, 100);
+  }).observe(box, {childList: true, subtree: true});
+});
+"""
 
-def write_book_config(out: Path, settings: dict, chapters: list[str], api: list[str], logo_title: str):
+
+def write_book_config(out: Path, settings: dict, chapters: list[str], api: list[str]):
     title = settings.get('title', 'kdnotes')
     cfg = {
         'title': title,
@@ -391,8 +609,7 @@ def write_book_config(out: Path, settings: dict, chapters: list[str], api: list[
         'html': {'use_repository_button': False, 'use_issues_button': False, 'use_edit_page_button': False,
                  'use_download_button': False, 'use_fullscreen_button': False, 'home_page_in_navbar': True,
                  'baseurl': '', 'analytics': {}, 'comments': {'hypothesis': False, 'utterances': False},
-                 'extra_footer': f'<p>Built offline from the notebooks in <code>nbs/</code> by '
-                                 f'<code>tools/build_docs.py</code>.</p>'},
+                 },
         'launch_buttons': {'notebook_interface': 'classic', 'binderhub_url': '', 'jupyterhub_url': '',
                            'thebe': False, 'colab_url': '', 'deepnote_url': ''},
         'sphinx': {
@@ -400,6 +617,7 @@ def write_book_config(out: Path, settings: dict, chapters: list[str], api: list[
             'config': {
                 'html_static_path': ['_static'],
                 'html_css_files': ['kdnotes.css'],
+                'html_js_files': ['kdnotes.js'],
                 'html_show_copyright': True,
                 'html_last_updated_fmt': None,
                 'nb_render_markdown_format': 'myst',
@@ -419,6 +637,8 @@ def write_book_config(out: Path, settings: dict, chapters: list[str], api: list[
                     'use_edit_page_button': False,
                     'launch_buttons': {},
                     'home_page_in_toc': True,
+                    'extra_footer': '<p>Built offline from the notebooks in <code>nbs/</code> by '
+                                    '<code>tools/build_docs.py</code>.</p>',
                 },
                 'html_context': {'default_mode': 'light'},
                 'mathjax3_config': {'tex': {'inlineMath': [['\\(', '\\)']], 'displayMath': [['\\[', '\\]']]}},
@@ -433,6 +653,7 @@ def write_book_config(out: Path, settings: dict, chapters: list[str], api: list[
     if not toc['parts']: del toc['parts']
     write_if_changed(out / '_toc.yml', yaml.safe_dump(toc, sort_keys=False))
     write_if_changed(out / '_static' / 'kdnotes.css', CSS)
+    write_if_changed(out / '_static' / 'kdnotes.js', JS)
 
 
 # Extensions that Jupyter Book 1.x always adds but that this offline site must not have: sphinx_thebe
@@ -456,10 +677,18 @@ def build_book(srcdir: Path, builddir: Path, strict: bool):
         if k == 'extensions': v = [e for e in v if e not in DROP_EXTENSIONS]
         if isinstance(v, list): v = list(dict.fromkeys(v))     # jupyter-book appends config lists twice
         lines.append(f'{k} = {v!r}')
-    conf.write_text('\n'.join(lines) + '\n')
+    lines += ['', '', 'def setup(app):',
+              '    # chapter titles in the sidebar may contain maths: load MathJax on every page, not only',
+              '    # on pages whose body has a formula',
+              "    app.set_html_assets_policy('always')"]
+    text = '\n'.join(lines) + '\n'
+    conf.write_text(text)
+    stamp = builddir / 'conf.py.last'        # Sphinx does not notice every conf.py change: rebuild all then
+    fresh = not stamp.exists() or stamp.read_text() != text
     cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-d', str(builddir / 'doctrees'),
            str(srcdir), str(builddir / 'html')]
-    if strict: cmd[4:4] = ['-W', '--keep-going']
+    if strict: cmd[5:5] = ['-W', '--keep-going']
+    if fresh: cmd[5:5] = ['-E', '-a']
     r = subprocess.run(cmd, cwd=srcdir, text=True, capture_output=True)
     out = [l for l in ((r.stdout or '') + (r.stderr or '')).splitlines() if l.strip()]
     if r.returncode != 0:
@@ -467,6 +696,8 @@ def build_book(srcdir: Path, builddir: Path, strict: bool):
         die(f'sphinx-build failed (exit {r.returncode}); sources in {srcdir}')
     for l in out:
         if 'WARNING' in l or 'ERROR' in l: print('  ' + l)
+    builddir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(text)
 
 
 README = """# docs/: the built documentation site (generated; do not edit)
@@ -494,6 +725,8 @@ def main():
     ap.add_argument('--out', default=str(ROOT / 'docs'), help='where the HTML goes (default: docs/)')
     ap.add_argument('--force', action='store_true', help='ignore the nbdev proc and Sphinx caches')
     ap.add_argument('--no-strict', action='store_true', help='do not treat Sphinx warnings as errors')
+    ap.add_argument('--nbdev-proc', action='store_true',
+                    help="use nbdev's own proc_nbs, which executes every cell containing an import")
     ap.add_argument('--nbs', help='notebook folder (default: nbs_path from settings.ini; other folders are for testing)')
     args = ap.parse_args()
 
@@ -507,14 +740,16 @@ def main():
     if not notebooks: die(f'no notebooks found in {nbs} (index.ipynb, NN_*.ipynb)')
     if notebooks[0].name != 'index.ipynb': log('WARNING: nbs/index.ipynb is missing; the first chapter becomes the home page')
 
+    warnings: list[str] = []
     with Step('nbdev proc (show_doc, hidden cells)'):
-        proc = run_proc(nbs, args.force)
+        proc = run_nbdev_proc(nbs, args.force) if args.nbdev_proc else run_proc(nbs, notebooks, args.force, warnings)
+    for w in warnings: print(f'  WARNING: {w}')
 
     with Step('convert notebooks for Jupyter Book'):
         import nbformat
         modidx = load_modidx(lib)
         linker = Linker(settings, modidx)
-        loaded = []
+        loaded, titles = [], {}
         for p in notebooks:
             pp = proc / p.name
             if not pp.exists(): die(f'nbdev did not produce {pp}')
@@ -524,13 +759,15 @@ def main():
             page = m.group(1) if m and p.name != 'index.ipynb' else ('index.html' if p.name == 'index.ipynb' else p.stem + '.html')
             loaded.append((p, page, nb))
             linker.chapter_ids[page] = output_headings(nb)
+            for k in (p.name, p.stem + '.html', page, Path(page).stem + '.ipynb'): linker.pages[k] = Path(page).stem
+            titles[Path(page).stem] = str(front_matter(copy.deepcopy(nb)).get('title') or p.stem)
         keep = {'_config.yml', '_toc.yml', '_static', 'api'} | {Path(pg).stem + '.ipynb' for _, pg, _ in loaded}
         srcdir.mkdir(parents=True, exist_ok=True)
         for f in srcdir.iterdir():
             if f.name not in keep: shutil.rmtree(f) if f.is_dir() else f.unlink()
 
     with Step('API reference pages'):
-        apis = api_pages(settings, modidx, srcdir, {Path(pg).stem for _, pg, _ in loaded})
+        apis = api_pages(settings, modidx, srcdir, titles)
         for doc, mod, ids in apis: linker.api_ids[mod] = ids
         if (srcdir / 'api').exists():
             for f in (srcdir / 'api').iterdir():
@@ -540,11 +777,11 @@ def main():
         chapters = []
         for p, page, nb in loaded:
             stem = Path(page).stem
-            convert_nb(nb, p.stem, linker)
+            convert_nb(nb, p.stem, linker, orig=json.loads(p.read_text(encoding='utf-8')))
             nbformat.validate(nbformat.from_dict(nb))
             write_if_changed(srcdir / f'{stem}.ipynb', json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
             chapters.append(stem)
-        write_book_config(srcdir, settings, chapters, [d for d, _, _ in apis], settings.get('title'))
+        write_book_config(srcdir, settings, chapters, [d for d, _, _ in apis])
 
     with Step('jupyter-book build'):
         build_book(srcdir, builddir, strict=not args.no_strict)
@@ -560,6 +797,10 @@ def main():
             if f.name in ('.buildinfo', '.doctrees'): continue
             (shutil.copytree if f.is_dir() else shutil.copy2)(f, dest / f.name)
         for f in (dest / '_static').glob('*macros.html'): f.unlink()   # theme template fragments, not pages
+        wanted = set(chapters) | {d for d, _, _ in apis} | {'genindex', 'search', 'py-modindex'}
+        for f in list(dest.rglob('*.html')):       # pages of notebooks/modules that no longer exist
+            rel = f.relative_to(dest)
+            if rel.parts[0] != '_static' and rel.with_suffix('').as_posix() not in wanted: f.unlink()
         (dest / '.nojekyll').touch()
         if dest == (ROOT / 'docs').resolve(): write_if_changed(dest / 'README.md', README)
         external = []

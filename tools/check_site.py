@@ -78,7 +78,15 @@ JS_LINKS = """() => Array.from(document.querySelectorAll('a[href]')).map(a => a.
 JS_MATH = """() => ({
   math: document.querySelectorAll('.math').length,
   mjx: document.querySelectorAll('mjx-container').length,
-  merror: document.querySelectorAll('mjx-merror, [data-mjx-error]').length,
+  merror: (() => {
+    const d = window.MathJax && MathJax.startup && MathJax.startup.document;
+    const items = d && d.math ? Array.from(d.math) : [];
+    const bad = items.filter(i => i.typesetRoot && i.typesetRoot.querySelector('mjx-merror'));
+    const n = document.querySelectorAll('mjx-merror').length;
+    return bad.length ? bad.map(i => (i.typesetRoot.querySelector('mjx-merror').getAttribute('data-mjx-error') || 'error')
+                                      + ' in: ' + i.math.trim().slice(0, 100))
+                      : (n ? [n + ' formula(s)'] : []);
+  })(),
   raw: (() => {
     const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
       n.parentElement.closest('pre, code, script, style, textarea, mjx-container, .highlight')
@@ -98,6 +106,8 @@ def main():
     ap.add_argument('word', nargs='?', default='distillation', help='a word the search page must find')
     ap.add_argument('--docs', default=str(ROOT / 'docs'), help='site folder (default: docs/)')
     ap.add_argument('--artifacts', default=str(ROOT / 'test-artifacts'), help='screenshots of failing pages go here')
+    ap.add_argument('--screenshots', help='also save a full-page screenshot of every page into this folder')
+    ap.add_argument('--only', help='check only pages whose path matches this glob (e.g. "dml.html"); default all')
     ap.add_argument('--timeout', type=float, default=15, help='seconds to wait for MathJax / search per page')
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -112,8 +122,12 @@ def main():
         sys.exit('check_site: FAIL: the Python package playwright is missing (pip install playwright; '
                  'do NOT run `playwright install`)')
 
-    pages = sorted(p.relative_to(docs).as_posix() for p in docs.rglob('*.html'))
+    for old in Path(args.artifacts).glob('check_site-*.png'): old.unlink()      # no stale screenshots
+    pages = sorted(p.relative_to(docs).as_posix() for p in docs.rglob('*.html') if '_static' not in p.relative_to(docs).parts)
     pages.remove('index.html'); pages.insert(0, 'index.html')
+    if args.only:
+        import fnmatch
+        pages = [p for p in pages if fnmatch.fnmatch(p, args.only)]
     srv, base = serve(docs)
     host = urlsplit(base).netloc
     problems: list[str] = []                      # "page: problem"
@@ -152,7 +166,6 @@ def main():
         for name in pages:
             tp = time.perf_counter()
             current['page'] = name
-            n_before = len(problems) + len(external) + len(http_errors) + len(js_errors)
             mine = []
             try:
                 page.goto(f'{base}/{name}', wait_until='load', timeout=args.timeout * 1000)
@@ -176,7 +189,7 @@ def main():
                 m = page.evaluate(JS_MATH)
                 if m['mjx'] < max(1, m['math']):
                     mine.append(f"maths not typeset by MathJax: {m['mjx']} mjx-container for {m['math']} formulas")
-                if m['merror']: mine.append(f"MathJax reports {m['merror']} TeX error(s)")
+                for err in m['merror']: mine.append(f"MathJax TeX error: {err}")
             if m['raw']: mine.append(f"raw TeX left in the text: {m['raw']!r}")
             # internal links: the file must exist and the anchor must be on it
             links = page.evaluate(JS_LINKS)
@@ -200,8 +213,14 @@ def main():
                 except PWTimeout:
                     pass
                 hits = page.evaluate(JS_SEARCH)
+                page.wait_for_timeout(500)                      # results are typeset after they appear
+                raw = page.evaluate(JS_MATH)['raw']
+                if raw: mine.append(f'raw TeX left in the search results: {raw!r}')
                 if not hits: mine.append(f'search for {args.word!r} finds nothing')
                 else: print(f'  search {args.word!r}: {len(hits)} results, first {urlsplit(hits[0]).path}')
+            if args.screenshots:
+                Path(args.screenshots).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(Path(args.screenshots) / (re.sub(r'[^\w.-]', '_', name) + '.png')), full_page=True)
             mine += [p for pg, p in http_errors if pg == name]
             mine += [f'uncaught JS error: {e}' for pg, e in js_errors if pg == name]
             mine += [f'request to another host blocked: {u}' for pg, u in external if pg == name]

@@ -2,12 +2,13 @@
 
 Usage: python tools/run_nb.py nbs/10_x.ipynb [more.ipynb ...] [--flags slow gpu]
 Cells tagged with a flag from settings.ini's tst_flags (`#|slow`, `#|gpu`) are skipped, as in
-`nbdev_test`, unless the flag is passed with --flags. Stops with a traceback on the first error.
+`nbdev_test`, unless the flag is passed with --flags; a skipped cell's old output is cleared.
+Only outputs are written back: every cell's source (its `#|` directives included) is left as it was.
+Stops with a traceback on the first error.
 """
-import argparse, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 from execnb.shell import CaptureShell
-from execnb.nbio import write_nb
 from fastcore.xtras import working_directory
 from nbdev.config import get_config
 from nbdev.process import NBProcessor
@@ -16,7 +17,11 @@ from nbdev.frontmatter import FrontmatterProc
 
 def run_nb(path: Path, flags: set[str]) -> float:
     skip = set(get_config().tst_flags.split()) - flags
+    # nbdev's processor parses the directives out of each cell's source: execute that copy,
+    # then move only the outputs into the original notebook, cell by cell.
     nb = NBProcessor(path, procs=FrontmatterProc, process=True).nb
+    original = json.loads(path.read_text(encoding='utf-8'))
+    if len(original['cells']) != len(nb.cells): raise RuntimeError(f'{path}: cell count changed while processing')
 
     def no_eval(cell):
         if cell.cell_type != 'code': return True
@@ -30,9 +35,11 @@ def run_nb(path: Path, flags: set[str]) -> float:
     shell = CaptureShell(path)
     with working_directory(path.parent):
         shell.run_all(nb, exc_stop=True, preproc=no_eval)
-    for cell in nb.cells:  # drop nbdev's parse-time attributes before writing
-        for k in [k for k in cell if k.endswith('_')]: del cell[k]
-    write_nb(nb, path)
+    for orig, done in zip(original['cells'], nb.cells):
+        if orig['cell_type'] == 'code':
+            orig['outputs'] = [dict(o) for o in done.get('outputs', [])]
+            orig['execution_count'] = done.get('execution_count')
+    path.write_text(json.dumps(original, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
     return time.time() - t0
 
 
