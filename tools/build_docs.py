@@ -765,6 +765,8 @@ def main():
         srcdir.mkdir(parents=True, exist_ok=True)
         for f in srcdir.iterdir():
             if f.name not in keep: shutil.rmtree(f) if f.is_dir() else f.unlink()
+        # pictures that markdown cells link as `images/x.png` (screenshots): Sphinx copies them into the site
+        if (nbs / 'images').is_dir(): shutil.copytree(nbs / 'images', srcdir / 'images')
 
     with Step('API reference pages'):
         apis = api_pages(settings, modidx, srcdir, titles)

@@ -15,7 +15,8 @@ def render(nb_path: Path) -> str:
     for cell in nb['cells']:
         src = ''.join(cell['source']).strip()
         if not src or src.startswith('#|') and all(l.startswith('#|') for l in src.splitlines()): continue
-        if cell['cell_type'] == 'markdown': parts.append(src)
+        # the notebook lives in nbs/, the README at the root: pictures move with it
+        if cell['cell_type'] == 'markdown': parts.append(src.replace('](images/', '](nbs/images/'))
         elif cell['cell_type'] == 'code':
             parts.append('```python\n' + '\n'.join(l for l in src.splitlines() if not l.startswith('#|')) + '\n```')
             text = ''.join(''.join(o.get('text', '')) or ''.join(o.get('data', {}).get('text/plain', '')) for o in cell.get('outputs', []))

@@ -1,0 +1,94 @@
+"Edge cases and a CLI smoke test for kdnotes.dml (Deep Mutual Learning)."
+import argparse, json, math
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from kdnotes.dml import (dml_loss, cohort_loss, CohortConfig, fit_cohort, train_cohort, prediction_entropy, cohort_metrics,
+                         DMLExperiment, dml_grid, load_data, add_cli, METHODS)
+from kdnotes.data import Split, DeviceLoader
+from kdnotes.train import TrainConfig
+from kdnotes.models import LeNet5
+
+torch.set_num_threads(1)
+
+
+def _naive(zs, y, k):
+    pk = zs[k].softmax(1)
+    kl = sum((zs[j].softmax(1) * (zs[j].softmax(1).log() - pk.log())).sum(1).mean() for j in range(len(zs)) if j != k) / (len(zs) - 1)
+    return F.cross_entropy(zs[k], y) + kl
+
+
+def test_dml_loss_matches_naive_formula():
+    torch.manual_seed(0)
+    zs, y = [torch.randn(8, 5) * s for s in (1, 2, 3, 4)], torch.randint(0, 5, (8,))
+    for k, l in enumerate(dml_loss(zs, y)): assert torch.allclose(l, _naive(zs, y, k), atol=1e-5)
+
+
+def test_peers_are_detached():
+    zs = [torch.randn(4, 3, requires_grad=True) for _ in range(3)]
+    dml_loss(zs, torch.tensor([0, 1, 2, 0]))[0].backward()
+    assert zs[0].grad is not None and zs[1].grad is None and zs[2].grad is None
+
+
+def test_dml_e_is_kl_to_mixture_and_equals_dml_for_two():
+    torch.manual_seed(1)
+    zs, y = [torch.randn(6, 4) for _ in range(3)], torch.randint(0, 4, (6,))
+    mix = (zs[0].softmax(1) + zs[2].softmax(1)) / 2
+    want = F.cross_entropy(zs[1], y) + (mix * (mix.log() - zs[1].log_softmax(1))).sum(1).mean()
+    assert torch.allclose(dml_loss(zs, y, ensemble=True)[1], want, atol=1e-5)
+    for a, b in zip(dml_loss(zs[:2], y), dml_loss(zs[:2], y, ensemble=True)): assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize('bad, msg', [(dict(weight=-0.5), '>= 0')])
+def test_dml_loss_bad_inputs(bad, msg):
+    zs, y = [torch.randn(4, 3), torch.randn(4, 3)], torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match=msg): dml_loss(zs, y, **bad)
+    with pytest.raises(ValueError, match='at least 2'): dml_loss(zs[:1], y)
+    with pytest.raises(ValueError, match='same classes'): dml_loss([zs[0], torch.randn(4, 7)], y)
+
+
+def test_cohort_loss_validation():
+    with pytest.raises(ValueError, match='choose one of'): cohort_loss(CohortConfig('peer'))
+    with pytest.raises(ValueError, match='needs a teacher'): cohort_loss(CohortConfig('kd'))
+
+
+def test_entropy_and_metrics():
+    assert math.isclose(prediction_entropy(torch.zeros(2, 4)), math.log(4), rel_tol=1e-6)
+    z = torch.tensor([[5., 0.], [0., 5.]]); y = torch.tensor([0, 1])
+    m = cohort_metrics([z, z.clone()], y)
+    assert m['acc'] == 1.0 and m['agreement'] == 1.0 and m['ens_acc'] == 1.0
+
+
+@pytest.mark.parametrize('alternate', [False, True])
+def test_fit_cohort_runs_and_independent_students_differ(alternate):
+    torch.manual_seed(0)
+    data = Split(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    models = [LeNet5(), LeNet5()]
+    before = [m.classifier[-1].weight.clone() for m in models]
+    h = train_cohort(models, data, CohortConfig('dml', alternate=alternate, train=TrainConfig(epochs=2, batch_size=32, progress=False, device='cpu')))
+    assert len(h) == 2 and len(h[0]['loss']) == 2 and len(h[0]['ce']) == 2
+    assert all(not torch.equal(b, m.classifier[-1].weight) for b, m in zip(before, models))
+
+
+def test_train_cohort_checks_k():
+    data = Split(torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    with pytest.raises(ValueError, match='build cfg.k students'): train_cohort([LeNet5()], data, CohortConfig(k=2))
+
+
+def test_grid_and_data():
+    g = dml_grid(seeds=(0, 1, 2))
+    assert len(g) == 15 and {c.method for c in g} == set(METHODS)
+    assert all(c.k == 3 for c in g if c.method == 'dml_e')
+    with pytest.raises(ValueError, match="choose 'mnist5k'"): load_data('svhn')
+
+
+def test_cli_smoke(tmp_path):
+    parser = argparse.ArgumentParser(); sub = parser.add_subparsers()
+    add_cli(sub)
+    args = parser.parse_args(['dml', '--methods', 'independent', 'kd', '--seeds', '0', '--epochs', '1', '--train-per-class', '5', '--out', str(tmp_path)])
+    args.func(args)
+    summary = json.loads((tmp_path / 'dml_summary.json').read_text())
+    assert {r['method'] for r in summary} == {'independent', 'kd'}
+    assert (tmp_path / 'dml.png').stat().st_size > 0 and (tmp_path / 'dml_loss_curves.png').exists()
+    assert len(list(tmp_path.glob('dml-*.json'))) == 2

@@ -1,0 +1,91 @@
+"Edge cases and CLI smoke tests for kdnotes.tfkd (label smoothing, Tf-KD, temperature scaling, cross-quality KD)."
+import argparse, json, math
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from kdnotes.tfkd import (ls_loss, virtual_teacher_logits, tfkd_virtual_loss, fit_temperature, calibration_report, LowRes,
+                          run_tfkd, TfKDExperiment, tfkd_grid, crossq_grid, CROSSQ_METHODS, TFKD_METHODS, add_cli)
+from kdnotes.distill import kd_loss
+from kdnotes.train import TrainConfig
+from kdnotes.models import LeNet5
+
+torch.set_num_threads(1)
+
+
+def test_label_smoothing_is_kd_with_uniform_teacher():
+    torch.manual_seed(0)
+    z, y = torch.randn(32, 7) * 2, torch.randint(0, 7, (32,))
+    for eps in (0.0, 0.1, 0.5):
+        want = kd_loss(z, torch.zeros_like(z), y, T=1.0, alpha=1 - eps) + eps * math.log(7)
+        assert torch.allclose(ls_loss(eps)(z, None, y), want, atol=1e-5)
+    with pytest.raises(ValueError, match=r'\[0, 1\)'): ls_loss(1.0)
+
+
+def test_virtual_teacher_is_a_proper_tempered_distribution():
+    y = torch.tensor([2, 0])
+    p = virtual_teacher_logits(y, 5, a=0.8).softmax(1)
+    assert torch.allclose(p[0], torch.tensor([0.05, 0.05, 0.8, 0.05, 0.05]), atol=1e-6)
+    T = 3.0
+    tempered = virtual_teacher_logits(y, 5, 0.8) / T
+    want = p ** (1 / T) / (p ** (1 / T)).sum(1, keepdim=True)
+    assert torch.allclose(tempered.softmax(1), want, atol=1e-6)
+    naive = (p / 20).softmax(1)  # the trap: probabilities used as logits are nearly uniform
+    assert (naive - 0.2).abs().max() < 0.01
+
+
+@pytest.mark.parametrize('a', [0.1, 1.0, 1.5])
+def test_virtual_teacher_bad_a(a):
+    with pytest.raises(ValueError, match='a must be in'): virtual_teacher_logits(torch.tensor([0]), 10, a)
+
+
+def test_virtual_loss_needs_labels():
+    with pytest.raises(ValueError, match='drop unlabeled'): tfkd_virtual_loss()(torch.randn(2, 10), None, torch.tensor([1, -1]))
+
+
+def test_fit_temperature_recovers_known_temperature():
+    torch.manual_seed(0)
+    z = torch.randn(5000, 10) * 2
+    y = torch.multinomial(z.softmax(1), 1)[:, 0]
+    assert abs(fit_temperature(z * 3, y) - 3) < 0.2
+    assert abs(fit_temperature(z, y) - 1) < 0.08
+    # minimises the NLL: nearby temperatures are no better
+    T = fit_temperature(z * 3, y)
+    f = lambda t: F.cross_entropy(z * 3 / t, y).item()
+    assert f(T) <= min(f(T * 1.05), f(T / 1.05)) + 1e-7
+
+
+def test_fit_temperature_bad_inputs():
+    with pytest.raises(ValueError, match='labels must be'): fit_temperature(torch.randn(4, 3), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match='NaN'): fit_temperature(torch.full((2, 3), float('inf')), torch.zeros(2, dtype=torch.long))
+    y = torch.tensor([0, 1, 2])
+    assert fit_temperature(F.one_hot(y, 3).float() * 10, y) < 0.02  # perfect predictions: bounded by lo
+
+
+def test_calibration_report_keys():
+    z, y = torch.randn(50, 4), torch.randint(0, 4, (50,))
+    r = calibration_report(z, y, z, y)
+    assert set(r) == {'acc', 'nll', 'ece', 'T_fit', 'nll_ts', 'ece_ts'} and r['nll_ts'] <= r['nll'] + 1e-6
+
+
+def test_lowres_downscales_and_refuses_upscaling():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(49, 3))
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(LowRes(net, 7)(x), net(F.avg_pool2d(x, 4)), atol=1e-6)
+    with pytest.raises(ValueError, match='only downscales'): LowRes(net, 7)(torch.rand(1, 1, 5, 5))
+    assert LowRes(LeNet5(in_shape=(1, 14, 14)), 14)(x).shape == (2, 10)
+
+
+def test_grids():
+    assert len(tfkd_grid()) == 3 * len(TFKD_METHODS) and len(crossq_grid()) == 3 * len(CROSSQ_METHODS)
+    with pytest.raises(ValueError, match='choose one of'): run_tfkd(TfKDExperiment('virtual'))
+
+
+@pytest.mark.parametrize('cmd', [['tfkd', '--methods', 'ce', 'tfkd_virtual_naive'], ['crossq']])
+def test_cli_smoke(tmp_path, cmd):
+    parser = argparse.ArgumentParser(); add_cli(parser.add_subparsers())
+    args = parser.parse_args(cmd + ['--seeds', '0', '--epochs', '1', '--train-per-class', '5', '--out', str(tmp_path)])
+    args.func(args)
+    summary = json.loads((tmp_path / f'{cmd[0]}_summary.json').read_text())
+    assert len(summary) == (2 if cmd[0] == 'tfkd' else 3)
+    assert (tmp_path / f'{cmd[0]}.png').stat().st_size > 0
