@@ -26,9 +26,9 @@ from .experiments import ResultStore, provenance
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'PACK_METHODS', 'AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit',
            'FastConfig', 'fast_recipe', 'plot_recipe', 'maybe_compile', 'is_compiled', 'fast_train', 'Packed',
-           'LoopPacked', 'packed_loss', 'packed_kd_loss', 'pack', 'train_packed', 'distill_packed', 'BenchConfig',
-           'fake_cifar', 'bench_data', 'bench_speed', 'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench',
-           'run_bench', 'add_cli']
+           'LoopPacked', 'packed_loss', 'packed_kd_loss', 'pack', 'train_packed', 'max_state_diff',
+           'relative_state_gap', 'distill_packed', 'BenchConfig', 'fake_cifar', 'bench_data', 'bench_speed',
+           'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'run_bench', 'add_cli']
 
 # %% ../nbs/20_fast.ipynb #714dbdc4
 class TorchvisionStyle(torch.utils.data.Dataset):
@@ -215,6 +215,16 @@ def train_packed(models: list[nn.Module], # K models, trained together (returned
     loader = DeviceLoader(data, cfg.batch_size, aug, device=device, seed=cfg.seed)
     history = fit(model, loader, cfg, loss_fn or packed_loss(ce_loss))
     return model.unpack(), history
+
+# %% ../nbs/20_fast.ipynb #eb8b4e54
+def max_state_diff(a: nn.Module, b: nn.Module) -> float:
+    "Largest absolute difference between the floating-point tensors (weights, BatchNorm statistics) of two models."
+    return max((sa - sb).abs().max().item() for sa, sb in zip(a.state_dict().values(), b.state_dict().values()) if sa.is_floating_point())
+
+def relative_state_gap(a: nn.Module, b: nn.Module, start: nn.Module) -> float:
+    "‖state(a) − state(b)‖ / ‖state(a) − state(start)‖: the gap between two trained models, relative to how far `a` moved from `start`."
+    pairs = [(sa - sb, sa - s0) for sa, sb, s0 in zip(a.state_dict().values(), b.state_dict().values(), start.state_dict().values()) if sa.is_floating_point()]
+    return (sum(d.pow(2).sum() for d, _ in pairs).sqrt() / sum(m.pow(2).sum() for _, m in pairs).sqrt()).item()
 
 # %% ../nbs/20_fast.ipynb #9ebf74f6
 def distill_packed(teacher: nn.Module, # trained teacher (or Ensemble); frozen here

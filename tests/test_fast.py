@@ -8,7 +8,8 @@ from kdnotes.train import TrainConfig, train_classifier, predict
 from kdnotes.distill import DistillConfig, teacher_loss, frozen
 from kdnotes.fast import (FastConfig, fast_recipe, maybe_compile, is_compiled, fast_train, Packed, LoopPacked, pack, packed_loss,
                           packed_kd_loss, train_packed, distill_packed, TorchvisionStyle, baseline_transform, baseline_fit,
-                          BenchConfig, bench_data, run_bench, plot_bench, add_cli, fake_cifar)
+                          BenchConfig, bench_data, run_bench, plot_bench, add_cli, fake_cifar,
+                          max_state_diff, relative_state_gap)
 
 torch.set_num_threads(1)  # shared CPU; also avoids OpenMP spinning
 AUG = Augment(pad=2, flip=True, **CIFAR_NORM)
@@ -22,10 +23,6 @@ def small(seed, width=8):  # width 8: torch 2.14 CPU corrupts the heap in conv b
 def tiny():
     g = torch.Generator().manual_seed(0)
     return Split(torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=g), torch.randint(0, 10, (48,), generator=g))
-
-
-def state_diff(a, b):
-    return max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()) if x.is_floating_point())
 
 
 def test_recipe_scales_lr_and_warmup():
@@ -60,17 +57,23 @@ def test_baseline_and_fast_train_run(tiny):
 
 @pytest.mark.parametrize('method', ['vmap', 'loop'])
 def test_packed_training_equals_separate_training(tiny, method):
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, seed=0, device='cpu', progress=False)
     inits = [small(s) for s in range(3)]
-    separate = [copy.deepcopy(m) for m in inits]
-    for m in separate: train_classifier(m, tiny, cfg, AUG)
-    packed, hist = train_packed([copy.deepcopy(m) for m in inits], tiny, cfg, AUG, method=method)
+    def both(cfg):
+        separate = [copy.deepcopy(m) for m in inits]
+        for m in separate: train_classifier(m, tiny, cfg, AUG)
+        packed, hist = train_packed([copy.deepcopy(m) for m in inits], tiny, cfg, AUG, method=method)
+        return separate, packed, hist
+    # one step: equal up to round-off (vmap sums in another order), bit-equal for the loop
+    separate, packed, _ = both(TrainConfig(epochs=1, batch_size=len(tiny), lr=0.05, seed=0, device='cpu', progress=False))
+    for a, b in zip(separate, packed): assert max_state_diff(a, b) < (1e-6 if method == 'vmap' else 1e-12)
+    # 6 steps: training is chaotic (a 1e-7 nudge of plain training sometimes grows to 1e-3), so vmap gets a relative bound
+    separate, packed, hist = both(TrainConfig(epochs=2, batch_size=16, lr=0.05, seed=0, device='cpu', progress=False))
     assert len(hist) == 2 and len(packed) == 3
-    for a, b in zip(separate, packed):
-        assert state_diff(a, b) < 1e-4  # weights and BatchNorm running statistics
+    for a, b, m0 in zip(separate, packed, inits):
+        assert relative_state_gap(a, b, m0) < 0.05 if method == 'vmap' else max_state_diff(a, b) == 0
         assert a.bn.num_batches_tracked.item() == b.bn.num_batches_tracked.item() == 6
-        torch.testing.assert_close(predict(a, tiny, AUG), predict(b, tiny, AUG), atol=1e-4, rtol=0)
-    assert state_diff(packed[0], packed[1]) > 1e-3  # the models stay different
+        if method == 'loop': torch.testing.assert_close(predict(a, tiny, AUG), predict(b, tiny, AUG), atol=0, rtol=0)
+    assert max_state_diff(packed[0], packed[1]) > 1e-3  # the models stay different
 
 
 def test_packed_module_basics():
@@ -78,7 +81,7 @@ def test_packed_module_basics():
     p = Packed(models); x = torch.randn(4, 3, 16, 16)
     torch.testing.assert_close(p(x), torch.stack([m(x) for m in models]), atol=1e-5, rtol=0)
     assert p.to(memory_format=torch.channels_last) is p  # 5-D stacked weights: memory format ignored, no error
-    assert [state_diff(a, b) for a, b in zip(p.unpack(), models)] == [0.0, 0.0]
+    assert [max_state_diff(a, b) for a, b in zip(p.unpack(), models)] == [0.0, 0.0]
     assert LoopPacked(models)(x).shape == (2, 4, 10)
     with pytest.raises(ValueError, match="use method='loop'"): Packed([small(0), small(0, width=16)])
     with pytest.raises(ValueError, match='at least one model'): Packed([])
