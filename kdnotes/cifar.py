@@ -266,12 +266,15 @@ def _cmd_cifar(args):
 def add_cli(subparsers):
     "Register `kdnotes cifar`: Stanton et al.'s synthetic-data and ensemble sweeps, resumable, time-budgeted."
     p = subparsers.add_parser('cifar', help="Stanton et al.'s CIFAR-10 sweeps (synthetic data, ensemble teachers)")
-    p.add_argument('sweep', choices=['self', 'ensemble']); p.add_argument('--preset', default='gpu', choices=sorted(PRESETS))
+    p.add_argument('sweep', choices=['self', 'ensemble'], help='self: self-distillation with synthetic data; ensemble: ensemble teachers of growing size')
+    p.add_argument('--preset', default='gpu', choices=sorted(PRESETS), help='gpu: CIFAR-10, ResNet-56; tiny: sklearn digits, resnet8 (a CPU smoke run)')
     p.add_argument('--synth', help='sample file from `kdnotes synth` (needed when n_synth > 0)')
     p.add_argument('--time-budget', type=float, default=None, help='seconds: start no run that would not finish within it')
-    p.add_argument('--max-runs', type=int, default=None); p.add_argument('--epoch-seconds', type=float, default=None, help='prior guess of seconds per epoch')
+    p.add_argument('--max-runs', type=int, default=None, help='start at most this many runs, then stop (resume later)')
+    p.add_argument('--epoch-seconds', type=float, default=None, help='prior guess of seconds per epoch')
     for o in ('--seeds', '--sizes', '--n-synth', '--n-teachers'): p.add_argument(o, help='comma-separated, overrides the preset')
-    p.add_argument('--epochs', type=int, default=None); p.add_argument('--device', default='auto')
+    p.add_argument('--epochs', type=int, default=None, help='epochs per network, overrides the preset')
+    p.add_argument('--device', default='auto', help='auto (CUDA if present), cuda or cpu')
     p.add_argument('--out', default='.', help='results folder (commit it)'); p.add_argument('--ckpt-dir', default='runs/cifar', help='teacher checkpoints (not committed)')
     p.set_defaults(func=_cmd_cifar)
     return p
