@@ -16,7 +16,8 @@ def test_cli_writes_table_and_figure_and_resumes(tmp_path, capsys):
     assert [r['size'] for r in report['table']] == [64, 128]
     assert {'device', 'torch', 'git_commit', 'wall_seconds'} <= set(report['provenance'])
     assert len(report['runs']) == 2 and all(0 <= r['result']['agreement'] <= 1 for r in report['runs'])
-    assert 'control_agreement_mean' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'control_agreement' in out and ' ± ' in out and 'mean ± std over seeds [0]' in out
     # a second call finds both runs stored and trains nothing
     assert main(args) == 0
     captured = capsys.readouterr()
