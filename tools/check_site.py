@@ -92,7 +92,7 @@ JS_MATH = """() => ({
       n.parentElement.closest('pre, code, script, style, textarea, mjx-container, .highlight')
         ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
     const bad = [];
-    const re = /\\$\\$|\\\\\\(|\\\\\\[|\\$[^$\\n]*\\\\[a-zA-Z]+[^$\\n]*\\$/;
+    const re = /\\$\\$|\\\\\\(|\\\\\\[|\\$[^$\\n]*\\\\[a-zA-Z]+[^$\\n]*\\$|\\$[^$\\n]*[\\^_{}][^$\\n]*\\$/;
     while (w.nextNode()) { const t = w.currentNode.nodeValue; if (re.test(t)) bad.push(t.trim().slice(0, 80)); }
     return bad.slice(0, 3);
   })()
