@@ -579,6 +579,8 @@ def api_pages(settings: dict, modidx: dict, out: Path, chapters: dict) -> list[t
 # ----------------------------------------------------------------------------- step 4: Jupyter Book
 CSS = """/* kdnotes: small additions to the book theme */
 a.kd-source-link { float: right; font-size: smaller; }
+/* pydata-sphinx-theme 0.16+ under the book theme adds a top bar holding a second search box: the sidebar has one */
+#pst-header.bd-header { display: none; }
 """
 
 # Sphinx's search page inserts results (with chapter titles that may contain maths) after MathJax ran
