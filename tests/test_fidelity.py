@@ -29,6 +29,10 @@ def test_bad_inputs_name_the_fix(tmp_path, capsys):
     assert 'size must be in' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(['fidelity', '--dataset', 'imagenet'])
+    # checked before any training: nothing is written to the store
+    assert main(['fidelity', '--T', '0', '--seeds', '0', '--out', str(tmp_path / 'bad_T')]) == 2
+    assert 'T must be > 0' in capsys.readouterr().err
+    assert not list((tmp_path / 'bad_T').rglob('*.json')) and not list((tmp_path / 'bad_T').rglob('*.pt'))
 
 
 def test_extra_images_enter_the_distillation_set(tmp_path):
