@@ -24,3 +24,11 @@ def test_loopback_still_works():
     t = threading.Thread(target=lambda: server.accept()[0].close()); t.start()
     socket.create_connection(('127.0.0.1', port), timeout=5).close()
     t.join(5); server.close()
+
+
+def test_torchvision_download_offline_says_so(tmp_path):
+    # offline (no DNS) or online behind the guard, the download fails: the error must say so, not "files not found"
+    from kdnotes.data import torchvision_dataset
+    for name in ('mnist', 'cifar10'):
+        with pytest.raises(ConnectionError, match='offline'):
+            torchvision_dataset(name, root=tmp_path / name, download=True)
