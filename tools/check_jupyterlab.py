@@ -21,10 +21,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = '/usr/bin/chromium'
-CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                 '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-                 '--disable-dev-shm-usage']
+from chromium import CHROMIUM, CHROMIUM_ARGS  # tools/chromium.py: this script's folder is on sys.path
 T0 = time.perf_counter()
 
 
