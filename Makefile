@@ -1,16 +1,17 @@
-# kdnotes: two commands set everything up on a fresh machine and run it.
+# kdnotes: these commands set everything up on a fresh machine and run it.
 #   make fidelity   the main job (Stanton et al.'s fidelity experiment on MNIST-5k, CPU, a few minutes)
-#   make test       the whole test suite (export check, notebooks, pytest, docs build, browser checks)
-# Both create the virtual environment .venv and install what is missing first.
+#   make test       the whole test suite (export, notebooks, pytest, GPU-task dry run, docs, browser checks)
+#   make gpu-dry-run  the lent-GPU command (tools/gpu_task.sh: probe + every unit) on the CPU, tiny, ~1 min
+# Each creates the virtual environment .venv and installs what is missing first.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= results
 
-.PHONY: fidelity test install docs serve-docs lab clean-venv help
+.PHONY: fidelity test install docs serve-docs lab clean-venv help gpu-dry-run gpu-prepare
 help:
-	@sed -n '2,4p' Makefile
+	@sed -n '2,5p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,16 @@ fidelity: install
 
 test: install
 	$(BIN)/python tools/run_tests.py
+
+# The GPU command on the CPU at tiny size (random images, every unit), with the trimmed diffusers wheel.
+gpu-dry-run: install
+	$(BIN)/python tools/trim_diffusers.py
+	rm -rf runs/gpu-dry-run
+	PYTHON=$(BIN)/python OUT=$(CURDIR)/runs/gpu-dry-run bash tools/gpu_task.sh --dry-run --unit all
+
+# Copy CIFAR-10 and the trimmed diffusers into carried folders, check the 64 MiB limit, print the `run` call.
+gpu-prepare: install
+	PYTHON=$(BIN)/python bash tools/prepare_gpu_task.sh
 
 docs: install
 	$(BIN)/python tools/build_docs.py

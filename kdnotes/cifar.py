@@ -8,22 +8,32 @@ import functools, hashlib, json, math, os, time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 from .data import Split, Augment, CIFAR_NORM, MNIST_NORM, cifar10, digits, mnist5k, stratified_split
-from .models import PreActResNet, Ensemble, get_model
-from .train import TrainConfig, train_classifier, predict, evaluate, seed_everything, save_checkpoint, load_checkpoint
+from .models import PreActResNet, Ensemble, get_model, MODELS
+from kdnotes.train import (
+    TrainConfig,
+    train_classifier,
+    predict,
+    evaluate,
+    seed_everything,
+    save_checkpoint,
+    load_checkpoint,
+)
 from .distill import DistillConfig, distill
 from .metrics import agreement
 from .experiments import ResultStore, run, config_hash, to_frame, mean_std
 from .synthetic import load_samples, sample_quality
 
 # %% auto #0
-__all__ = ['STUDENT_SEED_OFFSET', 'LABELS', 'PRESETS', 'TeacherConfig', 'StudentConfig', 'member_configs', 'load_data',
-           'make_model', 'encode_preds', 'decode_preds', 'teacher_path', 'train_teacher', 'get_teacher', 'run_student',
-           'add_controls', 'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'run_budgeted', 'plot_self_distill',
-           'plot_ensemble', 'sweep_configs', 'summarize', 'add_cli']
+__all__ = ['STUDENT_SEED_OFFSET', 'TEACHER_FORWARD', 'LABELS', 'PRESETS', 'TeacherConfig', 'StudentConfig', 'member_configs',
+           'load_data', 'make_model', 'encode_preds', 'decode_preds', 'teacher_path', 'train_teacher', 'get_teacher',
+           'run_student', 'add_controls', 'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds',
+           'run_budgeted', 'plot_self_distill', 'plot_ensemble', 'sweep_configs', 'check_student_config', 'summarize',
+           'add_cli', 'unit_frame']
 
 # %% ../nbs/22_stanton_cifar.ipynb #516673f6
 @dataclass
@@ -166,23 +176,75 @@ def ensemble_sweep(base: StudentConfig, sizes: tuple = (1, 2, 3, 5, 8, 12), seed
     return [replace(base, n_teachers=k, n_synth=0, synth_id='', seed=s) for s in seeds for k in sizes]
 
 # %% ../nbs/22_stanton_cifar.ipynb #24937c07
-def run_cost(cfg: StudentConfig, ckpt_dir: str | os.PathLike, n_train: int) -> float:
-    "Epoch-units a student run will take: its epochs over the enlarged set plus those of teachers not yet on disk."
-    return cfg.epochs * (1 + cfg.n_synth / n_train) + sum(t.epochs for t in member_configs(cfg) if not teacher_path(t, ckpt_dir).exists())
+# a teacher's forward pass, in units of one training step (forward + backward) of the same network
+TEACHER_FORWARD = 1 / 3
 
-def run_budgeted(cfgs: list, fn, store: ResultStore, ckpt_dir, n_train: int, time_budget: float | None = None, # seconds for this command
-                 max_runs: int | None = None, epoch_seconds: float | None = None, # prior guess of seconds per epoch-unit
-                 progress: bool = True) -> dict:
-    "Run the unfinished `cfgs` (kind 'student') until `max_runs` or `time_budget` would be exceeded; returns counts."
-    todo = [c for c in cfgs if store.get('student', c) is None]; t0, ran, rate = time.perf_counter(), 0, epoch_seconds
-    bar = tqdm(todo, desc=f'students ({len(cfgs) - len(todo)} of {len(cfgs)} done before)', disable=not progress)
+
+def run_cost(cfg: StudentConfig, ckpt_dir: str | os.PathLike, n_train: int) -> float:
+    "Epoch-units of a run: epochs over the enlarged set with K teacher forwards, plus missing teachers."
+    steps = cfg.epochs * (1 + cfg.n_synth / n_train)
+    missing = sum(t.epochs for t in member_configs(cfg) if not teacher_path(t, ckpt_dir).exists())
+    return steps * (1 + TEACHER_FORWARD * cfg.n_teachers) + missing
+
+
+def estimate_epoch_seconds(
+    cfg: StudentConfig,  # its arch, batch size, data set and device are timed
+    n_images: int = 2048,  # a subset: one warm-up epoch, one timed epoch
+) -> float:
+    "Seconds per epoch-unit (one epoch over the full training set), from one timed epoch on a subset."
+    d = load_data(cfg.teacher.dataset)
+    n = min(n_images, len(d['train']))
+    model = make_model(cfg.arch, d['in_shape'])
+    tc = TrainConfig(
+        epochs=2, batch_size=cfg.batch_size, lr=cfg.lr, device=cfg.teacher.device, progress=False
+    )
+    hist = train_classifier(model, d['train'][:n], tc, d['aug'])
+    return hist[-1]['seconds'] * len(d['train']) / n
+
+# %% ../nbs/22_stanton_cifar.ipynb #244b03d7
+def run_budgeted(
+    cfgs: list,
+    fn,
+    store: ResultStore,
+    ckpt_dir,
+    n_train: int,
+    time_budget: float | None = None,  # seconds for this command
+    max_runs: int | None = None,
+    epoch_seconds: float | None = None,  # seconds per epoch-unit; needed with time_budget
+    progress: bool = True,
+    clock: Callable[[], float] = time.perf_counter,  # seconds; tests pass a fake clock
+) -> dict:
+    "Run the unfinished `cfgs`, skipping those that would overrun `time_budget`, up to `max_runs`; counts."
+    if time_budget is not None and not (epoch_seconds and epoch_seconds > 0):
+        raise ValueError(
+            "a time budget needs epoch_seconds > 0 before the first run; "
+            "measure it with estimate_epoch_seconds"
+        )
+    todo = [c for c in cfgs if store.get('student', c) is None]
+    t0, ran, skipped, rate = clock(), 0, 0, epoch_seconds
+    bar = tqdm(
+        todo, desc=f'students ({len(cfgs) - len(todo)} of {len(cfgs)} done before)', disable=not progress
+    )
     for c in bar:
+        if max_runs is not None and ran >= max_runs:
+            break
         cost = run_cost(c, ckpt_dir, n_train)
-        if (max_runs is not None and ran >= max_runs) or (time_budget is not None and rate and time.perf_counter() - t0 + rate * cost > time_budget): break
-        t1 = time.perf_counter(); run('student', c, fn, store); ran += 1
-        rate = max(rate or 0.0, (time.perf_counter() - t1) / cost)
+        if time_budget is not None and clock() - t0 + rate * cost > time_budget:
+            skipped += 1
+            continue  # does not fit; a cheaper run further on may
+        t1 = clock()
+        run('student', c, fn, store)
+        ran += 1
+        rate = max(rate or 0.0, (clock() - t1) / cost)
     bar.close()
-    return dict(ran=ran, remaining=len(todo) - ran, total=len(cfgs), seconds=round(time.perf_counter() - t0, 1), epoch_seconds=rate)
+    return dict(
+        ran=ran,
+        skipped=skipped,
+        remaining=len(todo) - ran,
+        total=len(cfgs),
+        seconds=round(clock() - t0, 1),
+        epoch_seconds=rate,
+    )
 
 # %% ../nbs/22_stanton_cifar.ipynb #fcd382e9
 LABELS = dict(student_acc='student test accuracy', agreement='teacher-student agreement (test)', teacher_acc='teacher test accuracy',
@@ -233,6 +295,36 @@ def sweep_configs(sweep: str, preset: str = 'gpu', synth_id: str = '', device: s
     if sweep == 'ensemble': return ensemble_sweep(base, tuple(p['sizes']), tuple(p['seeds']))
     raise ValueError(f"unknown sweep {sweep!r}; choose 'self' or 'ensemble'")
 
+# %% ../nbs/22_stanton_cifar.ipynb #e5dd78c2
+def check_student_config(
+    cfg: StudentConfig, n_synth_available: int | None = None  # images in the sample file, if any
+):
+    "Raise a ValueError naming the fix if `cfg` cannot run (checked before any training)."
+    t = cfg.teacher
+    if t.dataset not in ('cifar10', 'mnist5k', 'digits'):
+        raise ValueError(f"unknown data set {t.dataset!r}; choose 'cifar10', 'mnist5k' or 'digits'")
+    for arch in {t.arch, cfg.arch} - {'resnet8'}:
+        if arch not in MODELS:
+            raise ValueError(f"unknown architecture {arch!r}; choose 'resnet8' or one of {sorted(MODELS)}")
+    for name, v in (
+        ('epochs', cfg.epochs),
+        ('teacher epochs', t.epochs),
+        ('batch size', cfg.batch_size),
+        ('teacher batch size', t.batch_size),
+    ):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if not (cfg.lr > 0 and t.lr > 0 and cfg.T > 0):
+        raise ValueError(f"learning rates and T must be > 0, got lr={cfg.lr}, teacher lr={t.lr}, T={cfg.T}")
+    member_configs(cfg)  # 1 <= n_teachers <= 100
+    if cfg.n_synth < 0:
+        raise ValueError(f"n_synth must be >= 0, got {cfg.n_synth}")
+    if cfg.n_synth and n_synth_available is not None and cfg.n_synth > n_synth_available:
+        raise ValueError(
+            f"a run needs {cfg.n_synth} synthetic images but the sample file has {n_synth_available}; "
+            f"lower --n-synth or generate more with `kdnotes synth --n {cfg.n_synth}`"
+        )
+
 # %% ../nbs/22_stanton_cifar.ipynb #739992f0
 def summarize(store: ResultStore, cfgs: list, sweep: str, out: str | os.PathLike) -> dict:
     "Write `summary-<sweep>.json` (mean ± std over replicates of the finished runs) and `fig-<sweep>.png` to `out`."
@@ -249,32 +341,119 @@ def summarize(store: ResultStore, cfgs: list, sweep: str, out: str | os.PathLike
     return summary
 
 # %% ../nbs/22_stanton_cifar.ipynb #c1d2a4f8
+def _ints(s: str | None, option: str) -> tuple | None:
+    "A comma-separated option as a tuple of ints, with an error naming the option."
+    if not s:
+        return None
+    try:
+        return tuple(int(v) for v in s.split(','))
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated integers, e.g. 0,1; got {s!r}") from None
+
+
 def _cmd_cifar(args):
+    "Check every option and config, then run the sweep within the budget and summarise it."
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ValueError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+    if args.max_runs is not None and args.max_runs < 1:
+        raise ValueError(f"--max-runs must be >= 1, got {args.max_runs}")
+    if args.epoch_seconds is not None and args.epoch_seconds <= 0:
+        raise ValueError(f"--epoch-seconds must be > 0, got {args.epoch_seconds}")
     synth, synth_id = None, ''
-    if args.synth: synth, meta = load_samples(args.synth); synth_id = meta.get('id', Path(args.synth).stem)
-    ints = lambda s: tuple(int(v) for v in s.split(',')) if s else None
-    cfgs = sweep_configs(args.sweep, args.preset, synth_id, args.device, epochs=args.epochs, seeds=ints(args.seeds), sizes=ints(args.sizes),
-                         n_synth=ints(args.n_synth), n_teachers=ints(args.n_teachers))
+    if args.synth:
+        synth, meta = load_samples(args.synth)
+        synth_id = meta.get('id', Path(args.synth).stem)
+    cfgs = sweep_configs(
+        args.sweep,
+        args.preset,
+        synth_id,
+        args.device,
+        epochs=args.epochs,
+        seeds=_ints(args.seeds, '--seeds'),
+        sizes=_ints(args.sizes, '--sizes'),
+        n_synth=_ints(args.n_synth, '--n-synth'),
+        n_teachers=_ints(args.n_teachers, '--n-teachers'),
+    )
+    for c in cfgs:
+        check_student_config(c, None if synth is None else len(synth))
     store, ckpt_dir = ResultStore(args.out), Path(args.ckpt_dir)
     n_train = len(load_data(cfgs[0].teacher.dataset)['train'])
+    rate = args.epoch_seconds or (estimate_epoch_seconds(cfgs[0]) if args.time_budget else None)
     fn = lambda c: run_student(c, ckpt_dir, synth, store)
-    counts = run_budgeted(cfgs, fn, store, ckpt_dir, n_train, args.time_budget, args.max_runs, args.epoch_seconds)
+    counts = run_budgeted(cfgs, fn, store, ckpt_dir, n_train, args.time_budget, args.max_runs, rate)
     summary = summarize(store, cfgs, args.sweep, args.out)
     print(json.dumps(counts | dict(n_runs=summary['n_runs']), indent=1))
     return counts | dict(summary=summary)
 
+
 def add_cli(subparsers):
     "Register `kdnotes cifar`: Stanton et al.'s synthetic-data and ensemble sweeps, resumable, time-budgeted."
-    p = subparsers.add_parser('cifar', help="Stanton et al.'s CIFAR-10 sweeps (synthetic data, ensemble teachers)")
-    p.add_argument('sweep', choices=['self', 'ensemble'], help='self: self-distillation with synthetic data; ensemble: ensemble teachers of growing size')
-    p.add_argument('--preset', default='gpu', choices=sorted(PRESETS), help='gpu: CIFAR-10, ResNet-56; tiny: sklearn digits, resnet8 (a CPU smoke run)')
+    p = subparsers.add_parser(
+        'cifar', help="Stanton et al.'s CIFAR-10 sweeps (synthetic data, ensemble teachers)"
+    )
+    p.add_argument(
+        'sweep',
+        choices=['self', 'ensemble'],
+        help='self: self-distillation with synthetic data; ensemble: ensemble teachers of growing size',
+    )
+    p.add_argument(
+        '--preset',
+        default='gpu',
+        choices=sorted(PRESETS),
+        help='gpu: CIFAR-10, ResNet-56; tiny: sklearn digits, resnet8 (a CPU smoke run)',
+    )
     p.add_argument('--synth', help='sample file from `kdnotes synth` (needed when n_synth > 0)')
-    p.add_argument('--time-budget', type=float, default=None, help='seconds: start no run that would not finish within it')
-    p.add_argument('--max-runs', type=int, default=None, help='start at most this many runs, then stop (resume later)')
-    p.add_argument('--epoch-seconds', type=float, default=None, help='prior guess of seconds per epoch')
-    for o in ('--seeds', '--sizes', '--n-synth', '--n-teachers'): p.add_argument(o, help='comma-separated, overrides the preset')
+    p.add_argument(
+        '--time-budget', type=float, default=None, help='seconds: skip runs that would not finish within it'
+    )
+    p.add_argument(
+        '--max-runs', type=int, default=None, help='start at most this many runs, then stop (resume later)'
+    )
+    p.add_argument(
+        '--epoch-seconds',
+        type=float,
+        default=None,
+        help='seconds per epoch-unit (default with --time-budget: measured first)',
+    )
+    for o in ('--seeds', '--sizes', '--n-synth', '--n-teachers'):
+        p.add_argument(o, help='comma-separated, overrides the preset')
     p.add_argument('--epochs', type=int, default=None, help='epochs per network, overrides the preset')
     p.add_argument('--device', default='auto', help='auto (CUDA if present), cuda or cpu')
-    p.add_argument('--out', default='.', help='results folder (commit it)'); p.add_argument('--ckpt-dir', default='runs/cifar', help='teacher checkpoints (not committed)')
+    p.add_argument('--out', default='.', help='results folder (commit it)')
+    p.add_argument('--ckpt-dir', default='runs/cifar', help='teacher checkpoints (not committed)')
     p.set_defaults(func=_cmd_cifar)
     return p
+
+# %% ../nbs/22_stanton_cifar.ipynb #129ddb23
+def unit_frame(rec: dict):  # a U2, U3 or U4 record of tools/gpu_task.py
+    "The student rows of a lent-GPU unit as a DataFrame for `plot_self_distill` and `plot_ensemble`."
+    import pandas as pd
+
+    if rec.get('unit') not in ('U2', 'U3', 'U4'):
+        raise ValueError(f"unit_frame reads U2, U3 or U4 records, got {rec.get('unit')!r}")
+    rows = rec['pieces'].get('students', [])
+    if not rows:
+        return pd.DataFrame(
+            columns=[
+                'n_teachers',
+                'n_synth',
+                'seed',
+                'student_acc',
+                'teacher_acc',
+                'agreement',
+                'control_agreement',
+                'kl',
+            ]
+        )
+    members = rec['plan'].get('teacher_members', 1)
+    return pd.DataFrame(
+        [
+            dict(
+                n_teachers=r.get('members', members),
+                n_synth=r.get('n_synth', 0),
+                seed=r['replicate'],
+                **{k: r[k] for k in ('student_acc', 'teacher_acc', 'agreement', 'control_agreement', 'kl')},
+            )
+            for r in rows
+        ]
+    )

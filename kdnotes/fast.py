@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_fast.ipynb #c34671b7
 from __future__ import annotations
-import argparse, copy, json, math, os, statistics, time
+import argparse, contextlib, copy, json, math, os, statistics, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -18,17 +18,28 @@ import matplotlib.pyplot as plt
 import torchvision.transforms as T
 from PIL import Image
 from .data import Split, Augment, CIFAR_NORM, DeviceLoader, cifar10
-from .models import get_model, PreActResNet
-from .train import TrainConfig, fit, ce_loss, lr_factor, pick_device, seed_everything, train_classifier, predict, evaluate
+from .models import get_model, PreActResNet, MODELS
+from kdnotes.train import (
+    TrainConfig,
+    fit,
+    ce_loss,
+    lr_factor,
+    pick_device,
+    seed_everything,
+    train_classifier,
+    predict,
+    evaluate,
+)
 from .distill import DistillConfig, kd_loss, frozen, compare
-from .experiments import ResultStore, provenance
+from .experiments import ResultStore, provenance, config_hash
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'PACK_METHODS', 'AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit',
-           'FastConfig', 'fast_recipe', 'plot_recipe', 'maybe_compile', 'is_compiled', 'fast_train', 'Packed',
+           'FastConfig', 'fast_recipe', 'plot_recipe', 'maybe_compile', 'is_compiled', 'eager', 'fast_train', 'Packed',
            'LoopPacked', 'packed_loss', 'packed_kd_loss', 'pack', 'train_packed', 'max_state_diff',
-           'relative_state_gap', 'distill_packed', 'BenchConfig', 'fake_cifar', 'bench_data', 'bench_speed',
-           'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'run_bench', 'add_cli']
+           'relative_state_gap', 'EnsembleGroups', 'distill_packed', 'BenchConfig', 'fake_cifar', 'bench_data',
+           'bench_speed', 'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config',
+           'run_bench', 'add_cli', 'load_unit']
 
 # %% ../nbs/20_fast.ipynb #714dbdc4
 class TorchvisionStyle(torch.utils.data.Dataset):
@@ -116,18 +127,40 @@ def is_compiled(model: nn.Module) -> bool:
     "Whether `maybe_compile` compiled `model`."
     return getattr(model, '_compiled_call_impl', None) is not None
 
+# %% ../nbs/20_fast.ipynb #111a2aa1
+@contextlib.contextmanager
+def eager(model: nn.Module):  # a model, compiled by `maybe_compile` or not
+    "Inside the block, calls of `model` run the uncompiled module (for evaluation and prediction)."
+    saved = getattr(model, '_compiled_call_impl', None)
+    model._compiled_call_impl = None
+    try:
+        yield model
+    finally:
+        model._compiled_call_impl = saved
+
 # %% ../nbs/20_fast.ipynb #16ac1681
-def fast_train(model: nn.Module, # trained in place
-               data: Split, # training images, kept on the device
-               epochs: int,
-               fc: FastConfig = FastConfig(), # batch size, lr scaling, warm-up, compile
-               aug: Augment = Augment(pad=4, flip=True, **CIFAR_NORM), # on-device augmentation
-               seed: int = 0, device: str = 'auto', loss_fn: Callable = ce_loss, progress: bool = False,
-              ) -> list[dict]:
-    "Train `model` with the fast recipe: data and augmentation on the device, bf16 + channels-last + fused SGD on CUDA, optional compile."
+def fast_train(
+    model: nn.Module,  # trained in place
+    data: Split,  # training images, kept on the device
+    epochs: int,
+    fc: FastConfig = FastConfig(),  # batch size, lr scaling, warm-up, compile
+    aug: Augment = Augment(pad=4, flip=True, **CIFAR_NORM),  # on-device augmentation
+    seed: int = 0,
+    device: str = 'auto',
+    loss_fn: Callable = ce_loss,
+    progress: bool = False,
+    ckpt_path: str | os.PathLike | None = None,  # per-epoch checkpoint, resumed from if present
+) -> list[dict]:
+    "Train `model` with the fast recipe: data and augmentation on the device, bf16, channels-last, fused SGD."
     device = pick_device(device)
     maybe_compile(model, fc.compile, device)
-    return train_classifier(model, data, fast_recipe(epochs, fc, seed=seed, device=str(device), progress=progress), aug, loss_fn)
+    cfg = fast_recipe(epochs, fc, seed=seed, device=str(device), progress=progress)
+    seed_everything(seed)
+    # drop_last: one batch shape, so a compiled model compiles once (50,000 % 512 = 336 would add a graph)
+    loader = DeviceLoader(
+        data, cfg.batch_size, aug, device=device, seed=seed, drop_last=len(data) >= cfg.batch_size
+    )
+    return fit(model, loader, cfg, loss_fn, ckpt_path)
 
 # %% ../nbs/20_fast.ipynb #f0cbd6bd
 def _check_same_arch(models):
@@ -185,34 +218,80 @@ class LoopPacked(nn.Module):
 
 # %% ../nbs/20_fast.ipynb #8fe96f7a
 def packed_loss(loss_fn: Callable = ce_loss) -> Callable:
-    "loss_fn for `fit` on a packed model: the sum over the K models of `loss_fn(logits_k, x, y)`, so each gets exactly its own gradient."
-    def f(logits, x, y): return sum(loss_fn(logits[k], x, y) for k in range(len(logits)))
+    "loss_fn for `fit` on a packed model: the sum over the K models of `loss_fn(logits_k, x, y)`."
+
+    def f(logits, x, y):
+        return sum(loss_fn(logits[k], x, y) for k in range(len(logits)))
+
     return f
 
-def packed_kd_loss(teacher: nn.Module, cfg: DistillConfig) -> Callable:
-    "loss_fn for K packed students sharing a batch: the frozen teacher's logits once per batch, then the sum of the K `kd_loss`es."
+
+def _teacher_logits(teacher) -> Callable:
+    "x -> teacher logits: (N, C) for one teacher, (K, N, C) for a list of K (one vmap call if they can)."
+    if not isinstance(teacher, (list, tuple)):
+        return teacher
+    try:
+        return Packed(list(teacher)).eval()
+    except ValueError:
+        return LoopPacked(list(teacher)).eval()  # e.g. ensembles of different sizes
+
+
+def packed_kd_loss(
+    teacher: nn.Module | list,  # one teacher for all K students; a list of K, or a module giving (K, N, C)
+    cfg: DistillConfig,  # temperature and label weight
+) -> Callable:
+    "loss_fn for K packed students sharing a batch: teachers' logits once per batch, K `kd_loss`es summed."
+    label = _teacher_logits(teacher)
+
     def f(logits, x, y):
-        with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda): t = teacher(x).float()
+        with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
+            t = label(x).float()
         t = t.clone()  # an ordinary tensor again: autograd may save it for kd_loss's backward
-        return sum(kd_loss(logits[k], t, y if cfg.alpha > 0 else None, cfg.T, cfg.alpha, check_finite=False) for k in range(len(logits)))
+        if t.ndim == 3 and len(t) != len(logits):
+            raise ValueError(f"{len(t)} teachers for {len(logits)} students; pass one per student")
+        tk = (lambda k: t[k]) if t.ndim == 3 else (lambda k: t)  # (K, N, C): student k learns teacher k
+        return sum(
+            kd_loss(logits[k], tk(k), y if cfg.alpha > 0 else None, cfg.T, cfg.alpha, check_finite=False)
+            for k in range(len(logits))
+        )
+
     return f
 
 # %% ../nbs/20_fast.ipynb #06e52799
 PACK_METHODS = ('vmap', 'loop', 'streams')
 
+
 def pack(models: list[nn.Module], method: str = 'vmap') -> nn.Module:
     "`Packed` (vmap), or `LoopPacked` without ('loop') or with ('streams', CUDA) one stream per model."
-    if method not in PACK_METHODS: raise ValueError(f"unknown packing method {method!r}; choose one of {PACK_METHODS}")
+    if method not in PACK_METHODS:
+        raise ValueError(f"unknown packing method {method!r}; choose one of {PACK_METHODS}")
     return Packed(models) if method == 'vmap' else LoopPacked(models, streams=method == 'streams')
 
-def train_packed(models: list[nn.Module], # K models, trained together (returned, not modified in place)
-                 data: Split, cfg: TrainConfig, aug: Augment = Augment(),
-                 loss_fn: Callable | None = None, # a packed loss; default packed_loss(ce_loss)
-                 method: str = 'vmap', compile: str = 'off') -> tuple[list[nn.Module], list[dict]]:
-    "Train K models on shared batches in one step each; returns the K trained models and the history (loss summed over K)."
-    seed_everything(cfg.seed); device = pick_device(cfg.device)
+
+def train_packed(
+    models: list[nn.Module],  # K models, trained together (returned, not modified in place)
+    data: Split,
+    cfg: TrainConfig,
+    aug: Augment = Augment(),
+    loss_fn: Callable | None = None,  # a packed loss; default packed_loss(ce_loss)
+    method: str = 'vmap',
+    compile: str = 'off',
+    drop_last: bool = True,  # skip each epoch's last partial batch (one batch shape: one compiled graph)
+    extra_x: torch.Tensor | None = None,  # unlabeled images added to `data` (label -1)
+) -> tuple[list[nn.Module], list[dict]]:
+    "Train K models on shared batches, one step each; returns the K models and the history (loss summed)."
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
     model = maybe_compile(pack(models, method), compile, device)
-    loader = DeviceLoader(data, cfg.batch_size, aug, device=device, seed=cfg.seed)
+    loader = DeviceLoader(
+        data,
+        cfg.batch_size,
+        aug,
+        device=device,
+        seed=cfg.seed,
+        drop_last=drop_last and len(data) >= cfg.batch_size,
+        extra_x=extra_x,
+    )
     history = fit(model, loader, cfg, loss_fn or packed_loss(ce_loss))
     return model.unpack(), history
 
@@ -226,16 +305,66 @@ def relative_state_gap(a: nn.Module, b: nn.Module, start: nn.Module) -> float:
     pairs = [(sa - sb, sa - s0) for sa, sb, s0 in zip(a.state_dict().values(), b.state_dict().values(), start.state_dict().values()) if sa.is_floating_point()]
     return (sum(d.pow(2).sum() for d, _ in pairs).sqrt() / sum(m.pow(2).sum() for _, m in pairs).sqrt()).item()
 
+# %% ../nbs/20_fast.ipynb #1dda6fcc
+class EnsembleGroups(nn.Module):
+    "K ensembles over one pool of same-architecture members in one vmap call: (K, N, C) log mean probs."
+
+    def __init__(
+        self,
+        members: list[nn.Module],  # the distinct members
+        groups: list[list[int]],  # ensemble k = members[i] for i in groups[k]
+    ):
+        super().__init__()
+        if not groups or any(len(g) == 0 for g in groups):
+            raise ValueError("every ensemble needs at least one member index; pass groups like [[0], [0, 1]]")
+        if any(not 0 <= i < len(members) for g in groups for i in g):
+            raise ValueError(f"member indices must be in 0..{len(members) - 1}, got {groups}")
+        self.pool, self.groups, self._members = Packed(members), [list(g) for g in groups], [list(members)]
+
+    def forward(self, x):
+        logp = self.pool(x).float().log_softmax(-1)  # (M, N, C)
+        return torch.stack([torch.logsumexp(logp[g], 0) - math.log(len(g)) for g in self.groups])  # (K, N, C)
+
+    def ensembles(self) -> list[nn.Module]:
+        "The K ensembles as ordinary `Ensemble` modules (single members as themselves), for evaluation."
+        from kdnotes.models import Ensemble
+
+        return [
+            self._members[0][g[0]] if len(g) == 1 else Ensemble([self._members[0][i] for i in g])
+            for g in self.groups
+        ]
+
 # %% ../nbs/20_fast.ipynb #9ebf74f6
-def distill_packed(teacher: nn.Module, # trained teacher (or Ensemble); frozen here
-                   students: list[nn.Module], # K students of one architecture (any for method='loop')
-                   data: Split, test: Split, cfg: DistillConfig, aug: Augment = Augment(),
-                   method: str = 'vmap', compile: str = 'off') -> tuple[list[nn.Module], list[dict]]:
-    "Distil `teacher` into K students sharing every batch; returns the trained students and, per student, `compare` on `test`."
-    frozen(teacher).to(pick_device(cfg.train.device))
-    trained, history = train_packed(students, data, cfg.train, aug, packed_kd_loss(teacher, cfg), method, compile)
-    t_logits = predict(teacher, test, aug)
-    return trained, [compare(t_logits, predict(s, test, aug), test.y) | dict(history=history) for s in trained]
+def distill_packed(
+    teacher: nn.Module | list,  # one teacher (or Ensemble) for all, a list of K, or EnsembleGroups; frozen
+    students: list[nn.Module],  # K students of one architecture (any for method='loop')
+    data: Split,
+    test: Split,
+    cfg: DistillConfig,
+    aug: Augment = Augment(),
+    method: str = 'vmap',
+    compile: str = 'off',
+    extra_x: torch.Tensor | None = None,  # unlabeled images added to the distillation set
+) -> tuple[list[nn.Module], list[dict]]:
+    "Distil the teacher(s) into K students sharing every batch; the students and their `compare` on `test`."
+    device = pick_device(cfg.train.device)
+    if isinstance(teacher, EnsembleGroups):
+        frozen(teacher).to(device)
+        teachers = teacher.ensembles()
+    else:
+        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher] * len(students)
+    if len(teachers) != len(students):
+        raise ValueError(f"{len(teachers)} teachers for {len(students)} students; pass one per student")
+    for t in teachers:
+        frozen(t).to(device)
+    trained, history = train_packed(
+        students, data, cfg.train, aug, packed_kd_loss(teacher, cfg), method, compile, extra_x=extra_x
+    )
+    t_logits = {id(t): predict(t, test, aug) for t in teachers}  # each distinct teacher once
+    return trained, [
+        compare(t_logits[id(t)], predict(s, test, aug), test.y) | dict(history=history)
+        for t, s in zip(teachers, trained)
+    ]
 
 # %% ../nbs/20_fast.ipynb #5de964c9
 @dataclass
@@ -287,60 +416,151 @@ def _rate(history: list[dict], images: int, k: int = 1) -> dict:
 # %% ../nbs/20_fast.ipynb #e58f883f
 def _guard(fn: Callable) -> dict:
     "Run one measurement; a failure becomes {'error': ...} so the other measurements still run."
-    try: return fn()
-    except Exception as e: return dict(error=f'{type(e).__name__}: {e}'[:500])
+    try:
+        return fn()
+    except Exception as e:
+        return dict(error=f'{type(e).__name__}: {e}'[:500])
+
 
 def _with_fallback(fn: Callable, bc: BenchConfig) -> dict:
     "fn(compile_mode) -> dict; if it fails with torch.compile on, measure again without and keep the error."
     out = _guard(lambda: fn(bc.compile))
-    if 'error' in out and bc.compile != 'off': out = _guard(lambda: fn('off')) | dict(compile_error=out['error'])
+    if 'error' in out and bc.compile != 'off':
+        out = _guard(lambda: fn('off')) | dict(compile_error=out['error'])
     return out
+
+
+def _used(n: int, batch: int) -> int:
+    return n // batch * batch if n >= batch else n
+
 
 def bench_speed(bc: BenchConfig, data: dict) -> dict:
     "Baseline vs fast path on one model: seconds per epoch, images per second, and the speed-up."
     n, ep = len(data['train']), 1 + bc.repeats
-    base = _guard(lambda: _rate(baseline_fit(_model(bc), data['train'], ep, AUG, bc.base_batch, bc.base_lr, bc.workers, bc.device), n))
-    fast = _with_fallback(lambda c: _rate(fast_train(_model(bc), data['train'], ep, replace(_fc(bc), compile=c), AUG, device=bc.device), n), bc)
+    base = _guard(
+        lambda: _rate(
+            baseline_fit(
+                _model(bc), data['train'], ep, AUG, bc.base_batch, bc.base_lr, bc.workers, bc.device
+            ),
+            n,
+        )
+    )
+    used = _used(n, bc.batch_size)  # the fast path drops each epoch's partial last batch
+    fast = _with_fallback(
+        lambda c: _rate(
+            fast_train(_model(bc), data['train'], ep, replace(_fc(bc), compile=c), AUG, device=bc.device),
+            used,
+        ),
+        bc,
+    )
     ok = 'error' not in base and 'error' not in fast
-    return dict(images=n, baseline=base, fast=fast, speedup=fast['images_per_s'] / base['images_per_s'] if ok else None)
+    return dict(
+        images=n,
+        baseline=base,
+        fast=fast,
+        speedup=fast['images_per_s'] / base['images_per_s'] if ok else None,
+    )
 
-def bench_packed(bc: BenchConfig, data: dict) -> dict:
+
+def bench_packed(
+    bc: BenchConfig,
+    data: dict,
+    methods: tuple | None = None,  # packing methods to time; default all (streams on CUDA only)
+) -> dict:
     "K models sequentially (fast path, one after another) vs packed in one step: aggregate images per second."
-    n, ep, dev = len(data['train']), 1 + bc.repeats, pick_device(bc.device)
+    n, ep, dev = _used(len(data['train']), bc.batch_size), 1 + bc.repeats, pick_device(bc.device)
+
     def sequential(c):
-        hs = [fast_train(_model(bc, s), data['train'], ep, replace(_fc(bc), compile=c), AUG, seed=s, device=bc.device) for s in range(bc.k)]
+        hs = [
+            fast_train(
+                _model(bc, s), data['train'], ep, replace(_fc(bc), compile=c), AUG, seed=s, device=bc.device
+            )
+            for s in range(bc.k)
+        ]
         sec = sum(statistics.median(h['seconds'] for h in hist[1:]) for hist in hs)
-        return dict(seconds_per_epoch=sec, images_per_s=bc.k * n / sec, first_epoch_seconds=sum(h[0]['seconds'] for h in hs))
+        return dict(
+            seconds_per_epoch=sec,
+            images_per_s=bc.k * n / sec,
+            first_epoch_seconds=sum(h[0]['seconds'] for h in hs),
+        )
+
     cfg = fast_recipe(ep, _fc(bc), device=str(dev), progress=False)
     out = dict(images=n, k=bc.k, sequential=_with_fallback(sequential, bc))
-    for method in PACK_METHODS[:2] + (('streams',) if dev.type == 'cuda' else ()):
-        out[method] = _with_fallback(lambda c: _rate(train_packed([_model(bc, s) for s in range(bc.k)], data['train'], cfg, AUG, method=method, compile=c)[1], n, bc.k), bc)
+    for method in methods or PACK_METHODS[:2] + (('streams',) if dev.type == 'cuda' else ()):
+        out[method] = _with_fallback(
+            lambda c: _rate(
+                train_packed(
+                    [_model(bc, s) for s in range(bc.k)], data['train'], cfg, AUG, method=method, compile=c
+                )[1],
+                n,
+                bc.k,
+            ),
+            bc,
+        )
     rates = {m: out[m]['images_per_s'] for m in PACK_METHODS if m in out and 'error' not in out[m]}
     if rates and 'error' not in out['sequential']:
-        out['best'] = max(rates, key=rates.get); out['speedup'] = rates[out['best']] / out['sequential']['images_per_s']
+        out['best'] = max(rates, key=rates.get)
+        out['speedup'] = rates[out['best']] / out['sequential']['images_per_s']
     return out
 
 # %% ../nbs/20_fast.ipynb #c7aaac49
-def _mean_std(xs): return dict(mean=statistics.mean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0, n=len(xs), values=xs)
+def _mean_std(xs):
+    return dict(
+        mean=statistics.mean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0, n=len(xs), values=xs
+    )
+
 
 def bench_accuracy(bc: BenchConfig, data: dict) -> dict:
-    "The same `bc.epochs`-epoch cosine schedule through the baseline and the fast pipeline, `bc.seeds` seeds each: test accuracy."
+    "The same `bc.epochs`-epoch cosine schedule through both pipelines, `bc.seeds` seeds each: test accuracy."
     out = {}
     for name in ('baseline', 'fast'):
         accs, secs = [], []
         for s in tqdm(range(bc.seeds), desc=f'acc {name}', leave=False, disable=not bc.progress):
             m, t0 = _model(bc, s), time.perf_counter()
-            if name == 'baseline': baseline_fit(m, data['train'], bc.epochs, AUG, bc.base_batch, bc.base_lr, bc.workers, bc.device, seed=s)
-            else: fast_train(m, data['train'], bc.epochs, _fc(bc), AUG, seed=s, device=bc.device)
-            secs.append(time.perf_counter() - t0); accs.append(evaluate(m, data['test'], AUG)['acc'])
+            if name == 'baseline':
+                baseline_fit(
+                    m, data['train'], bc.epochs, AUG, bc.base_batch, bc.base_lr, bc.workers, bc.device, seed=s
+                )
+            else:
+                fast_train(m, data['train'], bc.epochs, _fc(bc), AUG, seed=s, device=bc.device)
+            secs.append(time.perf_counter() - t0)
+            with eager(m):
+                accs.append(evaluate(m, data['test'], AUG)['acc'])
         out[name] = dict(acc=_mean_std(accs), seconds=_mean_std(secs))
-    return out | dict(epochs=bc.epochs, schedule=f'{bc.epochs} epochs, cosine to 0 per step, SGD Nesterov 0.9, wd 5e-4; baseline B={bc.base_batch} lr={bc.base_lr}; fast ' + str(asdict(fast_recipe(bc.epochs, _fc(bc)))))
+    return out | dict(
+        epochs=bc.epochs,
+        schedule=f'{bc.epochs} epochs, cosine to 0 per step, SGD Nesterov 0.9, wd 5e-4; '
+        f'baseline B={bc.base_batch} lr={bc.base_lr}; fast '
+        + str(asdict(fast_recipe(bc.epochs, _fc(bc)))),
+    )
 
-def bench_full(bc: BenchConfig, data: dict) -> dict:
-    "One full-length fast-path run (`bc.full_epochs` epochs, seed 0): test accuracy, NLL, and the schedule used."
+
+def bench_full(
+    bc: BenchConfig,
+    data: dict,
+    ckpt_path: str | os.PathLike | None = None,  # per-epoch checkpoint: a killed run resumes from it
+) -> dict:
+    "One full-length fast-path run (`bc.full_epochs` epochs, seed 0): test accuracy, NLL and its schedule."
     m, t0 = _model(bc, 0), time.perf_counter()
-    hist = fast_train(m, data['train'], bc.full_epochs, _fc(bc), AUG, seed=0, device=bc.device, progress=bc.progress)
-    return evaluate(m, data['test'], AUG) | dict(seconds=time.perf_counter() - t0, train_cfg=asdict(fast_recipe(bc.full_epochs, _fc(bc))), final_loss=hist[-1]['loss'])
+    hist = fast_train(
+        m,
+        data['train'],
+        bc.full_epochs,
+        _fc(bc),
+        AUG,
+        seed=0,
+        device=bc.device,
+        progress=bc.progress,
+        ckpt_path=ckpt_path,
+    )
+    with eager(m):
+        ev = evaluate(m, data['test'], AUG)
+    return ev | dict(
+        seconds=time.perf_counter() - t0,
+        train_cfg=asdict(fast_recipe(bc.full_epochs, _fc(bc))),
+        final_loss=hist[-1]['loss'],
+        history=hist,
+    )
 
 # %% ../nbs/20_fast.ipynb #6828786d
 def plot_bench(speed: dict | None = None, packed: dict | None = None, title: str = '') -> plt.Figure:
@@ -358,19 +578,63 @@ def plot_bench(speed: dict | None = None, packed: dict | None = None, title: str
 # %% ../nbs/20_fast.ipynb #602ff1e6
 BENCH_PARTS = {'speed': bench_speed, 'packed': bench_packed, 'acc': bench_accuracy, 'full': bench_full}
 
-def run_bench(bc: BenchConfig, out: str | os.PathLike = '.') -> dict:
-    "Run the parts of `bc` on one device; each is stored as `<part>-<hash>.json` with provenance, plus `bench-<hash>.png`."
+
+def check_bench_config(bc: BenchConfig):
+    "Raise a ValueError naming the fix if `bc` cannot run: checked before any data is loaded."
     unknown = set(bc.parts) - set(BENCH_PARTS)
-    if unknown: raise ValueError(f"unknown bench parts {sorted(unknown)}; choose from {sorted(BENCH_PARTS)}")
+    if unknown:
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; choose from {sorted(BENCH_PARTS)}")
+    if bc.model not in MODELS:
+        raise ValueError(f"unknown model {bc.model!r}; choose one of {sorted(MODELS)}")
+    if bc.dataset not in ('cifar10', 'fake'):
+        raise ValueError(f"unknown dataset {bc.dataset!r}; choose 'cifar10' or 'fake'")
+    if bc.compile not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {bc.compile!r}; choose one of {COMPILE_MODES}")
+    for name, v in (
+        ('--images', bc.images),
+        ('--batch-size', bc.batch_size),
+        ('--base-batch', bc.base_batch),
+        ('--k', bc.k),
+        ('--repeats', bc.repeats),
+        ('--seeds', bc.seeds),
+        ('--test-images', bc.test_images),
+    ):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    for name, v in (
+        ('--epochs', bc.epochs),
+        ('--full-epochs', bc.full_epochs),
+        ('--workers', bc.workers),
+        ('--threads', bc.threads),
+    ):
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if not bc.base_lr > 0:
+        raise ValueError(f"--base-lr must be > 0, got {bc.base_lr}")
+
+
+def run_bench(bc: BenchConfig, out: str | os.PathLike = '.') -> dict:
+    "Run the parts of `bc` on one device; each stored as `<part>-<hash>.json` (provenance), plus a PNG."
+    check_bench_config(bc)
     bc = replace(bc, device=str(pick_device(bc.device)), parts=tuple(bc.parts))
-    if bc.threads: torch.set_num_threads(bc.threads)
+    if bc.threads:
+        torch.set_num_threads(bc.threads)
     data, store, results = bench_data(bc), ResultStore(out), {}
     for part in tqdm(bc.parts, desc='bench', disable=not bc.progress):
-        t0 = time.perf_counter(); results[part] = BENCH_PARTS[part](bc, data)
+        t0 = time.perf_counter()
+        kw = dict(ckpt_path=Path(out) / f'full-{config_hash(bc)}.fit.pt') if part == 'full' else {}
+        results[part] = BENCH_PARTS[part](bc, data, **kw)
         store.put(part, bc, results[part], time.perf_counter() - t0)
+        if kw:
+            kw['ckpt_path'].unlink(missing_ok=True)  # recorded: the resume point is no longer needed
     if 'speed' in results or 'packed' in results:
-        fig = plot_bench(results.get('speed'), results.get('packed'), f'{bc.model}, {bc.dataset}, {len(data["train"])} images, {provenance()["device"]}')
-        fig.savefig(Path(out) / f'bench-{store.path("speed", bc).stem.split("-", 1)[1]}.png', dpi=100); plt.close(fig)
+        fig = plot_bench(
+            results.get('speed'),
+            results.get('packed'),
+            f'{bc.model}, {bc.dataset}, {len(data["train"])} images, {provenance()["device"]}',
+        )
+        fig.savefig(Path(out) / f'bench-{store.path("speed", bc).stem.split("-", 1)[1]}.png', dpi=100)
+        plt.close(fig)
     return results
 
 # %% ../nbs/20_fast.ipynb #12f36163
@@ -419,3 +683,14 @@ def _cli_bench(args):
     bc = BenchConfig(args.model, args.dataset, args.images, args.batch_size, args.base_batch, args.base_lr, args.device, args.workers, args.compile,
                      args.k, args.repeats, args.epochs, args.seeds, args.full_epochs, args.test_images, tuple(dict.fromkeys(parts)), args.threads)
     res = run_bench(bc, args.out); print(_summary(res)); return res
+
+# %% ../nbs/20_fast.ipynb #63e61d4b
+def load_unit(
+    unit: str,  # 'U1'..'U4', a unit of tools/gpu_task.py
+    folder: str | os.PathLike = 'results/gpu',  # where its records are committed (relative to nbs/)
+) -> dict | None:
+    "The newest record of a lent-GPU unit, preferring complete ones; None if the unit has not run."
+    recs = [json.loads(p.read_text()) for p in sorted(Path(folder).glob(f'{unit}-*.json'))]
+    if not recs:
+        return None
+    return max(recs, key=lambda r: (bool(r.get('complete')), r['provenance']['time_utc']))

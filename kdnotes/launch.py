@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 from .experiments import ResultStore, config_hash, to_jsonable
-from .options import add_options, options_to_config
+from .options import add_options, options_to_config, check_writable
 
 # %% auto #0
 __all__ = ['LAUNCHERS', 'LaunchConfig', 'runs_dir', 'claim_path', 'failure_path', 'claim_state', 'Claim', 'try_claim',
@@ -28,7 +28,7 @@ class LaunchConfig:
     "Where a sweep's runs execute: this process, local worker processes, or a SLURM job array."
     launcher: str = 'serial'  # 'serial' (this process), 'local' (worker processes) or 'slurm' (a job array)
     workers: int = 2  # local: worker processes; slurm: array tasks running at once
-    threads: int = 0  # torch CPU threads per worker; 0 shares this machine's cores among the workers
+    threads: int = 0  # torch CPU threads per run (0: torch's default in serial, cores / workers in workers)
     gpus: int = 0  # GPUs per SLURM task; local workers share this machine's first GPU when it has one
     partition: str = ''  # SLURM partition ('' = the cluster's default)
     time_min: int = 120  # time limit of one job in minutes (local jobs too)
@@ -121,9 +121,9 @@ def try_claim(store: ResultStore, # the sweep's results store
 def record_failure(store: ResultStore, kind: str, cfg, err: BaseException) -> Path:
     "Write the error and traceback of a failed run of `cfg` (atomically) and return the file."
     path = failure_path(store, kind, cfg)
-    info = dict(kind=kind, hash=config_hash(cfg), config=to_jsonable(cfg), error=f'{type(err).__name__}: {err}',
-                traceback=''.join(traceback.format_exception(err)), host=socket.gethostname(),
-                pid=os.getpid(), time=time.time())
+    info = dict(kind=kind, hash=config_hash(cfg), config=to_jsonable(cfg),
+                error=f'{type(err).__name__}: {err}', traceback=''.join(traceback.format_exception(err)),
+                host=socket.gethostname(), pid=os.getpid(), time=time.time())
     tmp = path.with_name(f'{path.name}.{uuid.uuid4().hex}.tmp')
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, path)
@@ -181,8 +181,8 @@ def make_executor(launch: LaunchConfig, # launcher 'local' or 'slurm'
         return ex
     ex = submitit.AutoExecutor(folder, cluster='slurm')
     extra = dict(slurm_partition=launch.partition) if launch.partition else {}
-    ex.update_parameters(timeout_min=launch.time_min, gpus_per_node=launch.gpus, cpus_per_task=_threads(launch),
-                         slurm_array_parallelism=launch.workers, **extra)
+    ex.update_parameters(timeout_min=launch.time_min, gpus_per_node=launch.gpus,
+                         cpus_per_task=_threads(launch), slurm_array_parallelism=launch.workers, **extra)
     return ex
 
 # %% ../nbs/06_launch.ipynb #847e2008
@@ -193,7 +193,8 @@ def submit_workers(launch: LaunchConfig, kind: str, todo: list, fn: Callable, st
     root, threads = str(store.root), _threads(launch)
     try:
         if launch.launcher == 'local':
-            return [ex.submit(worker_loop, kind, todo, fn, root, launch.ttl, threads) for _ in range(launch.workers)]
+            args = (worker_loop, kind, todo, fn, root, launch.ttl, threads)
+            return [ex.submit(*args) for _ in range(launch.workers)]
         tasks = [functools.partial(worker_loop, kind, [c], fn, root, launch.ttl, threads) for c in todo]
         return ex.submit_array(tasks)
     except FileNotFoundError as e:  # no sbatch on this machine
@@ -210,12 +211,13 @@ def collect(kind: str, cfgs: list, store: ResultStore, ttl: float = 300.0) -> li
     if not missing: return [store.get(kind, c)['result'] for c in cfgs]
     failed = [failure_path(store, kind, c) for c in missing if failure_path(store, kind, c).exists()]
     busy = sum(claim_state(claim_path(store, kind, c), ttl) == 'live' for c in missing)
-    msg = f"{len(missing)} of {len(cfgs)} {kind} runs have no result: {len(failed)} failed, {busy} still running"
+    msg = (f"{len(missing)} of {len(cfgs)} {kind} runs have no result: "
+           f"{len(failed)} failed, {busy} still running")
     if failed:
         first = json.loads(failed[0].read_text())
         msg += f" (first failure: {first['error']}; traceback in {failed[0]})"
-    raise SweepIncomplete(msg + ". Run the same command again: finished runs are skipped, failed ones retried "
-                          f"(`kdnotes status {store.root}` lists them).")
+    raise SweepIncomplete(msg + ". Run the same command again: finished runs are skipped, failed ones "
+                          f"retried (`kdnotes status {store.root}` lists them).")
 
 # %% ../nbs/06_launch.ipynb #b422389c
 def _wait(jobs: list, bar, kind: str, cfgs: list, store: ResultStore, poll: float = 1.0):
@@ -242,11 +244,13 @@ def launch_sweep(kind: str, # record kind
                 ) -> list[dict]:
     "`run_sweep` with a launcher: run every config without a stored result, then return all results in order."
     launch, cfgs = launch or LaunchConfig(), list(cfgs)
-    store.root.mkdir(parents=True, exist_ok=True)
-    if not os.access(store.root, os.W_OK): raise PermissionError(f"cannot write to {store.root}; choose another folder")
+    check_writable(store.root, 'the results folder (--out/--store)')  # before any run, not after
     todo = [c for c in cfgs if not store.path(kind, c).exists()]
     bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc=desc or kind, disable=not progress)
+    if done := len(cfgs) - len(todo):
+        bar.write(f'{kind}: {done} of {len(cfgs)} runs already in {store.root}, skipping them')
     if todo and launch.launcher == 'serial':
+        if launch.threads: torch.set_num_threads(launch.threads)
         for c in todo:
             run_claimed(kind, c, fn, store, launch.ttl, reraise=True)
             bar.update(1)
@@ -260,7 +264,8 @@ def sweep_status(root: str | os.PathLike, # a results folder
                 ) -> list[dict]:
     "One row per run found under `root`: kind, hash, state (done/running/stale/failed) and a detail."
     root = Path(root)
-    if not root.is_dir(): raise FileNotFoundError(f"no results folder {root}; give the --out folder of a sweep")
+    if not root.is_dir():
+        raise FileNotFoundError(f"no results folder {root}; give the --out folder of a sweep")
     rows = {}
     for p in sorted(root.glob('*-*.json')):
         kind, _, h = p.stem.rpartition('-')
@@ -275,7 +280,8 @@ def sweep_status(root: str | os.PathLike, # a results folder
         if rows.get((kind, h), {}).get('state') == 'done': continue
         state = {'live': 'running', 'stale': 'stale'}.get(claim_state(p, ttl), 'stale')
         info = json.loads(p.read_text()) if state == 'running' else {}
-        rows[(kind, h)] = dict(kind=kind, hash=h, state=state, detail=f"{info.get('host', '')}:{info.get('pid', '')}")
+        where = f"{info.get('host', '')}:{info.get('pid', '')}"
+        rows[(kind, h)] = dict(kind=kind, hash=h, state=state, detail=where)
     return list(rows.values())
 
 # %% ../nbs/06_launch.ipynb #3895d9d8
@@ -293,7 +299,7 @@ def status_main(args) -> list[dict]:
 
 def add_cli(subparsers):
     "Register the `status` subcommand."
-    p = subparsers.add_parser('status', help='list the done, running, stale and failed runs of a results folder')
+    p = subparsers.add_parser('status', help='the done, running, stale and failed runs of a results folder')
     p.add_argument('dir', help='a results folder (the --out of a sweep)')
     p.add_argument('--ttl', type=float, default=300.0, help='claim expiry in seconds (default: 300)')
     p.set_defaults(func=status_main)

@@ -9,13 +9,14 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['check_logits', 'accuracy', 'nll', 'agreement', 'predictive_kl', 'ece', 'plot_reliability']
+__all__ = ['check_logits', 'check_labels', 'accuracy', 'nll', 'agreement', 'predictive_kl', 'ece', 'plot_reliability']
 
 # %% ../nbs/03_metrics.ipynb #59299f27
 def check_logits(*logits: torch.Tensor, names=('teacher', 'student')):
     "Raise ValueError unless all `logits` are finite (N, C) tensors of one shape."
     for name, z in zip(names, logits):
         if z.ndim != 2: raise ValueError(f"{name} logits must be (N, n_classes), got shape {tuple(z.shape)}")
+        if len(z) == 0: raise ValueError(f"{name} logits are empty (0 examples); a metric needs examples: check the split")
         if not torch.isfinite(z).all(): raise ValueError(f"{name} logits contain NaN or inf; the model diverged: lower the learning rate or check the inputs")
     if len(logits) > 1 and logits[0].shape != logits[1].shape:
         a, b = logits[0].shape, logits[1].shape
@@ -23,14 +24,32 @@ def check_logits(*logits: torch.Tensor, names=('teacher', 'student')):
         raise ValueError(f"{names[0]} and {names[1]} logits differ, {what}")
 
 # %% ../nbs/03_metrics.ipynb #4f49aac5
+def check_labels(labels: torch.Tensor, # (N,) integer class labels
+                 logits: torch.Tensor, # (N, C) logits they belong to
+                ):
+    "Raise ValueError unless `labels` are (N,) integers in [0, C) for `logits` (N, C)."
+    N, C = logits.shape
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        got = getattr(labels, 'dtype', type(labels))
+        raise ValueError(f"labels must be an integer tensor of class indices, got {got}; pass labels.long()")
+    if tuple(labels.shape) != (N,):
+        raise ValueError(f"labels must have shape ({N},) for logits {tuple(logits.shape)}, got {tuple(labels.shape)}; "
+                         "pass one class index per row (labels.flatten() for (N, 1) labels)")
+    lo, hi = labels.min().item(), labels.max().item()
+    if lo < 0 or hi >= C:
+        raise ValueError(f"labels must lie in [0, {C - 1}] for {C} classes, got values from {lo} to {hi}; "
+                         "drop unlabeled (-1) examples, or build the model with the right n_classes")
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     "Fraction of inputs whose top-1 prediction equals the label."
     check_logits(logits, names=('model',))
+    check_labels(labels, logits)
     return (logits.argmax(-1) == labels).float().mean().item()
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
     "Mean per-example negative log-likelihood of the labels, in nats."
     check_logits(logits, names=('model',))
+    check_labels(labels, logits)
     return -logits.float().log_softmax(-1).gather(1, labels[:, None]).mean().item()
 
 # %% ../nbs/03_metrics.ipynb #f6dc3d46
@@ -48,6 +67,10 @@ def predictive_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) ->
 # %% ../nbs/03_metrics.ipynb #b8aa59c4
 def _bin_stats(logits, labels, n_bins):
     "Per-bin (count, accuracy, confidence) of the top-label confidence, equal-width bins."
+    check_logits(logits, names=('model',))
+    check_labels(labels, logits)
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a whole number >= 1, got {n_bins!r}")
     prob = logits.float().softmax(-1)
     conf, pred = prob.max(-1)
     correct = (pred == labels).float()
@@ -59,7 +82,6 @@ def _bin_stats(logits, labels, n_bins):
 
 def ece(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
     "Expected calibration error (L1) with `n_bins` equal-width bins on the top-label confidence."
-    check_logits(logits, names=('model',))
     count, acc, conf = _bin_stats(logits, labels, n_bins)
     return ((count / count.sum()) * (acc - conf).abs()).sum().item()
 

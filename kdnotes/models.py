@@ -18,6 +18,12 @@ class ImageClassifier(nn.Module):
     "Base class: remembers the input shape (C, H, W) and the number of classes, and checks inputs against them."
     def __init__(self, in_shape: tuple[int, int, int], n_classes: int):
         super().__init__()
+        whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+        if len(tuple(in_shape)) != 3 or not all(map(whole, in_shape)):
+            raise ValueError(f"in_shape must be 3 positive whole numbers (C, H, W), got {in_shape!r}; "
+                             "e.g. (1, 28, 28)")
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be a whole number >= 2, got {n_classes!r}")
         self.in_shape, self.n_classes = tuple(in_shape), n_classes
     def check_input(self, x: torch.Tensor):
         if x.ndim != 4 or tuple(x.shape[1:]) != self.in_shape:
@@ -29,6 +35,9 @@ class LeNet5(ImageClassifier):
     "LeNet-5: conv(6,5x5)-pool-conv(16,5x5)-pool-fc120-fc84-fc; `width` multiplies every layer's size."
     def __init__(self, n_classes: int = 10, in_shape: tuple = (1, 28, 28), width: float = 1.0):
         super().__init__(in_shape, n_classes)
+        if min(in_shape[1:]) < 12:  # 12 -> pool 6 -> conv5 2 -> pool 1; smaller leaves no pixel
+            raise ValueError(f"LeNet5 needs images of at least 12x12, got {in_shape[1]}x{in_shape[2]}; "
+                             "use MLP for small images (e.g. 8x8 digits) or upsample them")
         c1, c2, f1, f2 = (max(1, round(v * width)) for v in (6, 16, 120, 84))
         self.features = nn.Sequential(nn.Conv2d(in_shape[0], c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                                       nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
@@ -118,9 +127,18 @@ class Ensemble(nn.Module):
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         if len(members) == 0: raise ValueError("Ensemble needs at least one member; pass a list of trained models")
+        classes = {getattr(m, 'n_classes') for m in members if hasattr(m, 'n_classes')}
+        if len(classes) > 1:
+            raise ValueError(f"Ensemble members predict different numbers of classes {sorted(classes)}; "
+                             "use members of one task")
         self.members = nn.ModuleList(members)
+        if classes: self.n_classes = classes.pop()
     def forward(self, x):
-        logp = torch.stack([m(x).float().log_softmax(-1) for m in self.members])  # (K, N, C)
+        outs = [m(x) for m in self.members]
+        if len({tuple(o.shape) for o in outs}) > 1:  # members without n_classes, checked here
+            shapes = [tuple(o.shape) for o in outs]
+            raise ValueError(f"Ensemble members give outputs of shapes {shapes}; use members of one task")
+        logp = torch.stack([o.float().log_softmax(-1) for o in outs])  # (K, N, C)
         return torch.logsumexp(logp, 0) - math.log(len(self.members))
 
 # %% ../nbs/01_models.ipynb #a1b9d06a

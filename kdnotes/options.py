@@ -4,10 +4,13 @@
 
 # %% ../nbs/07_options.ipynb #dffb6869
 from __future__ import annotations
-import argparse, dataclasses, inspect, re, types, typing
+import argparse, dataclasses, inspect, math, os, re, types, typing
+from pathlib import Path
+
 
 # %% auto #0
-__all__ = ['field_help', 'add_options', 'options_to_config']
+__all__ = ['positive_int', 'nonneg_int', 'positive_float', 'unit_float', 'field_help', 'add_options', 'options_to_config',
+           'check_writable']
 
 # %% ../nbs/07_options.ipynb #5e48c180
 _FIELD_LINE = re.compile(r'^\s*(\w+)\s*:[^#]*#\s*(.*?)\s*$')
@@ -59,7 +62,7 @@ def add_options(parser: argparse.ArgumentParser, # the (sub)command's parser
         default = defaults.get(f.name, default)
         kw = _option_kwargs(hints[f.name], default)
         group.add_argument('--' + f.name.replace('_', '-'), dest=f.name, default=default,
-                           help=f"{helps[f.name] or f.name} (default: {default})", **kw)
+                           help=f"{helps[f.name] or f.name} (default: {default!r})", **kw)
     return parser
 
 # %% ../nbs/07_options.ipynb #fe2f6f98
@@ -75,3 +78,38 @@ def options_to_config(cls: type, # the config dataclass
             v = getattr(args, f.name)
             kw[f.name] = tuple(v) if isinstance(v, list) else v
     return cls(**kw)
+
+# %% ../nbs/07_options.ipynb #a6df37e9
+def _typed(kind: type, ok, what: str):
+    "An argparse type: `kind(text)` that must satisfy `ok`, else an error saying `what` was expected."
+    def parse(text: str):
+        try: value = kind(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value): raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    return parse
+
+positive_int = _typed(int, lambda v: v >= 1, 'an integer >= 1')
+nonneg_int = _typed(int, lambda v: v >= 0, 'an integer >= 0')
+positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, 'a finite number > 0')
+unit_float = _typed(float, lambda v: 0 <= v <= 1, 'a number in [0, 1]')
+
+
+# %% ../nbs/07_options.ipynb #9a19b788
+def check_writable(folder: str | os.PathLike, # an output folder (created if missing)
+                   option: str = '--out', # the option that named it, for the message
+                  ) -> Path:
+    "Create `folder` and prove it writable with a probe file; else raise an OSError that names the fix."
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; pass a folder to {option}")
+    probe = folder / f'.kdnotes-probe-{os.getpid()}'
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text('')
+    except OSError as e:
+        msg = f"cannot write to {folder} ({e.strerror}); choose a writable folder with {option}"
+        raise PermissionError(msg) from None
+    probe.unlink()
+    return folder
+

@@ -11,14 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .data import Split, mnist5k, digits, cifar10, to_float
+from .data import Split, mnist5k, digits, cifar10, cifar10_path, to_float
 from .train import pick_device, seed_everything, save_checkpoint, load_checkpoint
 from .experiments import config_hash, to_jsonable, provenance
 
 # %% auto #0
-__all__ = ['DDPMConfig', 'training_images', 'make_unet', 'make_scheduler', 'ddpm_loss', 'ema_update', 'train_ddpm', 'sample',
-           'save_samples', 'load_samples', 'plot_samples', 'sample_quality', 'plot_quality', 'load_pretrained',
-           'SampleConfig', 'synthesize', 'add_cli']
+__all__ = ['IMAGE_SIDE', 'DDPMConfig', 'training_images', 'make_unet', 'make_scheduler', 'ddpm_loss', 'ema_update', 'train_ddpm',
+           'sample', 'save_samples', 'load_samples', 'plot_samples', 'sample_quality', 'plot_quality',
+           'load_pretrained', 'SampleConfig', 'check_synth_config', 'synthesize', 'add_cli']
 
 # %% ../nbs/21_synthetic.ipynb #e8ed59eb
 @dataclass
@@ -130,27 +130,49 @@ def _train_loop(unet, ema, opt, sched, data, cfg, gen, step, spent, history, ckp
 
 # %% ../nbs/21_synthetic.ipynb #9a9b52ea
 @torch.no_grad()
-def sample(unet: nn.Module, # the (EMA) denoiser
-           train_scheduler, # the scheduler it was trained with (its config sets the betas)
-           n: int, # number of images
-           steps: int = 25, # network evaluations per image
-           sampler: str = 'ddim', # 'ddim' or 'dpm' (DPM-Solver++ multistep)
-           batch_size: int = 1000,
-           seed: int = 0,
-           progress: bool = True,
-          ) -> torch.Tensor:
+def sample(
+    unet: nn.Module,  # the (EMA) denoiser
+    train_scheduler,  # the scheduler it was trained with (its config sets the betas)
+    n: int,  # number of images
+    steps: int = 25,  # network evaluations per image
+    sampler: str = 'ddim',  # 'ddim' or 'dpm' (DPM-Solver++ multistep)
+    batch_size: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    start: int = 0,  # index of the first image: a run sampled in chunks gives the same images as one call
+) -> torch.Tensor:
     "Generate `n` images with a few-step scheduler; returns uint8 (n, C, H, W) on the CPU."
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
     kinds = {'ddim': DDIMScheduler, 'dpm': DPMSolverMultistepScheduler}
-    if sampler not in kinds: raise ValueError(f"unknown sampler {sampler!r}; choose 'ddim' or 'dpm'")
-    if n < 1 or steps < 1: raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
-    device = next(unet.parameters()).device; unet.eval()
-    C, H = unet.config.in_channels, unet.config.sample_size; out = []
-    for i in tqdm(range(0, n, batch_size), desc=f'sampling ({sampler}, {steps} steps)', disable=not progress, leave=False):
-        sch = kinds[sampler].from_config(train_scheduler.config); sch.set_timesteps(steps)
-        x = torch.randn(min(batch_size, n - i), C, H, H, generator=torch.Generator().manual_seed(seed * 100003 + i)).to(device)
+    if sampler not in kinds:
+        raise ValueError(f"unknown sampler {sampler!r}; choose 'ddim' or 'dpm'")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if n < 1 or steps < 1:
+        raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
+    device = next(unet.parameters()).device
+    unet.eval()
+    C, H = unet.config.in_channels, unet.config.sample_size
+    out = []
+    for i in tqdm(
+        range(start, start + n, batch_size),
+        desc=f'sampling ({sampler}, {steps} steps)',
+        disable=not progress,
+        leave=False,
+    ):
+        sch = kinds[sampler].from_config(train_scheduler.config)
+        sch.set_timesteps(steps)
+        x = torch.randn(
+            min(batch_size, start + n - i),
+            C,
+            H,
+            H,
+            generator=torch.Generator().manual_seed(seed * 100003 + i),
+        ).to(device)
         for t in sch.timesteps:
-            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda): e = unet(x, t).sample.float()
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
+                e = unet(x, t).sample.float()
             x = sch.step(e, t, x).prev_sample
         out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
     return torch.cat(out)
@@ -158,14 +180,35 @@ def sample(unet: nn.Module, # the (EMA) denoiser
 # %% ../nbs/21_synthetic.ipynb #bf7ed630
 def save_samples(path: str | os.PathLike, images: torch.Tensor, **meta):
     "Write uint8 `images` (N, C, H, W) and JSON-able `meta` (their provenance) to `path`, atomically."
-    if images.dtype != torch.uint8 or images.ndim != 4: raise ValueError(f"expected uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
     save_checkpoint(path, images=images.contiguous(), meta=json.dumps(to_jsonable(meta)))
+
 
 def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
     "The uint8 images and their description from a file written by `save_samples`."
-    if not Path(path).exists(): raise FileNotFoundError(f"no sample file at {path}; generate one with `kdnotes synth` (see kdnotes.synthetic)")
-    ck = load_checkpoint(path)
-    return ck['images'], json.loads(ck['meta'])
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"no sample file at {path}; generate one with `kdnotes synth` (see kdnotes.synthetic)"
+        )
+    try:
+        ck = load_checkpoint(path)
+    except Exception as e:  # not a torch file, or one holding code: weights_only refuses it
+        raise ValueError(
+            f"{path} is not a sample file written by save_samples ({type(e).__name__}); "
+            "pass a samples-<id>.pt from `kdnotes synth`"
+        ) from None
+    if (
+        not isinstance(ck, dict)
+        or not isinstance(ck.get('images'), torch.Tensor)
+        or ck['images'].dtype != torch.uint8
+        or ck['images'].ndim != 4
+    ):
+        raise ValueError(
+            f"{path} holds no uint8 (N, C, H, W) 'images' tensor: not a sample file; "
+            "pass a samples-<id>.pt from `kdnotes synth`"
+        )
+    return ck['images'], json.loads(ck.get('meta', '{}'))
 
 # %% ../nbs/21_synthetic.ipynb #e3d4f716
 def plot_samples(images: torch.Tensor, # uint8 or float (N, C, H, W)
@@ -238,56 +281,191 @@ class SampleConfig:
     seed: int = 0
     pretrained: str = '' # hub id or directory: sample it instead of training a DDPM
 
+# %% ../nbs/21_synthetic.ipynb #a7b2e875
+IMAGE_SIDE = {'cifar10': 32, 'mnist5k': 28, 'digits': 8}
+
+
+def check_synth_config(ddpm: DDPMConfig, smp: SampleConfig):
+    "Raise a ValueError naming the fix if the DDPM or sampling config cannot run (before any training)."
+    if ddpm.dataset not in IMAGE_SIDE:
+        raise ValueError(f"unknown data set {ddpm.dataset!r}; choose one of {sorted(IMAGE_SIDE)}")
+    if not ddpm.channels or any(c < 8 or c % 8 for c in ddpm.channels):
+        raise ValueError(f"channels must be multiples of 8, e.g. 64,128,256; got {ddpm.channels}")
+    if IMAGE_SIDE[ddpm.dataset] % 2 ** (len(ddpm.channels) - 1):
+        raise ValueError(
+            f"{ddpm.dataset} images ({IMAGE_SIDE[ddpm.dataset]} px) cannot be halved "
+            f"{len(ddpm.channels) - 1} times; use fewer channels entries"
+        )
+    for name, v in (
+        ('layers per block', ddpm.layers_per_block),
+        ('batch size', ddpm.batch_size),
+        ('timesteps', ddpm.timesteps),
+        ('max steps', ddpm.max_steps),
+        ('--n', smp.n),
+        ('--steps', smp.steps),
+        ('sampling batch size', smp.batch_size),
+    ):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if smp.steps > ddpm.timesteps:
+        raise ValueError(
+            f"--steps {smp.steps} exceeds the {ddpm.timesteps} training timesteps; use fewer steps"
+        )
+    if not ddpm.lr > 0:
+        raise ValueError(f"learning rate must be > 0, got {ddpm.lr}")
+    if not smp.pretrained and not ddpm.time_budget > 0:
+        raise ValueError(f"--time-budget must be > 0 seconds, got {ddpm.time_budget}")
+    if not 0 <= ddpm.ema_decay < 1:
+        raise ValueError(f"EMA decay must be in [0, 1), got {ddpm.ema_decay}")
+    if smp.sampler not in ('ddim', 'dpm'):
+        raise ValueError(f"unknown sampler {smp.sampler!r}; choose 'ddim' or 'dpm'")
+
 # %% ../nbs/21_synthetic.ipynb #9a9ce222
-def synthesize(ddpm: DDPMConfig, smp: SampleConfig, out_dir: str | os.PathLike = 'runs/synthetic', progress: bool = True) -> dict:
-    "Train (or load) a DDPM, sample `smp.n` images to `out_dir/samples-<hash>.pt` with a grid PNG; returns a summary."
-    out_dir = Path(out_dir); sid = config_hash([ddpm, smp]); t0 = time.perf_counter()
-    if smp.pretrained: (unet, sched), hist = load_pretrained(smp.pretrained, device=ddpm.device), []
+def _sample_resumable(unet, sched, smp: SampleConfig, path: Path, progress: bool) -> torch.Tensor:
+    "Sample in chunks, saving what is done to `path` after each chunk; a killed run resumes from there."
+    done = load_samples(path)[0] if path.exists() else torch.zeros(0, dtype=torch.uint8)
+    chunk, parts = max(smp.batch_size, smp.n // 10), [done]
+    for i in range(len(done), smp.n, chunk):
+        parts.append(
+            sample(
+                unet,
+                sched,
+                min(chunk, smp.n - i),
+                smp.steps,
+                smp.sampler,
+                smp.batch_size,
+                smp.seed,
+                progress,
+                start=i,
+            )
+        )
+        save_samples(path, torch.cat(parts), done=sum(map(len, parts)), of=smp.n)
+    return torch.cat(parts)
+
+
+def synthesize(
+    ddpm: DDPMConfig, smp: SampleConfig, out_dir: str | os.PathLike = 'runs/synthetic', progress: bool = True
+) -> dict:
+    "Train (or load) a DDPM, sample `smp.n` images to `out_dir/samples-<hash>.pt` and a grid PNG; a summary."
+    check_synth_config(ddpm, smp)
+    out_dir = Path(out_dir)
+    sid = config_hash([ddpm, smp])
+    t0 = time.perf_counter()
+    if smp.pretrained:
+        (unet, sched), hist = load_pretrained(smp.pretrained, device=ddpm.device), []
     else:
-        _, unet, hist = train_ddpm(training_images(ddpm.dataset).x, ddpm, out_dir / f'ddpm-{config_hash(ddpm)}.pt', progress)
+        _, unet, hist = train_ddpm(
+            training_images(ddpm.dataset).x, ddpm, out_dir / f'ddpm-{config_hash(ddpm)}.pt', progress
+        )
         sched = make_scheduler(ddpm)
     t1 = time.perf_counter()
-    x = sample(unet, sched, smp.n, smp.steps, smp.sampler, smp.batch_size, smp.seed, progress)
+    x = _sample_resumable(unet, sched, smp, out_dir / f'samples-{sid}.partial.pt', progress)
     path = out_dir / f'samples-{sid}.pt'
-    save_samples(path, x, id=sid, ddpm=ddpm, sampling=smp, train_steps=hist[-1]['step'] if hist else None, provenance=provenance())
-    fig = plot_samples(x, 100, title=f'{smp.n} samples {sid}'); fig.savefig(out_dir / f'samples-{sid}.png', dpi=120)
-    import matplotlib.pyplot as plt; plt.close(fig)
-    return dict(id=sid, path=str(path), n=len(x), train_steps=hist[-1]['step'] if hist else None, final_loss=hist[-1]['loss'] if hist else None,
-                train_seconds=round(t1 - t0, 1), sample_seconds=round(time.perf_counter() - t1, 1), loss_curve=hist[::max(1, len(hist) // 50)])
+    save_samples(
+        path,
+        x,
+        id=sid,
+        ddpm=ddpm,
+        sampling=smp,
+        train_steps=hist[-1]['step'] if hist else None,
+        provenance=provenance(),
+    )
+    (out_dir / f'samples-{sid}.partial.pt').unlink(missing_ok=True)
+    fig = plot_samples(x, 100, title=f'{smp.n} samples {sid}')
+    fig.savefig(out_dir / f'samples-{sid}.png', dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return dict(
+        id=sid,
+        path=str(path),
+        n=len(x),
+        train_steps=hist[-1]['step'] if hist else None,
+        final_loss=hist[-1]['loss'] if hist else None,
+        train_seconds=round(t1 - t0, 1),
+        sample_seconds=round(time.perf_counter() - t1, 1),
+        loss_curve=hist[:: max(1, len(hist) // 50)],
+    )
 
 # %% ../nbs/21_synthetic.ipynb #33589b92
 def _cmd_synth(args):
+    "Check every option (and that the training images exist), then synthesize once and record it."
     from kdnotes.experiments import ResultStore
-    ddpm = DDPMConfig(dataset=args.dataset, channels=tuple(int(c) for c in args.channels.split(',')), layers_per_block=args.layers,
-                      attention=not args.no_attention, time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr,
-                      flip=args.dataset == 'cifar10', seed=args.seed, device=args.device)
-    smp = SampleConfig(n=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed, pretrained=args.pretrained or '')
+
+    try:
+        channels = tuple(int(c) for c in args.channels.split(','))
+    except ValueError:
+        raise ValueError(
+            f"--channels must be comma-separated integers, e.g. 64,128,256; got {args.channels!r}"
+        ) from None
+    ddpm = DDPMConfig(
+        dataset=args.dataset,
+        channels=channels,
+        layers_per_block=args.layers,
+        attention=not args.no_attention,
+        time_budget=args.time_budget,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        flip=args.dataset == 'cifar10',
+        seed=args.seed,
+        device=args.device,
+    )
+    smp = SampleConfig(
+        n=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed, pretrained=args.pretrained or ''
+    )
+    check_synth_config(ddpm, smp)
+    if args.dataset == 'cifar10' and not smp.pretrained:
+        cifar10_path()  # the file must exist before the DDPM trains
     store, key = ResultStore(args.out), dict(ddpm=ddpm, sampling=smp)
     rec = store.get('synth', key)
     path = Path(args.runs) / f"samples-{config_hash([ddpm, smp])}.pt"
-    if rec is not None and path.exists(): res = rec['result'] | dict(path=str(path))  # done on this machine
-    else:  # new, or recorded by an earlier session whose machine (and sample file) is gone: sample again, keep the first record
-        t0 = time.perf_counter(); res = synthesize(ddpm, smp, args.runs)
-        if rec is None: store.put('synth', key, res, time.perf_counter() - t0)
+    if rec is not None and path.exists():
+        res = rec['result'] | dict(path=str(path))  # done on this machine
+    else:  # new, or recorded by a session whose machine (and samples) are gone: sample again, keep the record
+        t0 = time.perf_counter()
+        res = synthesize(ddpm, smp, args.runs)
+        if rec is None:
+            store.put('synth', key, res, time.perf_counter() - t0)
     print(json.dumps({k: v for k, v in res.items() if k != 'loss_curve'}, indent=1))
     return res
 
+
 def add_cli(subparsers):
     "Register `kdnotes synth`: train a time-budgeted DDPM and sample a uint8 tensor file."
-    p = subparsers.add_parser('synth', help='train a small DDPM (time budget) and sample synthetic distillation images')
-    p.add_argument('--dataset', default='cifar10', choices=['cifar10', 'mnist5k', 'digits'], help='images the DDPM learns (default cifar10)')
-    p.add_argument('--time-budget', type=float, default=420, help='seconds of DDPM training (sampling comes on top)')
-    p.add_argument('--n', type=int, default=50_000, help='number of samples'); p.add_argument('--steps', type=int, default=25, help='sampler steps per image')
-    p.add_argument('--sampler', default='ddim', choices=['ddim', 'dpm'], help='diffusers scheduler used for sampling')
+    p = subparsers.add_parser(
+        'synth', help='train a small DDPM (time budget) and sample synthetic distillation images'
+    )
+    p.add_argument(
+        '--dataset',
+        default='cifar10',
+        choices=['cifar10', 'mnist5k', 'digits'],
+        help='images the DDPM learns (default cifar10)',
+    )
+    p.add_argument(
+        '--time-budget', type=float, default=420, help='seconds of DDPM training (sampling comes on top)'
+    )
+    p.add_argument('--n', type=int, default=50_000, help='number of samples')
+    p.add_argument('--steps', type=int, default=25, help='sampler steps per image')
+    p.add_argument(
+        '--sampler', default='ddim', choices=['ddim', 'dpm'], help='diffusers scheduler used for sampling'
+    )
     p.add_argument('--seed', type=int, default=0, help='seed of training and sampling')
     p.add_argument('--channels', default='64,128,256', help='UNet channels per resolution, comma-separated')
     p.add_argument('--layers', type=int, default=2, help='UNet layers per block')
-    p.add_argument('--no-attention', action='store_true', help='no attention blocks (faster, for tiny CPU runs)')
+    p.add_argument(
+        '--no-attention', action='store_true', help='no attention blocks (faster, for tiny CPU runs)'
+    )
     p.add_argument('--batch-size', type=int, default=128, help='DDPM training batch size')
     p.add_argument('--lr', type=float, default=2e-4, help='DDPM learning rate (Adam)')
     p.add_argument('--device', default='auto', help='auto (CUDA if present), cuda or cpu')
-    p.add_argument('--pretrained', help='hub id or directory of a diffusers DDPM pipeline to sample instead of training')
-    p.add_argument('--runs', default='runs/synthetic', help='where checkpoints and sample files go (large; not committed)')
+    p.add_argument(
+        '--pretrained', help='hub id or directory of a diffusers DDPM pipeline to sample instead of training'
+    )
+    p.add_argument(
+        '--runs',
+        default='runs/synthetic',
+        help='where checkpoints and sample files go (large; not committed)',
+    )
     p.add_argument('--out', default='.', help='where the JSON record goes (commit it)')
     p.set_defaults(func=_cmd_synth)
     return p

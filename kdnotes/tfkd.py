@@ -12,18 +12,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .data import Split, Augment
-from .models import get_model
-from .train import TrainConfig, seed_everything, train_classifier, predict
+from .models import get_model, MODELS
+from .train import TrainConfig, check_train_config, seed_everything, train_classifier, predict
 from .metrics import accuracy, nll, ece, check_logits, plot_reliability
 from .distill import kd_loss, DistillConfig, distill
-from .experiments import ResultStore, run_sweep, to_frame, mean_std
-from .dml import load_data
+from .launch import launch_sweep, add_launch_options, launch_from_options
+from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
+from .dml import (load_data, DATASETS, check_whole, check_number, check_choice, check_seeds, whole_arg,
+                         positive_arg)
 
 # %% auto #0
 __all__ = ['TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'ls_loss', 'virtual_teacher_logits', 'plot_virtual_teacher',
-           'tfkd_virtual_loss', 'fit_temperature', 'TfKDExperiment', 'calibration_report', 'run_tfkd', 'tfkd_grid',
-           'summarize_tfkd', 'plot_calibration_bars', 'LowRes', 'CrossQExperiment', 'run_crossq', 'crossq_grid',
-           'plot_crossq', 'add_cli']
+           'tfkd_virtual_loss', 'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'fit_temperature',
+           'TfKDExperiment', 'calibration_report', 'run_tfkd', 'tfkd_grid', 'TfKDRegExperiment', 'run_tfkd_reg',
+           'tfkd_reg_grid', 'tfkd_label', 'summarize_tfkd', 'plot_calibration_bars', 'LowRes', 'CrossQExperiment',
+           'run_crossq', 'crossq_grid', 'plot_crossq', 'add_cli']
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
 def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)
@@ -37,6 +40,10 @@ def virtual_teacher_logits(labels: torch.Tensor, # (N,) class labels, all >= 0
                            a: float = 0.9, # probability of the true class, in (1/K, 1)
                           ) -> torch.Tensor:
     "Logits log p^d (N, K) of Yuan et al.'s virtual teacher: a on the true class, (1-a)/(K-1) elsewhere."
+    check_whole('n_classes', n_classes, 2)
+    if labels.ndim != 1: raise ValueError(f"labels must be (N,) class indices, got {tuple(labels.shape)}")
+    if len(labels) and labels.max() >= n_classes:
+        raise ValueError(f"labels must be < n_classes = {n_classes}, got {labels.max().item()}")
     if not 1 / n_classes < a < 1: raise ValueError(f"a must be in (1/K, 1) = ({1 / n_classes:.3g}, 1), got {a}")
     if (labels < 0).any(): raise ValueError("the virtual teacher needs a label for every example; drop unlabeled (-1) examples")
     out = torch.full((len(labels), n_classes), math.log((1 - a) / (n_classes - 1)), device=labels.device)
@@ -47,11 +54,11 @@ def plot_virtual_teacher(a: float = 0.9, # virtual teacher's true-class probabil
                          T: float = 4.0, # distillation temperature
                          n_classes: int = 10, # number of classes
                          ax=None) -> plt.Figure:
-    "Bar chart of the tempered virtual-teacher target: probabilities fed as logits (the trap) vs log-probabilities."
+    "Bar chart of the tempered virtual teacher: probabilities as logits (authors' code) vs log-probabilities."
     ax = ax or plt.subplots(figsize=(4.2, 2.6))[1]
     p = virtual_teacher_logits(torch.tensor([0]), n_classes, a)[0].exp()
     c = torch.arange(n_classes).float()
-    ax.bar(c - 0.2, (p / T).softmax(0), 0.4, label='softmax(p / T): the trap', color='tab:red')
+    ax.bar(c - 0.2, (p / T).softmax(0), 0.4, label='softmax(p / T): probabilities as logits', color='tab:red')
     ax.bar(c + 0.2, (p.log() / T).softmax(0), 0.4, label='softmax(log p / T)', color='tab:blue')
     ax.axhline(1 / n_classes, color='k', ls=':', lw=1)
     ax.set(ylim=(0, 1), xlabel='class (true class 0)', ylabel='target probability', title=f'a={a}, T={T}')
@@ -62,13 +69,50 @@ def plot_virtual_teacher(a: float = 0.9, # virtual teacher's true-class probabil
 def tfkd_virtual_loss(a: float = 0.9, # virtual teacher's true-class probability
                       T: float = 2.0, # temperature
                       alpha: float = 0.5, # weight of the hard-label cross-entropy
-                      calibrated: bool = True, # log-probabilities as the teacher's logits (False: the trap, probabilities)
+                      calibrated: bool = True, # log p^d as logits (False: p^d, as the authors' code)
                      ):
     "The loss_fn for `fit`: KD from Yuan et al.'s virtual teacher, built from the batch's labels."
+    if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
+    check_number('T', T)
+    check_number('alpha', alpha, strict=False, hi=1.0)
     def loss_fn(logits, x, y):
         t = virtual_teacher_logits(y, logits.shape[1], a)
         return kd_loss(logits, t if calibrated else t.exp(), y, T=T, alpha=alpha, check_finite=False)
     return loss_fn
+
+# %% ../nbs/13_tfkd.ipynb #5e6f7081
+def tfkd_reg_official_loss(a: float = 0.99, # virtual teacher's true-class probability (fixed in their code)
+                           T: float = 20.0, # temperature applied to the teacher's probabilities (10-40 there)
+                           alpha: float = 0.1, # weight of the KL term; the cross-entropy gets 1 - alpha
+                           multiplier: float = 100.0, # scale m of the KL term (1 to 100 in their configs)
+                          ):
+    "The loss_fn for `fit`: Yuan et al.'s Tf-KD_reg code, (1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C."
+    if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
+    check_number('T', T)
+    check_number('alpha', alpha, strict=False, hi=1.0)
+    check_number('multiplier', multiplier, strict=False)
+    def loss_fn(logits, x, y):
+        p_d = virtual_teacher_logits(y, logits.shape[1], a).exp()  # (N, C) probabilities: a on the true class
+        log_t = (p_d / T).log_softmax(-1)  # probabilities used as logits, as the authors' code does
+        log_q = logits.float().log_softmax(-1)  # the student is not tempered, and there is no T²
+        # nn.KLDivLoss()'s default reduction: the mean over all N·C elements, not over the N examples
+        kl = F.kl_div(log_q, log_t, log_target=True, reduction='sum') / logits.numel()
+        return (1 - alpha) * F.cross_entropy(logits.float(), y) + alpha * multiplier * kl
+    return loss_fn
+
+# %% ../nbs/13_tfkd.ipynb #a3b4c5d6
+def tfkd_reg_effective_target(n_classes: int = 10, # number of classes C
+                              a: float = 0.99, # as in `tfkd_reg_official_loss`
+                              T: float = 20.0, # as in `tfkd_reg_official_loss`
+                              alpha: float = 0.1, # as in `tfkd_reg_official_loss`
+                              multiplier: float = 100.0, # as in `tfkd_reg_official_loss`
+                             ) -> tuple[torch.Tensor, float, float]:
+    "Target t (C,) for true class 0, step factor c and LS epsilon with ∇_z Tf-KD_reg = c·(softmax(z) − t)."
+    q = (virtual_teacher_logits(torch.tensor([0]), n_classes, a)[0].exp() / T).softmax(0)  # (C,) the teacher
+    w = alpha * multiplier / n_classes  # weight of the batch-mean KL
+    c = (1 - alpha) + w
+    t = ((1 - alpha) * F.one_hot(torch.tensor(0), n_classes) + w * q) / c
+    return t, c, n_classes * t[1].item()  # LS with epsilon puts epsilon/C on every wrong class
 
 # %% ../nbs/13_tfkd.ipynb #bc5ee012
 def fit_temperature(logits: torch.Tensor, # (N, C) validation logits
@@ -77,6 +121,9 @@ def fit_temperature(logits: torch.Tensor, # (N, C) validation logits
                     iters: int = 80, # golden-section steps (each shrinks the interval by 0.618)
                    ) -> float:
     "The temperature T > 0 minimising the NLL of softmax(logits / T) on a validation split (Guo et al. 2017)."
+    check_number('lo (the smallest temperature searched)', lo)
+    check_number('hi (the largest temperature searched)', hi, lo=lo)
+    check_whole('iters', iters, 1)
     check_logits(logits, names=('validation',))
     if labels.shape != (len(logits),) or (labels < 0).any(): raise ValueError(f"labels must be (N,) = ({len(logits)},) class indices >= 0, got shape {tuple(labels.shape)}")
     z = logits.detach().double()  # float32 rounds the NLL of very confident logits to 0, hiding the slope
@@ -92,6 +139,14 @@ def fit_temperature(logits: torch.Tensor, # (N, C) validation logits
 # %% ../nbs/13_tfkd.ipynb #3c255fbe
 TFKD_METHODS = ('ce', 'ls', 'tfkd_self', 'tfkd_virtual', 'tfkd_virtual_naive')
 
+def _check_run(cfg):
+    "Check the fields every run of this chapter has: seed, dataset, train_per_class, model and train."
+    check_whole('seed', cfg.seed)
+    check_choice('dataset', cfg.dataset, DATASETS)
+    check_whole('train_per_class', cfg.train_per_class, 1)
+    check_choice('model', cfg.model, MODELS)
+    check_train_config(cfg.train)  # again: a TrainConfig can be changed after it is built
+
 @dataclass
 class TfKDExperiment:
     "One teacher-free run: data, model, method, its hyper-parameters and the seed (see `run_tfkd`)."
@@ -106,6 +161,13 @@ class TfKDExperiment:
     T_self: float = 4.0
     alpha: float = 0.5  # weight of the hard-label CE in the Tf-KD losses
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    def __post_init__(self):  # checks only: the fields (and so the committed runs' hashes) stay
+        check_choice('method', self.method, TFKD_METHODS)
+        _check_run(self)
+        if not 0 <= self.eps < 1: raise ValueError(f"eps must be in [0, 1), got {self.eps}")
+        if not 0.1 < self.a < 1: raise ValueError(f"a must be in (1/K, 1) = (0.1, 1), got {self.a}")
+        for name in ('T_virtual', 'T_self'): check_number(name, getattr(self, name))
+        check_number('alpha', self.alpha, strict=False, hi=1.0)
 
 # %% ../nbs/13_tfkd.ipynb #eae3cfe9
 def calibration_report(test_logits: torch.Tensor, test_y: torch.Tensor, val_logits: torch.Tensor, val_y: torch.Tensor) -> dict:
@@ -114,13 +176,23 @@ def calibration_report(test_logits: torch.Tensor, test_y: torch.Tensor, val_logi
     return dict(acc=accuracy(test_logits, test_y), nll=nll(test_logits, test_y), ece=ece(test_logits, test_y),
                 T_fit=T, nll_ts=nll(test_logits / T, test_y), ece_ts=ece(test_logits / T, test_y))
 
+def _report(net, data, aug, seed: int) -> dict:
+    "`calibration_report` of a trained `net`, plus its test logits for seed 0 (the reliability diagrams)."
+    zt, zv = predict(net, data['test'], aug), predict(net, data['val'], aug)
+    out = calibration_report(zt, data['test'].y, zv, data['val'].y)
+    if seed != 0: return out
+    return out | {'test_logits': zt.round(decimals=3).tolist(), 'test_y': data['test'].y.tolist()}
+
 def run_tfkd(cfg: TfKDExperiment) -> dict:
     "Train one model with `cfg.method`; `calibration_report` on the test split (plus the test logits for seed 0)."
     if cfg.method not in TFKD_METHODS: raise ValueError(f"unknown method {cfg.method!r}; choose one of {TFKD_METHODS}")
     data, aug, shape = load_data(cfg.dataset, cfg.train_per_class)
-    tc = replace(cfg.train, seed=cfg.seed); seed_everything(cfg.seed); net = get_model(cfg.model, in_shape=shape)
+    tc = replace(cfg.train, seed=cfg.seed)
+    seed_everything(cfg.seed)
+    net = get_model(cfg.model, in_shape=shape)
     if cfg.method == 'tfkd_self':
-        seed_everything(cfg.seed + 1000); teacher = get_model(cfg.model, in_shape=shape)
+        seed_everything(cfg.seed + 1000)
+        teacher = get_model(cfg.model, in_shape=shape)
         train_classifier(teacher, data['train'], replace(tc, seed=cfg.seed + 1000), aug)
         distill(teacher, net, data['train'], data['test'], DistillConfig(cfg.T_self, cfg.alpha, tc), aug)
     else:
@@ -128,21 +200,65 @@ def run_tfkd(cfg: TfKDExperiment) -> dict:
                 'tfkd_virtual': lambda: tfkd_virtual_loss(cfg.a, cfg.T_virtual, cfg.alpha),
                 'tfkd_virtual_naive': lambda: tfkd_virtual_loss(cfg.a, cfg.T_virtual, cfg.alpha, calibrated=False)}[cfg.method]()
         train_classifier(net, data['train'], tc, aug, **({'loss_fn': loss} if loss else {}))
-    zt, zv = predict(net, data['test'], aug), predict(net, data['val'], aug)
-    out = calibration_report(zt, data['test'].y, zv, data['val'].y)
-    return out | ({'test_logits': zt.round(decimals=3).tolist(), 'test_y': data['test'].y.tolist()} if cfg.seed == 0 else {})
+    return _report(net, data, aug, cfg.seed)
 
 # %% ../nbs/13_tfkd.ipynb #7a97c2f7
 def tfkd_grid(seeds=(0, 1, 2), base: TfKDExperiment = TfKDExperiment()) -> list[TfKDExperiment]:
     "Every method of TFKD_METHODS for every seed."
+    check_seeds(seeds)
     return [replace(base, method=m, seed=s) for m in TFKD_METHODS for s in seeds]
+
+# %% ../nbs/13_tfkd.ipynb #e7f8091a
+@dataclass
+class TfKDRegExperiment:
+    "One run of the published Tf-KD_reg loss (`tfkd_reg_official_loss`), this chapter's data and training."
+    method: str = 'tfkd_reg_official'  # the row name in the tables (this value only)
+    seed: int = 0
+    dataset: str = 'mnist5k'
+    train_per_class: int = 100
+    model: str = 'lenet5'
+    a: float = 0.99  # virtual teacher's true-class probability
+    T: float = 20.0  # temperature applied to the teacher's probabilities
+    alpha: float = 0.1  # weight of the KL term (the cross-entropy gets 1 - alpha)
+    multiplier: float = 100.0  # scale of the element-mean KL
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    def __post_init__(self):
+        check_choice('method', self.method, ('tfkd_reg_official',))
+        _check_run(self)
+        tfkd_reg_official_loss(self.a, self.T, self.alpha, self.multiplier)  # checks T, alpha and m
+        if not 0.1 < self.a < 1: raise ValueError(f"a must be in (1/K, 1) = (0.1, 1), got {self.a}")
+
+def run_tfkd_reg(cfg: TfKDRegExperiment) -> dict:
+    "Train one model with the published Tf-KD_reg loss; its `calibration_report` (test logits for seed 0)."
+    data, aug, shape = load_data(cfg.dataset, cfg.train_per_class)
+    seed_everything(cfg.seed)  # the same initialisation as the 'ce' run of this seed
+    net = get_model(cfg.model, in_shape=shape)
+    loss = tfkd_reg_official_loss(cfg.a, cfg.T, cfg.alpha, cfg.multiplier)
+    train_classifier(net, data['train'], replace(cfg.train, seed=cfg.seed), aug, loss_fn=loss)
+    return _report(net, data, aug, cfg.seed)
+
+def tfkd_reg_grid(seeds=(0, 1, 2), # distinct seeds
+                  multipliers=(100.0, 10.0), # the authors' ResNet-18 value, and its balance at C = 10
+                  base: TfKDRegExperiment = TfKDRegExperiment(), # everything else
+                 ) -> list[TfKDRegExperiment]:
+    "The published Tf-KD_reg for every multiplier and seed."
+    check_seeds(seeds)
+    return [replace(base, multiplier=m, seed=s) for m in multipliers for s in seeds]
 
 # %% ../nbs/13_tfkd.ipynb #4209324a
 TFKD_COLS = ['acc', 'nll', 'ece', 'T_fit', 'nll_ts', 'ece_ts']
 
+def tfkd_label(cfg: dict) -> str:
+    "Display name of a run from its config: the method, and the multiplier for the published Tf-KD_reg."
+    return f"{cfg['method']} (m={cfg['multiplier']:g})" if 'multiplier' in cfg else cfg['method']
+
 def summarize_tfkd(records: list[dict]):
-    "Mean ± std over seeds of `TFKD_COLS`, one row per method."
-    return mean_std(to_frame(records), ['method'], TFKD_COLS)
+    "Mean ± std over seeds of `TFKD_COLS`, one row per method (`tfkd_label`), in the order first seen."
+    if not records: raise ValueError("no Tf-KD records to summarise: run the sweep (run_sweep, kdnotes tfkd)")
+    df = to_frame(records)
+    df['method'] = [tfkd_label(r['config']) for r in records]
+    order = list(dict.fromkeys(df['method']))
+    return mean_std(df, ['method'], TFKD_COLS).set_index('method').loc[order].reset_index()
 
 # %% ../nbs/13_tfkd.ipynb #3b4f78a2
 def plot_calibration_bars(table) -> plt.Figure:
@@ -162,7 +278,9 @@ def plot_calibration_bars(table) -> plt.Figure:
 class LowRes(nn.Module):
     "A student that only sees its input downscaled to `size`×`size` (area averaging) before `net`."
     def __init__(self, net: nn.Module, size: int = 14):
-        super().__init__(); self.net, self.size = net, size
+        super().__init__()
+        check_whole('size', size, 1)
+        self.net, self.size = net, size
     def forward(self, x):
         if x.shape[-1] < self.size or x.shape[-2] < self.size: raise ValueError(f"LowRes({self.size}) got {tuple(x.shape[-2:])} images; it only downscales")
         return self.net(F.interpolate(x, size=(self.size, self.size), mode='area'))
@@ -180,6 +298,16 @@ class CrossQExperiment:
     T: float = 4.0
     alpha: float = 0.5
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    def __post_init__(self):  # checks only: the fields (and so the committed runs' hashes) stay
+        check_choice('method', self.method, CROSSQ_METHODS)
+        check_whole('seed', self.seed)
+        check_whole('train_per_class', self.train_per_class, 1)
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 12 <= self.size <= 28:
+            raise ValueError(f"size must be a whole number in [12, 28] (LeNet-5 needs >= 12; LowRes only "
+                             f"downscales 28x28 digits), got {self.size!r}")
+        check_number('T', self.T)
+        check_number('alpha', self.alpha, strict=False, hi=1.0)
+        check_train_config(self.train)
 
 def run_crossq(cfg: CrossQExperiment) -> dict:
     "Train the full-resolution model, the low-resolution student alone, or distil one into the other (MNIST-5k)."
@@ -198,6 +326,7 @@ def run_crossq(cfg: CrossQExperiment) -> dict:
 
 def crossq_grid(seeds=(0, 1, 2), base: CrossQExperiment = CrossQExperiment()) -> list[CrossQExperiment]:
     "Every method of CROSSQ_METHODS for every seed."
+    check_seeds(seeds)
     return [replace(base, method=m, seed=s) for m in CROSSQ_METHODS for s in seeds]
 
 # %% ../nbs/13_tfkd.ipynb #5146e126
@@ -213,35 +342,53 @@ def plot_crossq(table) -> plt.Figure:
 
 # %% ../nbs/13_tfkd.ipynb #978082b9
 def _cli_common(p, default_epochs=20):
-    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='seeds (default: 0 1 2)')
-    p.add_argument('--train-per-class', type=int, default=100, help='labelled MNIST-5k training digits per class (default: 100)')
-    p.add_argument('--epochs', type=int, default=default_epochs, help=f'training epochs (default: {default_epochs})')
+    p.add_argument('--seeds', nargs='+', type=whole_arg(0), default=[0, 1, 2],
+                   help='distinct seeds >= 0 (default: 0 1 2)')
+    p.add_argument('--train-per-class', type=whole_arg(1), default=100,
+                   help='labelled MNIST-5k training digits per class (default: 100)')
+    p.add_argument('--epochs', type=whole_arg(1), default=default_epochs,
+                   help=f'training epochs (default: {default_epochs})')
     p.add_argument('--out', default='.', help='folder for per-run JSON files, the summary JSON and the PNG')
+    add_launch_options(p)
+
+def _cli_configs(args):
+    "(kind, configs, run function) for every run of the command, built (so checked) before any run starts."
+    train = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.02, progress=False)
+    if args.kind == 'crossq':
+        base = CrossQExperiment(size=args.size, train_per_class=args.train_per_class, train=train)
+        return [('crossq', crossq_grid(tuple(args.seeds), base), run_crossq)]
+    model = {'model': 'resnet20'} if args.dataset == 'cifar10' else {}
+    base = TfKDExperiment(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
+    cfgs = [c for c in tfkd_grid(tuple(args.seeds), base) if c.method in args.methods]
+    reg = TfKDRegExperiment(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
+    regs = tfkd_reg_grid(tuple(args.seeds), base=reg) if 'tfkd_reg_official' in args.methods else []
+    return [('tfkd', cfgs, run_tfkd), ('tfkd_reg', regs, run_tfkd_reg)]
 
 def _cli_run(args):
-    train = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.02, progress=False)
-    out = Path(args.out); store = ResultStore(out)
-    if args.kind == 'tfkd':
-        base = TfKDExperiment(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **({'model': 'resnet20'} if args.dataset == 'cifar10' else {}))
-        cfgs = [c for c in tfkd_grid(tuple(args.seeds), base) if c.method in args.methods]
-        run_sweep('tfkd', cfgs, run_tfkd, store)
-        table, plot = summarize_tfkd([store.get('tfkd', c) for c in cfgs]), plot_calibration_bars
-    else:
-        cfgs = crossq_grid(tuple(args.seeds), CrossQExperiment(size=args.size, train_per_class=args.train_per_class, train=train))
-        run_sweep('crossq', cfgs, run_crossq, store)
-        table, plot = mean_std(to_frame([store.get('crossq', c) for c in cfgs]), ['method'], ['acc', 'nll', 'ece']), plot_crossq
-    (out / f'{args.kind}_summary.json').write_text(json.dumps(table.to_dict(orient='records'), indent=1))
-    fig = plot(table); fig.savefig(out / f'{args.kind}.png', dpi=120, bbox_inches='tight'); plt.close(fig)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a folder")
+    jobs, store = _cli_configs(args), ResultStore(out)
+    for kind, cfgs, fn in jobs: launch_sweep(kind, cfgs, fn, store, launch_from_options(args))
+    recs = [store.get(kind, c) for kind, cfgs, _ in jobs for c in cfgs]
+    if args.kind == 'tfkd': table, plot = summarize_tfkd(recs), plot_calibration_bars
+    else: table, plot = mean_std(to_frame(recs), ['method'], ['acc', 'nll', 'ece']), plot_crossq
+    write_json(out / f'{args.kind}_summary.json', table.to_dict(orient='records'))  # atomic
+    fig = plot(table)
+    save_figure(fig, out / f'{args.kind}.png', dpi=120, bbox_inches='tight')
+    plt.close(fig)
     print(table.round(4).to_string(index=False))
 
 # %% ../nbs/13_tfkd.ipynb #1a8109df
 def add_cli(subparsers):
     "Register the `tfkd` (teacher-free KD and calibration) and `crossq` (cross-quality KD) subcommands."
-    p = subparsers.add_parser('tfkd', help='label smoothing, Tf-KD self/virtual, temperature scaling (JSON + PNG)')
-    p.add_argument('--methods', nargs='+', default=list(TFKD_METHODS), choices=TFKD_METHODS, help='methods to run (default: all)')
-    p.add_argument('--dataset', default='mnist5k', choices=['mnist5k', 'cifar10'], help='cifar10 uses the JPEG copy: meant for a GPU')
-    _cli_common(p); p.set_defaults(func=_cli_run, kind='tfkd')
+    p = subparsers.add_parser('tfkd', help='label smoothing, Tf-KD self/virtual/reg, temperature scaling')
+    methods = TFKD_METHODS + ('tfkd_reg_official',)
+    p.add_argument('--methods', nargs='+', default=list(methods), choices=methods, help='default: all')
+    p.add_argument('--dataset', default='mnist5k', choices=DATASETS, help='cifar10 (JPEG copy) is for a GPU')
+    _cli_common(p)
+    p.set_defaults(func=_cli_run, kind='tfkd')
     q = subparsers.add_parser('crossq', help='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)')
-    q.add_argument('--size', type=int, default=14, help="side of the student's images (LeNet-5 needs >= 12)")
-    _cli_common(q); q.set_defaults(func=_cli_run, kind='crossq')
+    q.add_argument('--size', type=whole_arg(12), default=14, help="student's image side, 12-28 (default: 14)")
+    _cli_common(q)
+    q.set_defaults(func=_cli_run, kind='crossq')
     return p

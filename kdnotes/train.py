@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_train.ipynb #9f6f2b37
 from __future__ import annotations
-import math, os, random, time
+import math, numbers, os, random, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable
@@ -14,15 +14,37 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .data import Split, Augment, DeviceLoader, augment
+from .metrics import check_labels
 
 # %% auto #0
-__all__ = ['TrainConfig', 'pick_device', 'seed_everything', 'make_optimizer', 'lr_factor', 'save_checkpoint', 'load_checkpoint',
-           'ce_loss', 'fit', 'predict', 'evaluate', 'train_classifier']
+__all__ = ['DEVICE_CHOICES', 'check_train_config', 'TrainConfig', 'pick_device', 'seed_everything', 'make_optimizer', 'lr_factor',
+           'save_checkpoint', 'load_checkpoint', 'restore_generator', 'ce_loss', 'fit', 'predict', 'evaluate',
+           'train_classifier']
+
+# %% ../nbs/02_train.ipynb #0371a561
+def check_train_config(cfg): # a `TrainConfig`
+    "Raise ValueError naming the fix for the first setting of a `TrainConfig` that `fit` cannot use."
+    if not _whole(cfg.epochs, 1): raise ValueError(f"epochs must be a whole number >= 1, got {cfg.epochs!r}")
+    if not _whole(cfg.batch_size, 1):
+        raise ValueError(f"batch_size must be a whole number >= 1, got {cfg.batch_size!r}")
+    if not _positive(cfg.lr): raise ValueError(f"lr must be a finite number > 0, got {cfg.lr!r}")
+    if cfg.optimizer not in ('sgd', 'adam'):
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'sgd' or 'adam'")
+    if cfg.schedule not in ('cosine', 'constant'):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose 'cosine' or 'constant'")
+    if not _number_in(cfg.momentum, 0, 1):
+        raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum!r}")
+    for name in ('weight_decay', 'warmup_epochs'):
+        if not _number_in(getattr(cfg, name), 0, math.inf):
+            raise ValueError(f"{name} must be a finite number >= 0, got {getattr(cfg, name)!r}")
+    if not _whole(cfg.seed, 0):
+        raise ValueError(f"seed must be a whole number >= 0, got {cfg.seed!r}; e.g. seed=0")
+    _parse_device(cfg.device)  # the name only: a config may be written on a CPU for a GPU run
 
 # %% ../nbs/02_train.ipynb #5626dfed
 @dataclass
 class TrainConfig:
-    "Optimisation settings for `fit`."
+    "Optimisation settings for `fit`, checked when built (and again by `fit`)."
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.05
@@ -37,13 +59,38 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast, on CUDA only
     channels_last: bool = True  # on CUDA only
     progress: bool = True
+    def __post_init__(self): check_train_config(self)  # validation only: no new fields, so config hashes stay
+    check = check_train_config
+
+# %% ../nbs/02_train.ipynb #931b8b08
+DEVICE_CHOICES = "'auto', 'cpu', 'cuda', 'cuda:N' (N = GPU index) or 'mps'"
+
+def _parse_device(device: str | torch.device) -> torch.device | None:
+    "The torch.device named by `device` (None for 'auto'); ValueError listing the choices for anything else."
+    if isinstance(device, torch.device): return device
+    if device == 'auto': return None
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): d = None
+    if d is None or d.type not in ('cpu', 'cuda', 'mps'):
+        raise ValueError(f"unknown device {device!r}; choose {DEVICE_CHOICES}")
+    return d
+
+def _whole(v, low: int) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= low
+def _positive(v) -> bool: return _number_in(v, 0, math.inf) and v > 0
+def _number_in(v, lo, hi) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and lo <= v < hi
 
 # %% ../nbs/02_train.ipynb #23121c25
 def pick_device(device: str | torch.device = 'auto') -> torch.device:
-    "CUDA when present and `device='auto'`, else the named device."
-    if str(device) == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if str(device).startswith('cuda') and not torch.cuda.is_available(): raise ValueError("device='cuda' asked for but no GPU is visible; use device='cpu' or 'auto'")
-    return torch.device(device)
+    "CUDA when present and `device='auto'`, else the named device (checked: known name, present hardware)."
+    d = _parse_device(device)
+    if d is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but no GPU is visible; use device='cpu' or 'auto'")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r} but {torch.cuda.device_count()} GPU(s) are visible; use 'cuda:0'")
+    if d.type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' but MPS is not available; use 'auto'")
+    return d
 
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch (all devices)."
@@ -53,7 +100,8 @@ def seed_everything(seed: int):
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "SGD (momentum, optional Nesterov) or Adam with weight decay; fused kernels on CUDA."
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = {'fused': True} if next(model.parameters()).is_cuda else {}
+    if not params: raise ValueError("the model has no trainable parameters (frozen?); pass a fresh student")
+    fused = {'fused': True} if params[0].is_cuda else {}
     if cfg.optimizer == 'sgd':
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == 'adam': return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
@@ -75,8 +123,18 @@ def save_checkpoint(path: str | os.PathLike, **state):
     torch.save(state, tmp); os.replace(tmp, path)
 
 def load_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict:
-    "Read a checkpoint written by `save_checkpoint` (weights only: no code runs)."
-    return torch.load(path, map_location=map_location, weights_only=True)
+    "Read a checkpoint written by `save_checkpoint` (weights only: no code runs); a broken file names itself."
+    try: ck = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError: raise
+    except Exception as e:  # text, truncated, or pickled code: torch raises many kinds
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
+                         "delete it to start the run afresh") from e
+    if not isinstance(ck, dict): raise ValueError(f"{path} holds a {type(ck).__name__}, not a checkpoint; delete it")
+    return ck
+
+def restore_generator(gen: torch.Generator, state: torch.Tensor):
+    "Set `gen` (CPU or CUDA) to `state`: torch wants the CPU byte tensor of `get_state()` for both kinds."
+    gen.set_state(state.detach().to('cpu', torch.uint8))
 
 # %% ../nbs/02_train.ipynb #3472f11c
 def ce_loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -97,6 +155,31 @@ def _train_epoch(model, loader, loss_fn, opt, step_fn, device, cfg) -> float:
     return (total / n).item()  # one sync per epoch, not per step
 
 # %% ../nbs/02_train.ipynb #47b6f767
+_CKPT_KEYS = {'model', 'opt', 'sched', 'gen', 'epoch', 'history', 'config'}
+
+def _ckpt_config(cfg: TrainConfig, loader: DeviceLoader) -> dict:
+    "What a checkpoint must match to be resumed: the config (less the progress bar) and the steps per epoch."
+    return {k: v for k, v in asdict(cfg).items() if k != 'progress'} | dict(steps_per_epoch=len(loader))
+
+def _resume(path, model, opt, sched, loader, cfg) -> tuple[list, int]:
+    "Load the checkpoint at `path` into model, optimiser, schedule and loader; (history, next epoch)."
+    ck = load_checkpoint(path, map_location=loader.device)
+    fix = "delete it to start afresh, or pass another ckpt_path"
+    if missing := _CKPT_KEYS - set(ck):
+        raise ValueError(f"{path} lacks {sorted(missing)}: not a checkpoint of `fit`; {fix}")
+    if ck['config'] != (now := _ckpt_config(cfg, loader)):
+        diff = sorted(k for k in now.keys() | ck['config'].keys() if now.get(k) != ck['config'].get(k))
+        raise ValueError(f"{path} is a checkpoint of another run (differs in {', '.join(diff)}); {fix}")
+    try:
+        model.load_state_dict(ck['model'])
+        opt.load_state_dict(ck['opt'])
+        sched.load_state_dict(ck['sched'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path} does not fit this model (another architecture?): {str(e)[:100]}; {fix}") from e
+    restore_generator(loader.gen, ck['gen'])
+    return ck['history'], ck['epoch'] + 1
+
+# %% ../nbs/02_train.ipynb #f21798e5
 def fit(model: nn.Module, # the network to train, modified in place
         loader: DeviceLoader, # training batches
         cfg: TrainConfig, # optimisation settings
@@ -104,6 +187,7 @@ def fit(model: nn.Module, # the network to train, modified in place
         ckpt_path: str | os.PathLike | None = None, # checkpoint written after every epoch; resumed from if present
        ) -> list[dict]:
     "Train `model` for `cfg.epochs`; returns the per-epoch history (epoch, loss, lr, seconds)."
+    cfg.check()  # again: fields may have changed since the config was built
     device = loader.device; model.to(device)
     if device.type == 'cuda' and cfg.channels_last: model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
@@ -111,27 +195,30 @@ def fit(model: nn.Module, # the network to train, modified in place
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.schedule))
     history, start = [], 0
     if ckpt_path is not None and Path(ckpt_path).exists():
-        ck = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt']); sched.load_state_dict(ck['sched'])
-        loader.gen.set_state(ck['gen'].to(loader.gen.device) if loader.gen.device.type != 'cpu' else ck['gen'])
-        history, start = ck['history'], ck['epoch'] + 1
+        history, start = _resume(ckpt_path, model, opt, sched, loader, cfg)
     bar = tqdm(range(start, cfg.epochs), desc='train', disable=not cfg.progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
         loss = _train_epoch(model, loader, loss_fn, opt, lambda: (opt.step(), sched.step()), device, cfg)
-        if not math.isfinite(loss): raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower the learning rate (now {cfg.lr})")
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower the learning rate (now {cfg.lr})")
         history.append(dict(epoch=epoch, loss=loss, lr=sched.get_last_lr()[0], seconds=time.perf_counter() - t0))
         bar.set_postfix(loss=f'{loss:.3f}')
         if ckpt_path is not None:
-            save_checkpoint(ckpt_path, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), gen=loader.gen.get_state(), epoch=epoch, history=history)
+            save_checkpoint(ckpt_path, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                            gen=loader.gen.get_state(), epoch=epoch, history=history,
+                            config=_ckpt_config(cfg, loader))
     return history
 
 # %% ../nbs/02_train.ipynb #630ffabd
 @torch.no_grad()
 def predict(model: nn.Module, data: Split | torch.Tensor, aug: Augment = Augment(), batch_size: int = 1024, device=None) -> torch.Tensor:
     "Logits (N, n_classes), float32 on the CPU, for the images of `data` (no random augmentation)."
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     device = pick_device(device or next(model.parameters()).device)
     x = data.x if isinstance(data, Split) else data
+    if len(x) == 0: raise ValueError("predict got no images; check the split")
     was_training = model.training; model.eval().to(device)
     out = []
     for i in range(0, len(x), batch_size):
@@ -143,6 +230,7 @@ def predict(model: nn.Module, data: Split | torch.Tensor, aug: Augment = Augment
 def evaluate(model: nn.Module, data: Split, aug: Augment = Augment(), **kwargs) -> dict:
     "Test accuracy and mean negative log-likelihood of `model` on a labelled split."
     logits = predict(model, data, aug, **kwargs)
+    check_labels(data.y, logits)
     return dict(acc=(logits.argmax(1) == data.y).float().mean().item(), nll=F.cross_entropy(logits, data.y).item())
 
 # %% ../nbs/02_train.ipynb #be032f2b

@@ -4,6 +4,7 @@ from dataclasses import replace
 import pytest, torch
 from kdnotes.experiments import ResultStore, config_hash
 from kdnotes.synthetic import add_cli as add_synth_cli
+from kdnotes.cifar import check_student_config, estimate_epoch_seconds
 from kdnotes.cifar import (TeacherConfig, StudentConfig, member_configs, load_data, make_model, encode_preds, decode_preds,
                            teacher_path, get_teacher, run_student, add_controls, self_distill_sweep, ensemble_sweep,
                            run_budgeted, run_cost, sweep_configs, plot_self_distill, plot_ensemble, add_cli)
@@ -54,7 +55,9 @@ def test_run_budgeted_and_cost(tmp_path):
     assert run_budgeted(cfgs, fn, st, tmp_path, 100, time_budget=0.0, epoch_seconds=10.0, progress=False)['ran'] == 0
     out = run_budgeted(cfgs, fn, st, tmp_path, 100, progress=False)
     assert (out['ran'], out['remaining'], calls) == (2, 0, [1, 2, 3])
-    assert run_cost(replace(S, n_synth=100, n_teachers=3), tmp_path, 100) == pytest.approx(2 + 3)
+    # 1 epoch over 2x the data, each step with 3 teacher forwards (1/3 of a step each), plus 3 teachers
+    cost = run_cost(replace(S, n_synth=100, n_teachers=3), tmp_path, 100)
+    assert cost == pytest.approx(2 * (1 + 3 / 3) + 3)
 
 def test_run_student_and_teacher_reuse(tmp_path):
     st = ResultStore(tmp_path / 'res'); synth = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
@@ -94,3 +97,97 @@ def test_cli_needs_synth_for_synthetic_sizes(tmp_path):
     ap = parser()
     a = ap.parse_args(['cifar', 'self', '--preset', 'tiny', '--epochs', '1', '--seeds', '0', '--device', 'cpu', '--out', str(tmp_path)])
     with pytest.raises(ValueError, match='synth_id'): a.func(a)
+
+
+def test_run_budgeted_skips_what_does_not_fit_and_goes_on(tmp_path):
+    st, calls = ResultStore(tmp_path), []
+    cfgs = ensemble_sweep(S, (1, 3, 2), (0,))  # costs 2.33, 5, 3.67 epoch-units (teachers not on disk)
+    now = [0.0]  # a fake clock: each run takes its cost in seconds
+
+    def fn(c):
+        calls.append(c.n_teachers)
+        now[0] += run_cost(c, tmp_path, 100)
+        return {'ok': 1}
+
+    out = run_budgeted(
+        cfgs, fn, st, tmp_path, 100, time_budget=6.05, epoch_seconds=1.0, progress=False, clock=lambda: now[0]
+    )
+    assert (out['ran'], out['skipped'], out['remaining'], calls) == (
+        2,
+        1,
+        1,
+        [1, 2],
+    )  # the 3-teacher run is skipped, the next still runs
+    with pytest.raises(ValueError, match='estimate_epoch_seconds'):
+        run_budgeted(cfgs, fn, st, tmp_path, 100, time_budget=60, progress=False)
+
+
+def test_cost_counts_ensemble_teachers_forward_passes(tmp_path):
+    one, three = run_cost(S, tmp_path, 100), run_cost(replace(S, n_teachers=3), tmp_path, 100)
+    for t in member_configs(replace(S, n_teachers=3)):
+        teacher_path(t, tmp_path).parent.mkdir(exist_ok=True)
+        teacher_path(t, tmp_path).touch()
+    # teachers on disk: what is left is the student's epoch, with 1 or 3 teacher forward passes per step
+    assert run_cost(S, tmp_path, 100) == pytest.approx(1 + 1 / 3) and run_cost(
+        replace(S, n_teachers=3), tmp_path, 100
+    ) == pytest.approx(2.0)
+    assert three - run_cost(replace(S, n_teachers=3), tmp_path, 100) == pytest.approx(3) and one > run_cost(
+        S, tmp_path, 100
+    )
+
+
+def test_estimate_epoch_seconds_times_a_subset():
+    sec = estimate_epoch_seconds(S, n_images=128)
+    assert 0 < sec < 60
+
+
+def test_student_configs_checked_before_work(tmp_path):
+    check_student_config(S)
+    for bad, msg in (
+        (dict(epochs=0), 'epochs must be >= 1'),
+        (dict(arch='vgg'), 'unknown architecture'),
+        (dict(T=0), 'must be > 0'),
+        (dict(n_synth=-1), 'n_synth must be >= 0'),
+        (dict(n_teachers=0), 'n_teachers must be'),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            check_student_config(replace(S, **bad))
+    with pytest.raises(ValueError, match='kdnotes synth --n 50'):
+        check_student_config(replace(S, n_synth=50, synth_id='x'), 40)
+
+
+def test_cli_fails_fast_on_bad_options(tmp_path):
+    ap, out = parser(), str(tmp_path / 'res')
+    base = [
+        'cifar',
+        'self',
+        '--preset',
+        'tiny',
+        '--epochs',
+        '1',
+        '--device',
+        'cpu',
+        '--out',
+        out,
+        '--ckpt-dir',
+        str(tmp_path / 'runs'),
+    ]
+    bad_file = tmp_path / 'notes.txt'
+    bad_file.write_text('not a tensor file')
+    small = tmp_path / 'small.pt'
+    from kdnotes.synthetic import save_samples
+
+    save_samples(small, torch.zeros(10, 1, 8, 8, dtype=torch.uint8), id='small')
+    for extra, msg in (
+        (['--seeds', '0,x'], '--seeds must be comma-separated'),
+        (['--time-budget', '0'], '--time-budget must be > 0'),
+        (['--max-runs', '0'], '--max-runs must be >= 1'),
+        (['--synth', str(bad_file)], 'notes.txt is not a sample file'),
+        (['--synth', str(small), '--n-synth', '0,40'], 'sample file has 10'),
+    ):
+        a = ap.parse_args(base + extra)
+        with pytest.raises(ValueError, match=msg):
+            a.func(a)
+    assert (
+        not (tmp_path / 'runs').exists() and not (tmp_path / 'res').exists()
+    )  # nothing trained, nothing written

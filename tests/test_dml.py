@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from kdnotes.dml import (dml_loss, cohort_loss, CohortConfig, fit_cohort, train_cohort, prediction_entropy, cohort_metrics,
-                         DMLExperiment, dml_grid, load_data, add_cli, METHODS)
+                         DMLExperiment, dml_grid, load_data, add_cli, METHODS, summarize)
+from kdnotes.cli import main
 from kdnotes.data import Split, DeviceLoader
 from kdnotes.train import TrainConfig
 from kdnotes.models import LeNet5
@@ -80,7 +81,7 @@ def test_grid_and_data():
     g = dml_grid(seeds=(0, 1, 2))
     assert len(g) == 15 and {c.method for c in g} == set(METHODS)
     assert all(c.k == 3 for c in g if c.method == 'dml_e')
-    with pytest.raises(ValueError, match="choose 'mnist5k'"): load_data('svhn')
+    with pytest.raises(ValueError, match="choose one of \\('mnist5k', 'cifar10'\\)"): load_data('svhn')
 
 
 def test_cli_smoke(tmp_path):
@@ -91,4 +92,52 @@ def test_cli_smoke(tmp_path):
     summary = json.loads((tmp_path / 'dml_summary.json').read_text())
     assert {r['method'] for r in summary} == {'independent', 'kd'}
     assert (tmp_path / 'dml.png').stat().st_size > 0 and (tmp_path / 'dml_loss_curves.png').exists()
-    assert len(list(tmp_path.glob('dml-*.json'))) == 2
+    assert len(list(tmp_path.glob('dml-*.json'))) == 2 and not list(tmp_path.glob('*.tmp*'))
+
+
+def test_dml_loss_checks_every_student_and_the_labels():
+    zs, y = [torch.randn(4, 3) for _ in range(3)], torch.tensor([0, 1, 2, -1])
+    bad = zs[:2] + [torch.full((4, 3), float('nan'))]
+    with pytest.raises(ValueError, match='student 2 logits contain NaN'): dml_loss(bad, y)
+    with pytest.raises(ValueError, match='same classes'): dml_loss(zs[:2] + [torch.randn(4, 5)], y)
+    with pytest.raises(ValueError, match=r'labels must be \(N,\)'): dml_loss(zs, y[:3])
+    with pytest.raises(ValueError, match=r'\[0, 3\)'): dml_loss(zs, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match='T must be'): dml_loss(zs, y, T=-1.0)
+
+
+@pytest.mark.parametrize('bad, msg', [(dict(method='mutual'), 'choose one of'), (dict(seed=-1), 'seed must be'), (dict(k=1), 'k must be'),
+                                      (dict(train_per_class=0), 'train_per_class must be'), (dict(student='vgg'), "unknown student 'vgg'"),
+                                      (dict(T=0.0), 'T must be'), (dict(dataset='svhn'), 'unknown dataset')])
+def test_dml_experiment_checks_itself(bad, msg):
+    with pytest.raises(ValueError, match=msg): DMLExperiment(**bad)
+
+
+def test_configs_refuse_untrainable_settings():
+    train = TrainConfig(epochs=1)
+    train.epochs = -1  # changed after it was built: the experiment checks again
+    with pytest.raises(ValueError, match='epochs must be'): DMLExperiment(train=train)
+    with pytest.raises(ValueError, match='epochs must be'): CohortConfig(train=train)
+    with pytest.raises(ValueError, match='no DML records'): summarize([])
+    with pytest.raises(ValueError, match='give each seed once'): dml_grid((0, 0))
+
+
+@pytest.mark.parametrize('argv, msg', [(['--epochs', '-1'], 'argument --epochs: must be >= 1, got -1'),
+                                       (['--epochs', '0'], 'argument --epochs: must be >= 1'),
+                                       (['--k', '1'], 'argument --k: must be >= 2'),
+                                       (['--lr', '0'], 'argument --lr: must be a finite number > 0'),
+                                       (['--batch-size', '0'], 'argument --batch-size: must be >= 1'),
+                                       (['--seeds', '-2'], 'argument --seeds: must be >= 0'),
+                                       (['--train-per-class', 'ten'], "'ten' is not a whole number"),
+                                       (['--methods', 'mutual'], "invalid choice: 'mutual'")])
+def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, argv, msg):
+    with pytest.raises(SystemExit) as e: main(['dml', *argv, '--out', str(tmp_path)])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing stored, nothing half-written
+
+
+def test_cli_config_errors_are_one_line_before_any_work(tmp_path, capsys):
+    assert main(['dml', '--seeds', '0', '0', '--epochs', '1', '--out', str(tmp_path)]) == 2
+    assert 'give each seed once' in capsys.readouterr().err and not list(tmp_path.iterdir())
+    f = tmp_path / 'afile'
+    f.write_text('x')
+    assert main(['dml', '--out', str(f)]) == 2 and 'is a file' in capsys.readouterr().err

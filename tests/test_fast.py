@@ -135,3 +135,152 @@ def test_cli_bench_tiny(tmp_path, capsys):
     assert {'device', 'torch', 'git_commit', 'wall_seconds'} <= set(rec['provenance']) and rec['config']['model'] == 'resnet20'
     out = capsys.readouterr().out
     assert 'speed-up' in out and 'images/s' in out
+
+
+def test_fast_train_drops_the_partial_last_batch(tiny):
+    calls = []
+
+    def counting(logits, x, y):
+        calls.append(len(x))
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    fast_train(
+        small(0), tiny, 2, FastConfig(batch_size=32, base_batch=32), AUG, device='cpu', loss_fn=counting
+    )
+    assert calls == [
+        32,
+        32,
+    ]  # 48 images: one full batch per epoch, the 16 left over are dropped (one batch shape)
+    calls.clear()
+    fast_train(
+        small(0), tiny[:20], 1, FastConfig(batch_size=32, base_batch=32), AUG, device='cpu', loss_fn=counting
+    )
+    assert calls == [20]  # fewer images than a batch: kept
+
+
+def test_eager_runs_the_uncompiled_module():
+    from kdnotes.fast import eager
+
+    m = maybe_compile(small(0), 'default', 'cpu')
+    with eager(m):
+        assert not is_compiled(m)
+    assert is_compiled(m)
+
+
+def test_distill_packed_pairs_student_k_with_teacher_k(tiny):
+    class Constant(torch.nn.Module):  # a teacher that always says class 3
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.zeros(len(x), 10).index_fill(1, torch.tensor([3]), 8.0) + 0 * self.w
+
+    cfg = DistillConfig(
+        T=1.0, train=TrainConfig(epochs=4, batch_size=16, lr=0.05, seed=1, device='cpu', progress=False)
+    )
+    other = small(50)
+    students, res = distill_packed(
+        [other, Constant()], [small(1), small(2)], tiny, tiny, cfg, AUG, method='loop'
+    )
+    p1 = predict(students[1], tiny, AUG).argmax(1)
+    assert (p1 == 3).float().mean() > 0.9 and res[1]['teacher_acc'] == (tiny.y == 3).float().mean().item()
+    assert res[0]['teacher_acc'] != res[1]['teacher_acc'] or (predict(other, tiny, AUG).argmax(1) == 3).all()
+    with pytest.raises(ValueError, match='one per student'):
+        distill_packed([other], [small(1), small(2)], tiny, tiny, cfg, AUG)
+
+
+def test_ensemble_groups_match_ensembles(tiny):
+    from kdnotes.fast import EnsembleGroups
+    from kdnotes.models import Ensemble
+
+    pool = [small(s).eval() for s in range(3)]
+    eg = EnsembleGroups(pool, [[0], [1, 2], [0, 1, 2]]).eval()
+    x = augment(tiny.x[:8], AUG, train=False)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            eg(x), torch.stack([Ensemble([pool[i] for i in g])(x) for g in eg.groups]), atol=1e-5, rtol=0
+        )
+    assert len(eg.ensembles()) == 3 and eg.ensembles()[0] is pool[0]
+    with pytest.raises(ValueError, match='at least one member'):
+        EnsembleGroups(pool, [[]])
+    cfg = DistillConfig(
+        T=4.0, train=TrainConfig(epochs=1, batch_size=16, lr=0.05, seed=1, device='cpu', progress=False)
+    )
+    students, res = distill_packed(eg, [small(10 + k) for k in range(3)], tiny, tiny, cfg, AUG)
+    assert len(res) == 3 and res[0]['teacher_acc'] == pytest.approx(
+        (predict(pool[0], tiny, AUG).argmax(1) == tiny.y).float().mean().item()
+    )
+
+
+def test_bench_config_checked_before_work(tmp_path):
+    from kdnotes.fast import check_bench_config
+
+    check_bench_config(BenchConfig())
+    for bad, msg in (
+        (dict(k=0), '--k must be >= 1'),
+        (dict(images=0), '--images must be >= 1'),
+        (dict(model='vgg'), 'unknown model'),
+        (dict(workers=-1), '--workers must be >= 0'),
+        (dict(base_lr=0), '--base-lr must be > 0'),
+        (dict(compile='fast'), 'compile mode'),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            run_bench(BenchConfig(dataset='fake', **bad), tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+# ---- the lent-GPU driver (tools/gpu_task.py): unit selection, saving as it goes (whole script: make gpu-dry-run)
+def _gpu_task():
+    import importlib.util, sys
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parents[1] / 'tools' / 'gpu_task.py'
+    spec = importlib.util.spec_from_file_location('gpu_task', p)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules['gpu_task'] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_task_picks_the_first_unit_without_a_complete_record(tmp_path):
+    gt = _gpu_task()
+    assert gt.next_unit(tmp_path) == 'U1'
+    (tmp_path / 'U1-aaa.json').write_text(json.dumps(dict(unit='U1', complete=True)))
+    (tmp_path / 'U2-bbb.json').write_text(json.dumps(dict(unit='U2', complete=False)))  # killed: done again
+    (tmp_path / 'U3-ccc.json').write_text('{not json')
+    assert gt.done_units(tmp_path) == {'U1'} and gt.next_unit(tmp_path) == 'U2'
+    for u in ('U2', 'U3', 'U4'):
+        (tmp_path / f'{u}-x.json').write_text(json.dumps(dict(unit=u, complete=True)))
+    assert gt.next_unit(tmp_path) is None
+
+
+def test_gpu_task_saver_packs_every_record_as_it_goes(tmp_path):
+    import tarfile
+
+    gt = _gpu_task()
+    s = gt.Saver(tmp_path / 'out', tmp_path / 'work')
+    (tmp_path / 'out').mkdir()
+    s.save('U2-abc.json', dict(pieces={'teachers': [1]}))
+    s.save('probe-x.json', dict(ok=True))
+    s.save(
+        'U2-abc.json', dict(pieces={'teachers': [1], 'students': [2]})
+    )  # a later piece replaces the record
+    with tarfile.open(tmp_path / 'out' / 'results.tar') as tar:
+        assert sorted(tar.getnames()) == ['nbs/results/gpu/U2-abc.json', 'nbs/results/gpu/probe-x.json']
+        assert json.loads(tar.extractfile('nbs/results/gpu/U2-abc.json').read())['pieces']['students'] == [2]
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['results.tar']
+
+
+def test_gpu_task_refuses_a_gpu_run_without_commit_or_gpu(tmp_path, monkeypatch):
+    gt = _gpu_task()
+    monkeypatch.delenv('KDNOTES_GIT_COMMIT', raising=False)
+    assert gt.main(['--out', str(tmp_path)]) == 2  # no GPU here (and no commit): stops before any work
+    assert (
+        'no GPU visible' in (tmp_path / 'log.txt').read_text()
+        or 'KDNOTES_GIT_COMMIT' in (tmp_path / 'log.txt').read_text()
+    )
+    with pytest.raises(SystemExit):
+        gt.main(['--unit', 'U9', '--out', str(tmp_path)])
+    monkeypatch.setenv('KDNOTES_GIT_COMMIT', 'abc123')
+    assert gt.commit() == 'abc123'

@@ -1,14 +1,17 @@
 "Tests for kdnotes.hinton: soft targets, the soft-loss gradient, its high-T limit, the wrong-class matrix, the class bias and the CLI."
-import argparse, json
+import argparse, json, re
 import pytest
 import torch
 from matplotlib.figure import Figure
 from kdnotes.data import Split
 from kdnotes.models import MLP
 from kdnotes.experiments import ResultStore
+from pathlib import Path
+from kdnotes.cli import main
 from kdnotes.hinton import (soft_targets, plot_soft_targets, plot_soft_targets_grid, kd_grad, logit_matching_grad,
                             soft_confusion, confused_pairs, plot_soft_confusion, class_errors, choose_bias, raise_bias,
-                            hinton_data, sweep_configs, sweep_table, dark_table, HintonConfig, add_cli, HINTON_2015)
+                            hinton_data, sweep_configs, sweep_table, dark_table, HintonConfig, TeacherConfig,
+                            add_cli, HINTON_2015, check_hinton_config, hinton_sweep)
 
 
 @pytest.fixture
@@ -104,3 +107,63 @@ def test_cli_smoke(tmp_path):
     mtimes = {p: p.stat().st_mtime for p in tmp_path.glob('kd-*.json')}
     args.func(args)  # a second run resumes: nothing is retrained
     assert {p: p.stat().st_mtime for p in tmp_path.glob('kd-*.json')} == mtimes
+
+
+def exit_status(argv) -> int:
+    "main's exit status, whether argparse exits (bad option syntax) or main returns."
+    try: return main(argv)
+    except SystemExit as e: return e.code
+
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--seeds', '0'], 'argument --seeds: expected an integer >= 1, got 0'),  # used to answer "no records"
+    (['--seeds', 'x'], "argument --seeds: expected an integer >= 1, got 'x'"),
+    (['--epochs', '-2'], 'argument --epochs: expected an integer >= 1'),
+    (['--teacher-epochs', '0'], 'argument --teacher-epochs'),
+    (['--Ts', '2', '0'], 'argument --Ts: expected a finite number > 0, got 0'),
+    (['--alphas', '1.5'], 'argument --alphas: expected a number in [0, 1]'),
+    (['--dark-T', '-4'], 'argument --dark-T'),
+    (['--teacher-hidden', '512', '0'], 'argument --teacher-hidden'),
+    (['--student-hidden', 'wide'], 'argument --student-hidden'),
+    (['--threads', '-1'], 'threads must be an integer >= 0, got -1')])
+def test_cli_bad_options_stop_at_parsing(tmp_path, capsys, argv, msg):
+    assert exit_status(['hinton', *argv, '--out', str(tmp_path / 'o')]) == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()  # nothing trained, nothing written
+
+
+def test_cli_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    real = Path.write_text
+    def deny(self, *a, **k):  # as root a read-only folder is still writable, so refuse the probe itself
+        if self.name.startswith('.kdnotes-probe'): raise PermissionError(13, 'Permission denied', str(self))
+        return real(self, *a, **k)
+    monkeypatch.setattr(Path, 'write_text', deny)
+    assert main(['hinton', '--seeds', '1', '--epochs', '1', '--out', str(tmp_path / 'ro')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'cannot write to' in err and 'choose a writable folder with --out' in err
+    assert not list(tmp_path.rglob('*.json'))
+
+
+def test_configs_are_checked_before_training():
+    check_hinton_config(HintonConfig())
+    for bad, msg in [(dict(T=0.0), 'T must be > 0'), (dict(alpha=-0.1), 'alpha'),
+                     (dict(epochs=0), 'epochs must be >= 1'), (dict(omit_class=11), 'omit_class'),
+                     (dict(student_hidden=(0,)), 'student_hidden widths'),
+                     (dict(teacher=TeacherConfig(hidden=(512, 0))), 'teacher.hidden widths'),
+                     (dict(teacher=TeacherConfig(jitter=-1)), 'teacher.jitter')]:
+        with pytest.raises(ValueError, match=re.escape(msg)): check_hinton_config(HintonConfig(**bad))
+    with pytest.raises(ValueError, match='no configs to run'): hinton_sweep(sweep_configs(seeds=()), None)
+    # the bad config is last, yet found before the first teacher trains (that would take seconds)
+    with pytest.raises(ValueError, match='T must be > 0'):
+        hinton_sweep([HintonConfig(), HintonConfig(T=0.0)], None, progress=False)
+
+
+def test_class_and_temperature_arguments_are_checked(logits):
+    zs, zt, y = logits
+    with pytest.raises(ValueError, match='class must be in 0..9'): class_errors(zt, y, 10)
+    with pytest.raises(ValueError, match='class must be in 0..9'): choose_bias(zt, y, -1)
+    with pytest.raises(ValueError, match='class must be in 0..9'): raise_bias(MLP(hidden=(4,)), 10, 1.0)
+    with pytest.raises(ValueError, match='T must be > 0'): soft_confusion(zt, y, T=0.0)
+    with pytest.raises(ValueError, match='T must be > 0'): logit_matching_grad(zs, zt, T=0.0, t2=False)
+    with pytest.raises(ValueError, match='k must be in 1..90'): confused_pairs(soft_confusion(zt, y), 0)
+    with pytest.raises(ValueError, match='test_per_class must be >= 1'): hinton_data(test_per_class=0)

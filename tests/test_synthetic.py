@@ -103,3 +103,78 @@ def test_cli_synth_tiny_and_reuse(tmp_path):
     assert 'provenance' in json.loads(recs[0].read_text())
     r2 = args.func(ap.parse_args(argv)); assert r2['id'] == r1['id']  # reused, not retrained
     assert len(list((tmp_path / 'res').glob('synth-*.json'))) == 1
+
+
+def test_configs_checked_before_any_training(tmp_path):
+    from kdnotes.synthetic import check_synth_config
+
+    OK = SampleConfig(n=4, steps=2)
+    check_synth_config(TINY, OK)
+    for ddpm, smp, msg in (
+        (TINY, SampleConfig(n=0), '--n must be >= 1'),
+        (TINY, SampleConfig(steps=0), '--steps must be >= 1'),
+        (TINY, SampleConfig(steps=2000), 'exceeds the 1000 training timesteps'),
+        (replace(TINY, channels=(8, 12)), OK, 'multiples of 8'),
+        (replace(TINY, channels=(8, 16, 32, 64, 128)), OK, 'fewer channels entries'),
+        (replace(TINY, time_budget=0), OK, '--time-budget'),
+        (replace(TINY, dataset='svhn'), OK, 'unknown data set'),
+        (TINY, SampleConfig(sampler='euler'), "choose 'ddim' or 'dpm'"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            synthesize(ddpm, smp, tmp_path)
+    assert not list(tmp_path.iterdir())  # failed before writing anything
+
+
+def test_cli_validates_options_before_training(tmp_path):
+    import time
+
+    ap = argparse.ArgumentParser()
+    add_cli(ap.add_subparsers())
+    base = [
+        'synth',
+        '--dataset',
+        'digits',
+        '--time-budget',
+        '30',
+        '--channels',
+        '8,16',
+        '--device',
+        'cpu',
+        '--runs',
+        str(tmp_path / 'runs'),
+        '--out',
+        str(tmp_path / 'res'),
+    ]
+    for extra, msg in (
+        (['--n', '0'], '--n must be >= 1'),
+        (['--steps', '0'], '--steps must be >= 1'),
+        (['--channels', '8,a'], '--channels must be'),
+    ):
+        args = ap.parse_args(base + extra)
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match=msg):
+            args.func(args)
+        assert time.perf_counter() - t0 < 5  # no 30-s DDPM first
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_load_samples_names_a_file_that_is_not_a_sample_file(tmp_path):
+    (tmp_path / 'a.pt').write_text('hello')
+    with pytest.raises(ValueError, match='a.pt is not a sample file'):
+        load_samples(tmp_path / 'a.pt')
+    torch.save({'images': torch.zeros(2, 3)}, tmp_path / 'b.pt')
+    with pytest.raises(ValueError, match='b.pt holds no uint8'):
+        load_samples(tmp_path / 'b.pt')
+
+
+def test_sampling_in_chunks_resumes_from_the_partial_file(trained, tmp_path):
+    from kdnotes.synthetic import _sample_resumable
+
+    _, ema, _ = trained
+    sch = make_scheduler(TINY)
+    smp = SampleConfig(n=7, steps=2, batch_size=2, seed=3)
+    whole = sample(ema, sch, 7, steps=2, batch_size=2, seed=3, progress=False)
+    part = tmp_path / 'p.pt'
+    save_samples(part, whole[:4])  # a killed run had drawn 4
+    got = _sample_resumable(ema, sch, smp, part, progress=False)
+    assert torch.equal(got, whole) and torch.equal(load_samples(part)[0], whole)

@@ -4,8 +4,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import warnings
 from kdnotes.tfkd import (ls_loss, virtual_teacher_logits, tfkd_virtual_loss, fit_temperature, calibration_report, LowRes,
-                          run_tfkd, TfKDExperiment, tfkd_grid, crossq_grid, CROSSQ_METHODS, TFKD_METHODS, add_cli)
+                          run_tfkd, TfKDExperiment, tfkd_grid, crossq_grid, CROSSQ_METHODS, TFKD_METHODS, add_cli,
+                          tfkd_reg_official_loss, tfkd_reg_effective_target, TfKDRegExperiment, tfkd_reg_grid, CrossQExperiment,
+                          summarize_tfkd)
+from kdnotes.cli import main
 from kdnotes.distill import kd_loss
 from kdnotes.train import TrainConfig
 from kdnotes.models import LeNet5
@@ -89,3 +93,80 @@ def test_cli_smoke(tmp_path, cmd):
     summary = json.loads((tmp_path / f'{cmd[0]}_summary.json').read_text())
     assert len(summary) == (2 if cmd[0] == 'tfkd' else 3)
     assert (tmp_path / f'{cmd[0]}.png').stat().st_size > 0
+
+
+def _official_by_hand(z, y, a, T, alpha, multiplier):
+    "The published Tf-KD_reg, written the way the authors' code computes it (nn.KLDivLoss with its default reduction)."
+    K = z.shape[1]
+    soft = torch.ones_like(z) * (1 - a) / (K - 1)
+    for i in range(len(y)): soft[i, y[i]] = a
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # 'mean' divides by N·K: that is the point
+        kl = nn.KLDivLoss()(F.log_softmax(z, dim=1), F.softmax(soft / T, dim=1))
+    return (1 - alpha) * F.cross_entropy(z, y) + alpha * kl * multiplier
+
+
+@pytest.mark.parametrize('a, T, alpha, m, K', [(0.99, 20.0, 0.1, 100.0, 10), (0.99, 40.0, 0.95, 1.0, 100), (0.9, 10.0, 0.5, 7.0, 5)])
+def test_tfkd_reg_official_matches_the_authors_formula(a, T, alpha, m, K):
+    torch.manual_seed(0)
+    z, y = torch.randn(16, K) * 3, torch.randint(0, K, (16,))
+    assert torch.allclose(tfkd_reg_official_loss(a, T, alpha, m)(z, None, y), _official_by_hand(z, y, a, T, alpha, m), atol=1e-5)
+
+
+def test_tfkd_reg_is_label_smoothing():
+    torch.manual_seed(1)
+    z, y = torch.randn(32, 10) * 2, torch.randint(0, 10, (32,))
+    za, zb = z.clone().requires_grad_(), z.clone().requires_grad_()
+    tfkd_reg_official_loss()(za, None, y).backward()
+    t, c, eps = tfkd_reg_effective_target(10)
+    F.cross_entropy(zb, y, label_smoothing=eps).backward()
+    assert torch.allclose(za.grad, c * zb.grad, atol=1e-6) and abs(t.sum() - 1) < 1e-6
+    assert abs(tfkd_reg_effective_target(100)[2] - 0.1) < 1e-3  # the authors' ResNet-18 CIFAR-100 setting: LS with eps 0.1
+
+
+@pytest.mark.parametrize('kw, msg', [(dict(T=0.0), 'T must be'), (dict(alpha=2.0), 'alpha must be'),
+                                     (dict(multiplier=-1.0), 'multiplier must be'), (dict(a=1.0), 'a must be in')])
+def test_tfkd_reg_official_bad_settings(kw, msg):
+    with pytest.raises(ValueError, match=msg): tfkd_reg_official_loss(**kw)
+
+
+def test_fit_temperature_bad_interval():
+    z, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    with pytest.raises(ValueError, match=r'lo \(the smallest temperature searched\) must be a finite number > 0'): fit_temperature(z, y, lo=0)
+    with pytest.raises(ValueError, match='hi .* must be a finite number > 5'): fit_temperature(z, y, lo=5.0, hi=2.0)
+    with pytest.raises(ValueError, match='iters must be'): fit_temperature(z, y, iters=0)
+
+
+@pytest.mark.parametrize('make, msg', [(lambda: TfKDExperiment(seed=-1), 'seed must be'), (lambda: TfKDExperiment(model='vgg'), "unknown model 'vgg'"),
+                                       (lambda: TfKDExperiment(T_virtual=0), 'T_virtual must be'), (lambda: TfKDExperiment(a=0.05), 'a must be in'),
+                                       (lambda: TfKDRegExperiment(method='ce'), 'choose one of'), (lambda: TfKDRegExperiment(T=-1.0), 'T must be'),
+                                       (lambda: CrossQExperiment(size=40), r'size must be a whole number in \[12, 28\]'),
+                                       (lambda: CrossQExperiment(alpha=1.5), 'alpha must be'), (lambda: tfkd_reg_grid(()), 'non-empty'),
+                                       (lambda: summarize_tfkd([]), 'no Tf-KD records')])
+def test_configs_check_themselves(make, msg):
+    with pytest.raises(ValueError, match=msg): make()
+
+
+@pytest.mark.parametrize('argv, msg', [(['tfkd', '--epochs', '-1'], 'argument --epochs: must be >= 1, got -1'),
+                                       (['tfkd', '--seeds', '-1'], 'argument --seeds: must be >= 0'),
+                                       (['tfkd', '--train-per-class', '0'], 'argument --train-per-class: must be >= 1'),
+                                       (['tfkd', '--methods', 'trap'], "invalid choice: 'trap'"),
+                                       (['crossq', '--size', '8'], 'argument --size: must be >= 12')])
+def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, argv, msg):
+    with pytest.raises(SystemExit) as e: main([*argv, '--out', str(tmp_path)])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('argv, msg', [(['crossq', '--size', '40'], 'size must be a whole number in [12, 28]'),
+                                       (['tfkd', '--seeds', '1', '1'], 'give each seed once')])
+def test_cli_config_errors_are_one_line_before_any_work(tmp_path, capsys, argv, msg):
+    assert main([*argv, '--epochs', '1', '--out', str(tmp_path)]) == 2
+    assert msg in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_cli_runs_the_published_loss(tmp_path):
+    assert main(['tfkd', '--methods', 'tfkd_reg_official', '--seeds', '0', '--epochs', '1', '--train-per-class', '5', '--out', str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / 'tfkd_summary.json').read_text())
+    assert [r['method'] for r in summary] == ['tfkd_reg_official (m=100)', 'tfkd_reg_official (m=10)']
+    assert len(list(tmp_path.glob('tfkd_reg-*.json'))) == 2 and not list(tmp_path.glob('*.tmp*'))

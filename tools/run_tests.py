@@ -5,10 +5,11 @@ Run it as `make test` (which creates .venv and installs what is missing first), 
   1. nbdev_export, then a check that kdnotes/ did not change (the package matches the notebooks)
   2. nbdev_test on every notebook (cells tagged #|slow or #|gpu are skipped)
   3. pytest tests/
-  4. docs build into docs/ (offline)
-  5. headless-Chromium check of every page of the built site
-  6. headless-Chromium check of a widget in JupyterLab
-Options: --skip STEP [STEP ...] (names: export nbs pytest docs site lab), --only STEP [...].
+  4. gpu-dry-run: the lent-GPU command (tools/gpu_task.sh) on the CPU at tiny size (tools/GPU_TASK.md)
+  5. docs build into docs/ (offline)
+  6. headless-Chromium check of every page of the built site
+  7. headless-Chromium check of a widget in JupyterLab
+Options: --skip STEP [STEP ...] (names: export nbs pytest gpu-dry-run docs site lab), --only STEP [...].
 """
 import argparse, hashlib, os, subprocess, sys, time
 from pathlib import Path
@@ -56,10 +57,21 @@ def step_nbs() -> int:
     return 0 if subprocess.run([str(BIN / 'nbdev_test'), '--n_workers', workers, '--timing'], cwd=ROOT, env=env).returncode == 0 else 1
 
 
+def step_gpu_dry_run() -> int:
+    # keeps the GPU command working between lent GPU sessions: same script, CPU, tiny, trimmed diffusers
+    if sh(sys.executable, 'tools/trim_diffusers.py'): return 1
+    out = ROOT / 'runs' / 'gpu-dry-run'
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), OMP_NUM_THREADS='2')
+    print('$ bash tools/gpu_task.sh --dry-run --unit all', flush=True)
+    code = subprocess.run(['bash', 'tools/gpu_task.sh', '--dry-run', '--unit', 'all'], cwd=ROOT, env=env).returncode
+    return 0 if code == 0 else 1
+
+
 STEPS = {
     'export': step_export,
     'nbs': step_nbs,
     'pytest': step_pytest,
+    'gpu-dry-run': step_gpu_dry_run,
     'docs': lambda: sh(sys.executable, 'tools/build_docs.py'),
     'site': lambda: sh(sys.executable, 'tools/check_site.py'),
     # the Hinton chapter's temperature slider: run all cells in JupyterLab, move the slider, the figure must change
