@@ -27,6 +27,8 @@ from .distill import DistillConfig, distill
 from .metrics import agreement
 from .experiments import ResultStore, run, config_hash, to_frame, mean_std
 from .synthetic import load_samples, sample_quality
+from .launch import launch_sweep, add_launch_options, launch_from_options
+
 
 # %% auto #0
 __all__ = ['STUDENT_SEED_OFFSET', 'TEACHER_FORWARD', 'LABELS', 'PRESETS', 'TeacherConfig', 'StudentConfig', 'member_configs',
@@ -379,8 +381,19 @@ def _cmd_cifar(args):
     store, ckpt_dir = ResultStore(args.out), Path(args.ckpt_dir)
     n_train = len(load_data(cfgs[0].teacher.dataset)['train'])
     rate = args.epoch_seconds or (estimate_epoch_seconds(cfgs[0]) if args.time_budget else None)
-    fn = lambda c: run_student(c, ckpt_dir, synth, store)
-    counts = run_budgeted(cfgs, fn, store, ckpt_dir, n_train, args.time_budget, args.max_runs, rate)
+    launch = launch_from_options(args)
+    if launch.launcher == 'serial':
+        fn = lambda c: run_student(c, ckpt_dir, synth, store)
+        counts = run_budgeted(cfgs, fn, store, ckpt_dir, n_train, args.time_budget, args.max_runs, rate)
+    else:  # workers or a SLURM array: no budget, each worker loads the samples itself (no 150 MB pickle per job)
+        if args.time_budget or args.max_runs:
+            raise ValueError("--time-budget and --max-runs budget one machine's serial sweep; drop them with "
+                             f"--launcher {launch.launcher}")
+        synth_path = args.synth
+        fn = lambda c: run_student(c, ckpt_dir, load_samples(synth_path)[0] if synth_path else None, store)
+        todo = sum(store.get('student', c) is None for c in cfgs)
+        launch_sweep('student', cfgs, fn, store, launch, desc='students')
+        counts = dict(ran=todo, skipped=0, remaining=0, total=len(cfgs), launcher=launch.launcher)
     summary = summarize(store, cfgs, args.sweep, args.out)
     print(json.dumps(counts | dict(n_runs=summary['n_runs']), indent=1))
     return counts | dict(summary=summary)
@@ -421,6 +434,7 @@ def add_cli(subparsers):
     p.add_argument('--device', default='auto', help='auto (CUDA if present), cuda or cpu')
     p.add_argument('--out', default='.', help='results folder (commit it)')
     p.add_argument('--ckpt-dir', default='runs/cifar', help='teacher checkpoints (not committed)')
+    add_launch_options(p)
     p.set_defaults(func=_cmd_cifar)
     return p
 

@@ -10,11 +10,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .data import Split, Augment, DeviceLoader, cat_images, to_float
+from .models import LoopPacked
 from .train import TrainConfig, fit, predict, pick_device, seed_everything
 from .metrics import check_logits, check_labels, accuracy, agreement, predictive_kl, ece, nll
 
 # %% auto #0
-__all__ = ['check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'teacher_loss', 'compare', 'distill', 'control_fidelity']
+__all__ = ['check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'teacher_loss', 'compare', 'distill', 'control_fidelity',
+           'SideBySideLoss', 'distill_side_by_side']
 
 # %% ../nbs/04_distill.ipynb #5fff56a0
 def check_kd_params(T, # temperature
@@ -91,6 +93,28 @@ def _check_pair(teacher: nn.Module, student: nn.Module, test: Split):
     if (C := sc or tc) is not None: check_labels(test.y, torch.empty(len(test), C))  # reads only the shape
 
 # %% ../nbs/04_distill.ipynb #a050b5c7
+def _distill_setup(teachers, students, data: Split, test: Split, cfg: DistillConfig, aug: Augment, extra_x,
+                   transform) -> DeviceLoader:
+    "Every check before any training, the frozen teachers on the device, and the seeded stream of batches."
+    if cfg.alpha > 0 and (data.y < 0).all(): raise ValueError("alpha > 0 needs labelled distillation data; use alpha=0")
+    check_kd_params(cfg.T, cfg.alpha)
+    cfg.train.check()
+    for teacher, student in zip(teachers, students): _check_pair(teacher, student, test)
+    device = pick_device(cfg.train.device)
+    for teacher in teachers: frozen(teacher).to(device)
+    seed_everything(cfg.train.seed)
+    return DeviceLoader(data, cfg.train.batch_size, aug, device=device, seed=cfg.train.seed, extra_x=extra_x,
+                        transform=transform)
+
+def _distill_report(teacher, student, data: Split, test: Split, aug: Augment, extra_x) -> dict:
+    "Test accuracy, agreement, KL and ECE of a distilled pair, and its fidelity on the images it trained on."
+    train_x = data.x if extra_x is None or not len(extra_x) else cat_images(data.x, extra_x)  # the loader's scale
+    train_fid = compare(predict(teacher, train_x, aug), predict(student, train_x, aug))
+    out = compare(predict(teacher, test, aug), predict(student, test, aug), test.y)
+    return out | dict(train_agreement=train_fid['agreement'], train_kl=train_fid['kl'])
+
+
+# %% ../nbs/04_distill.ipynb #d79d5b45
 def distill(teacher: nn.Module, # trained teacher (or `Ensemble`); frozen here
             student: nn.Module, # student, trained in place
             data: Split, # distillation set (labels used only when alpha > 0)
@@ -102,23 +126,58 @@ def distill(teacher: nn.Module, # trained teacher (or `Ensemble`); frozen here
             ckpt_path=None, # checkpoint for resuming an interrupted run
            ) -> dict:
     "Distil `teacher` into `student`; returns test accuracy/agreement/KL/ECE, train agreement and the loss history."
-    if cfg.alpha > 0 and (data.y < 0).all(): raise ValueError("alpha > 0 needs labelled distillation data; use alpha=0")
-    check_kd_params(cfg.T, cfg.alpha)
-    cfg.train.check()
-    _check_pair(teacher, student, test)  # before training, not after
-    t0 = time.perf_counter(); device = pick_device(cfg.train.device)
-    frozen(teacher).to(device)
-    seed_everything(cfg.train.seed)
-    loader = DeviceLoader(data, cfg.train.batch_size, aug, device=device, seed=cfg.train.seed, extra_x=extra_x, transform=transform)
+    t0 = time.perf_counter()
+    loader = _distill_setup([teacher], [student], data, test, cfg, aug, extra_x, transform)
     history = fit(student, loader, cfg.train, teacher_loss(teacher, cfg), ckpt_path)
-    # the images the loader trained on, on the loader's scale
-    train_x = data.x if extra_x is None or not len(extra_x) else cat_images(data.x, extra_x)
-    train_fid = compare(predict(teacher, train_x, aug), predict(student, train_x, aug))
-    out = compare(predict(teacher, test, aug), predict(student, test, aug), test.y)
-    return out | dict(train_agreement=train_fid['agreement'], train_kl=train_fid['kl'], history=history, seconds=time.perf_counter() - t0)
+    report = _distill_report(teacher, student, data, test, aug, extra_x)
+    return report | dict(history=history, seconds=time.perf_counter() - t0)
 
 # %% ../nbs/04_distill.ipynb #f69d236f
 def control_fidelity(teacher: nn.Module, control_student: nn.Module, test: Split, aug: Augment = Augment()) -> dict:
     "Agreement and predictive KL between `teacher` and a student distilled from an independent teacher."
     fid = compare(predict(teacher, test, aug), predict(control_student, test, aug))
     return dict(control_agreement=fid['agreement'], control_kl=fid['kl'])
+
+# %% ../nbs/04_distill.ipynb #ea1a7436
+class SideBySideLoss:
+    "The loss_fn for `fit` on a `LoopPacked` of K students: student k learns teacher k on the shared batch."
+    def __init__(self, teachers: list[nn.Module], cfg: DistillConfig):
+        self.teachers, self.cfg, self.steps = list(teachers), cfg, []  # steps: ((K,) losses, batch size)
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # logits (K, N, C)
+        labels = y if self.cfg.alpha > 0 else None
+        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
+            targets = [teacher(x).float() for teacher in self.teachers]
+        losses = [kd_loss(z, t, labels, self.cfg.T, self.cfg.alpha, check_finite=False)
+                  for z, t in zip(logits, targets)]
+        self.steps.append((torch.stack(losses).detach(), len(x)))
+        return sum(losses)
+    def histories(self, history: list[dict], steps_per_epoch: int) -> list[list[dict]]:
+        "Each student's own per-epoch history, summed over batches exactly as `fit` sums a single model's loss."
+        out = [[] for _ in self.teachers]
+        for e, h in enumerate(history):
+            total = torch.zeros_like(self.steps[0][0])
+            for losses, n in self.steps[e * steps_per_epoch:(e + 1) * steps_per_epoch]: total += losses * n
+            count = sum(n for _, n in self.steps[e * steps_per_epoch:(e + 1) * steps_per_epoch])
+            for k, loss in enumerate((total / count).tolist()): out[k].append(h | dict(loss=loss))
+        return out
+
+# %% ../nbs/04_distill.ipynb #9872bcd4
+def distill_side_by_side(teachers: list[nn.Module], # K trained teachers (or ensembles); frozen here
+                         students: list[nn.Module], # K students, trained in place; student k learns teacher k
+                         data: Split, # distillation set, shared
+                         test: Split, # held-out test set
+                         cfg: DistillConfig, # one recipe for all K
+                         aug: Augment = Augment(), # on-device augmentation, shared
+                         extra_x: torch.Tensor | None = None, # extra unlabeled images, shared
+                         transform=None, # batch transform after augmentation, shared
+                        ) -> list[dict]:
+    "`distill` for K teacher-student pairs in one loop on the same batches: K results, exactly as K runs give."
+    if not students or len(teachers) != len(students):
+        raise ValueError(f"{len(teachers)} teachers for {len(students)} students; pass one teacher per student")
+    t0 = time.perf_counter()
+    loader = _distill_setup(teachers, students, data, test, cfg, aug, extra_x, transform)
+    loss = SideBySideLoss(teachers, cfg)
+    histories = loss.histories(fit(LoopPacked(students), loader, cfg.train, loss), len(loader))
+    seconds = time.perf_counter() - t0  # the pair's time: the runs are no longer separable
+    return [_distill_report(t, s, data, test, aug, extra_x) | dict(history=h, seconds=seconds)
+            for t, s, h in zip(teachers, students, histories)]

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import torchvision.transforms as T
 from PIL import Image
 from .data import Split, Augment, CIFAR_NORM, DeviceLoader, cifar10
-from .models import get_model, PreActResNet, MODELS
+from .models import get_model, PreActResNet, MODELS, LoopPacked
 from kdnotes.train import (
     TrainConfig,
     fit,
@@ -36,10 +36,9 @@ from .experiments import ResultStore, provenance, config_hash
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'PACK_METHODS', 'AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit',
            'FastConfig', 'fast_recipe', 'plot_recipe', 'maybe_compile', 'is_compiled', 'eager', 'fast_train', 'Packed',
-           'LoopPacked', 'packed_loss', 'packed_kd_loss', 'pack', 'train_packed', 'max_state_diff',
-           'relative_state_gap', 'EnsembleGroups', 'distill_packed', 'BenchConfig', 'fake_cifar', 'bench_data',
-           'bench_speed', 'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config',
-           'run_bench', 'add_cli', 'load_unit']
+           'packed_loss', 'packed_kd_loss', 'pack', 'train_packed', 'max_state_diff', 'relative_state_gap',
+           'EnsembleGroups', 'distill_packed', 'BenchConfig', 'fake_cifar', 'bench_data', 'bench_speed', 'bench_packed',
+           'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config', 'run_bench', 'add_cli', 'load_unit']
 
 # %% ../nbs/20_fast.ipynb #714dbdc4
 class TorchvisionStyle(torch.utils.data.Dataset):
@@ -196,25 +195,6 @@ def _unpack(self) -> list[nn.Module]:
         m.load_state_dict(state); out.append(m.train(self.training))
     return out
 Packed.to, Packed.unpack = _packed_to, _unpack
-
-# %% ../nbs/20_fast.ipynb #6f7a46db
-class LoopPacked(nn.Module):
-    "K models called one after another on a shared batch (each on its own CUDA stream if `streams`), output (K, N, ...)."
-    def __init__(self, models: list[nn.Module], streams: bool = False):
-        super().__init__()
-        if len(models) == 0: raise ValueError("need at least one model to pack; pass a list of models")
-        self.members, self.streams, self._streams, self.k = nn.ModuleList(models), streams, None, len(models)
-    def forward(self, x):
-        if not (self.streams and x.is_cuda): return torch.stack([m(x) for m in self.members])
-        cur = torch.cuda.current_stream()
-        self._streams = self._streams or [torch.cuda.Stream() for _ in self.members]
-        outs = []
-        for m, s in zip(self.members, self._streams):
-            s.wait_stream(cur)  # x is ready before the member reads it
-            with torch.cuda.stream(s): outs.append(m(x))
-        for s, o in zip(self._streams, outs): cur.wait_stream(s); o.record_stream(cur)
-        return torch.stack(outs)
-    def unpack(self) -> list[nn.Module]: return list(self.members)
 
 # %% ../nbs/20_fast.ipynb #8fe96f7a
 def packed_loss(loss_fn: Callable = ce_loss) -> Callable:

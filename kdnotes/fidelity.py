@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10, stratified_split
 from .models import get_model, Ensemble, MODELS
 from .train import TrainConfig, train_classifier, seed_everything, save_checkpoint, load_checkpoint
-from .distill import DistillConfig, distill, control_fidelity
+from .distill import DistillConfig, distill, distill_side_by_side, control_fidelity
 from .experiments import (ResultStore, run_sweep, config_hash, to_frame, mean_std, format_mean_std,
                                  provenance, write_json, save_figure)
 from .options import check_writable, positive_int, nonneg_int, positive_float
@@ -175,29 +175,47 @@ def _extra_images(cfg: FidelityConfig) -> torch.Tensor | None:
     if not cfg.n_extra: return None
     if not cfg.extra_path: raise ValueError("n_extra > 0 needs extra_path, a .pt file of images (N, C, H, W)")
     x = torch.load(cfg.extra_path, weights_only=True)
-    if len(x) < cfg.n_extra: raise ValueError(f"{cfg.extra_path} holds {len(x)} images, fewer than n_extra={cfg.n_extra}")
+    if len(x) < cfg.n_extra:
+        raise ValueError(f"{cfg.extra_path} holds {len(x)} images, fewer than n_extra={cfg.n_extra}")
     return x[:cfg.n_extra]
 
-def _distill_one(teacher, cfg, splits, aug, init_from):
-    seed_everything(cfg.seed + 1); student = _new_model(cfg, splits['teacher'])  # same init for student and control
+def _new_student(cfg: FidelityConfig, splits: dict, init_from: nn.Module) -> nn.Module:
+    "A fresh student from seed + 1 (so the student and the control start alike), λ of the way to `init_from`."
+    seed_everything(cfg.seed + 1)
+    student = _new_model(cfg, splits['teacher'])
     if cfg.init_lambda: interpolate_init(student, init_from, cfg.init_lambda)
+    return student
+
+def _distill_pair(teachers: list, cfg: FidelityConfig, splits: dict, aug: Augment):
+    "Each teacher's student (the teacher's, then the control's), trained side by side on the same batches."
+    students = [_new_student(cfg, splits, t) for t in teachers]
     daug, transform = policy_inputs(cfg.policy, aug, cfg.dataset)
     epochs = max(1, round(cfg.steps / math.ceil(cfg.size / cfg.batch_size)))
-    tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer='adam', weight_decay=0.0, seed=cfg.seed, device=cfg.device, progress=False)
-    res = distill(teacher, student, splits['pool'][:cfg.size], splits['test'], DistillConfig(T=cfg.T, alpha=0.0, train=tc), daug, extra_x=_extra_images(cfg), transform=transform)
-    return student, res
+    tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer='adam', weight_decay=0.0,
+                     seed=cfg.seed, device=cfg.device, progress=False)
+    dc = DistillConfig(T=cfg.T, alpha=0.0, train=tc)
+    results = distill_side_by_side(teachers, students, splits['pool'][:cfg.size], splits['test'], dc, daug,
+                                   extra_x=_extra_images(cfg), transform=transform)
+    return students, results
+
 
 # %% ../nbs/11_fidelity.ipynb #4f713647
-def fidelity_run(cfg: FidelityConfig, cache_dir: Path | None = None, n_teachers: int = 1) -> dict:
-    "Distil the teacher (an ensemble if `n_teachers` > 1) and, identically, the control teacher; report accuracy, fidelity and the control's."
+def fidelity_run(cfg: FidelityConfig, # the run
+                 cache_dir: Path | None = None, # where teachers are cached (None: memory only)
+                 n_teachers: int = 1, # > 1: the teacher and the control teacher are ensembles
+                ) -> dict:
+    "Distil the teacher and, identically, the control teacher; report accuracy, fidelity and the control's."
     splits, aug = fidelity_data(check_fidelity_config(cfg))
-    if not 0 < cfg.size <= len(splits['pool']): raise ValueError(f"size must be in 1..{len(splits['pool'])} (the pool), got {cfg.size}")
-    if n_teachers > 1 and cfg.init_lambda: raise ValueError("init_lambda needs a single teacher to interpolate towards; use n_teachers=1")
+    if not 0 < cfg.size <= len(splits['pool']):
+        raise ValueError(f"size must be in 1..{len(splits['pool'])} (the pool), got {cfg.size}")
+    if n_teachers > 1 and cfg.init_lambda:
+        raise ValueError("init_lambda needs a single teacher to interpolate towards; use n_teachers=1")
     teacher, control_teacher = (ensemble_teacher(cfg, n_teachers, splits, aug, c, cache_dir) for c in (False, True))
-    student, res = _distill_one(teacher, cfg, splits, aug, teacher)
-    control, cres = _distill_one(control_teacher, cfg, splits, aug, control_teacher)
+    (student, control), (res, cres) = _distill_pair([teacher, control_teacher], cfg, splits, aug)
     out = {k: v for k, v in res.items() if k != 'history'} | control_fidelity(teacher, control, splits['test'], aug)
-    return out | dict(control_student_acc=cres['student_acc'], control_teacher_acc=cres['teacher_acc'], final_loss=res['history'][-1]['loss'])
+    return out | dict(control_student_acc=cres['student_acc'], control_teacher_acc=cres['teacher_acc'],
+                      final_loss=res['history'][-1]['loss'])
+
 
 # %% ../nbs/11_fidelity.ipynb #b592d7d4
 METRICS = ('teacher_acc', 'student_acc', 'agreement', 'control_agreement', 'kl', 'control_kl',

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreActBasic', 'PreActBottleneck', 'PreActResNet',
-           'resnet20', 'resnet56', 'Ensemble', 'get_model']
+           'resnet20', 'resnet56', 'Ensemble', 'LoopPacked', 'get_model']
 
 # %% ../nbs/01_models.ipynb #485f69aa
 class ImageClassifier(nn.Module):
@@ -140,6 +140,29 @@ class Ensemble(nn.Module):
             raise ValueError(f"Ensemble members give outputs of shapes {shapes}; use members of one task")
         logp = torch.stack([o.float().log_softmax(-1) for o in outs])  # (K, N, C)
         return torch.logsumexp(logp, 0) - math.log(len(self.members))
+
+# %% ../nbs/01_models.ipynb #745a00e5
+class LoopPacked(nn.Module):
+    "K models called one after another on a shared batch (each on its own CUDA stream if `streams`): (K, N, ...)."
+    def __init__(self, models: list[nn.Module], streams: bool = False):
+        super().__init__()
+        if len(models) == 0: raise ValueError("need at least one model to pack; pass a list of models")
+        self.members, self.streams, self._streams, self.k = nn.ModuleList(models), streams, None, len(models)
+    def forward(self, x):
+        if not (self.streams and x.is_cuda): return torch.stack([m(x) for m in self.members])
+        cur = torch.cuda.current_stream()
+        self._streams = self._streams or [torch.cuda.Stream() for _ in self.members]
+        outs = []
+        for m, s in zip(self.members, self._streams):
+            s.wait_stream(cur)  # x is ready before the member reads it
+            with torch.cuda.stream(s): outs.append(m(x))
+        for s, o in zip(self._streams, outs):
+            cur.wait_stream(s)  # the stack below waits for every member
+            o.record_stream(cur)
+        return torch.stack(outs)
+    def unpack(self) -> list[nn.Module]:
+        "The K models (trained in place)."
+        return list(self.members)
 
 # %% ../nbs/01_models.ipynb #a1b9d06a
 MODELS = {'lenet5': LeNet5, 'mlp': MLP, 'resnet20': resnet20, 'resnet56': resnet56}

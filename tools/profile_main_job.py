@@ -53,8 +53,8 @@ def instrumented_epoch(model, loader, loss_fn, opt, step_fn, device, cfg) -> flo
             batch = next(it, None)
         if batch is None: break
         xb, yb = batch
-        with stage(f'{who()}: student forward'): logits = model(xb)
-        with stage(f'{who()}: loss (teacher forward inside for KD)'): loss = loss_fn(logits, xb, yb)
+        with stage(f'{who()}: forward of the trained model(s)'): logits = model(xb)
+        with stage(f'{who()}: loss'): loss = loss_fn(logits, xb, yb)
         with stage(f'{who()}: backward'):
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -82,9 +82,10 @@ def main():
     torch.set_num_threads(args.threads)
     kdnotes.train._train_epoch = instrumented_epoch
     kdnotes.fidelity.train_classifier = timed(kdnotes.fidelity.train_classifier, '(teacher training)')
-    teacher_loss = kdnotes.distill.teacher_loss
-    kdnotes.distill.teacher_loss = lambda teacher, cfg: teacher_loss(TimedTeacher(teacher), cfg)
+    side_by_side = kdnotes.distill.SideBySideLoss
+    kdnotes.distill.SideBySideLoss = lambda teachers, cfg: side_by_side([TimedTeacher(t) for t in teachers], cfg)
     kdnotes.distill.predict = timed(kdnotes.distill.predict, 'evaluation (predict on test and distillation sets)')
+    kdnotes.fidelity.control_fidelity = timed(kdnotes.fidelity.control_fidelity, 'evaluation (predict on test and distillation sets)')
     kdnotes.data.mnist5k = timed(kdnotes.data.mnist5k, 'load MNIST-5k')
     for mod in (kdnotes.fidelity,):  # modules that imported the names directly
         for name in ('mnist5k_splits',):
@@ -94,9 +95,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp, stage('other (Python, run bookkeeping, JSON)'):
         fidelity_sweep(cfgs, tmp, desc='profile')
     wall = time.perf_counter() - t0
-    steps = COUNTS['distillation: student forward']
+    steps = COUNTS['distillation: forward of the trained model(s)']
+    teacher_steps = COUNTS['teacher training: forward of the trained model(s)']
     print(f'main job, {len(cfgs)} runs, {args.threads} thread(s), torch {torch.__version__}: {wall:.1f} s wall; '
-          f'{steps} distillation steps, {COUNTS["teacher training: student forward"]} teacher-training steps')
+          f'{steps} distillation steps (each trains a student and its control), {teacher_steps} teacher steps')
     print(f'| stage | seconds | share |')
     print(f'| --- | ---: | ---: |')
     for name, s in sorted(SECONDS.items(), key=lambda kv: -kv[1]):
