@@ -5,6 +5,7 @@
 # %% ../nbs/04_distill.ipynb #72fac758
 from __future__ import annotations
 import math, numbers, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
@@ -15,7 +16,8 @@ from .train import TrainConfig, fit, predict, pick_device, seed_everything
 from .metrics import check_logits, check_labels, accuracy, agreement, predictive_kl, ece, nll
 
 # %% auto #0
-__all__ = ['check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'teacher_loss', 'compare', 'distill', 'control_fidelity',
+__all__ = ['METHODS', 'check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'Method', 'register_method', 'get_method', 'KD',
+           'capture_features', 'method_loss', 'teacher_loss', 'Distiller', 'compare', 'distill', 'control_fidelity',
            'SideBySideLoss', 'distill_side_by_side']
 
 # %% ../nbs/04_distill.ipynb #5fff56a0
@@ -30,13 +32,13 @@ def check_kd_params(T, # temperature
 
 # %% ../nbs/04_distill.ipynb #f5b5c5e1
 def kd_loss(student_logits: torch.Tensor, # (N, C) raw student outputs
-            teacher_logits: torch.Tensor, # (N, C) raw teacher outputs (or an ensemble's log mean probabilities)
+            teacher_logits: torch.Tensor, # (N, C) raw teacher outputs (or an ensemble's log mean probs)
             labels: torch.Tensor | None = None, # (N,) class labels, -1 = unlabeled; needed when alpha > 0
             T: float = 4.0, # temperature, > 0
             alpha: float = 0.0, # weight of the hard-label cross-entropy, in [0, 1]
             check_finite: bool = True, # check for NaN/inf (one device sync; hot loops turn it off)
            ) -> torch.Tensor:
-    "alpha·CE(labels, student) + (1−alpha)·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean."
+    "alpha·CE(labels, student) + (1−alpha)·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean"
     check_kd_params(T, alpha)
     if len(student_logits) == 0:
         raise ValueError("kd_loss got an empty batch (0 examples); the mean over no examples is undefined")
@@ -46,7 +48,8 @@ def kd_loss(student_logits: torch.Tensor, # (N, C) raw student outputs
     log_p = (teacher_logits.float() / T).log_softmax(-1)
     loss = (1 - alpha) * T**2 * F.kl_div(log_q, log_p, log_target=True, reduction='batchmean')
     if alpha > 0:
-        if labels is None: raise ValueError("alpha > 0 needs labels; pass labels or set alpha=0 for pure distillation")
+        if labels is None:
+            raise ValueError("alpha > 0 needs labels; pass labels or set alpha=0 for pure distillation")
         loss = loss + alpha * F.cross_entropy(student_logits.float(), labels, ignore_index=-1)
     return loss
 
@@ -65,22 +68,114 @@ def frozen(model: nn.Module) -> nn.Module:
     for p in model.parameters(): p.requires_grad_(False)
     return model
 
-# %% ../nbs/04_distill.ipynb #fea7b954
-def teacher_loss(teacher: nn.Module, cfg: DistillConfig):
-    "The loss_fn for `fit`: the frozen teacher labels the batch the student just saw, then `kd_loss`."
+# %% ../nbs/04_distill.ipynb #ce3e2985
+class Method(nn.Module):
+    "A way of distilling: the student's loss from both networks' logits, the labels and named features."
+    student_layers: tuple = ()  # names of the student's modules whose outputs forward() reads
+    teacher_layers: tuple = ()  # the same for the teacher
+    uses_labels: bool = False  # True: the distillation set must be labelled
+    def forward(self, student_logits: torch.Tensor, # (N, C)
+                teacher_logits: torch.Tensor, # (N, C), no gradient
+                labels: torch.Tensor, # (N,), -1 = unlabeled
+                student_feats: dict, # name -> output of that student module for this batch
+                teacher_feats: dict, # name -> output of that teacher module for this batch
+               ) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define forward(student_logits, "
+                                  "teacher_logits, labels, student_feats, teacher_feats) returning the loss")
+
+# %% ../nbs/04_distill.ipynb #09018d52
+METHODS: dict = {}  # registered name -> Method subclass
+
+def register_method(name: str):
+    "Class decorator: make a `Method` subclass available by `name` (to `get_method`, `distill` and the CLI)."
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"@register_method({name!r}) decorates Method subclasses, got {cls!r}")
+        # a re-run notebook cell redefines the same class: allowed; another class under the name: refused
+        if name in METHODS and METHODS[name].__qualname__ != cls.__qualname__:
+            raise ValueError(f"method name {name!r} is taken by {METHODS[name].__qualname__}; choose another")
+        METHODS[name] = cls
+        cls.name = name
+        return cls
+    return add
+
+def get_method(method: str | Method, **kwargs) -> Method:
+    "`method` itself if it is a `Method`, else a new instance of the method registered under that name."
+    if isinstance(method, Method): return method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)} "
+                         "or register yours with @register_method")
+    return METHODS[method](**kwargs)
+
+# %% ../nbs/04_distill.ipynb #ec252590
+@register_method('kd')
+class KD(Method):
+    "Hinton et al. (2015): alpha·CE(labels, student) + (1 − alpha)·T²·KL(teacher ‖ student) at T."
+    def __init__(self, T: float = 4.0, # temperature, finite and > 0
+                 alpha: float = 0.0, # weight of the hard-label cross-entropy, in [0, 1]
+                ):
+        super().__init__()
+        check_kd_params(T, alpha)
+        self.T, self.alpha, self.uses_labels = T, alpha, alpha > 0
+    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
+        labels = labels if self.alpha > 0 else None
+        return kd_loss(student_logits, teacher_logits, labels, self.T, self.alpha, check_finite=False)
+
+# %% ../nbs/04_distill.ipynb #84ffd704
+@contextmanager
+def capture_features(model: nn.Module, # the network
+                     names: tuple, # names of its submodules, as in model.named_modules()
+                    ):
+    "Inside the block, `feats[name]` is the latest output of `model`'s submodule `name` (forward hooks)."
+    modules, feats, handles = dict(model.named_modules()), {}, []
+    for name in names:
+        if name not in modules:
+            known = ', '.join(n for n in modules if n)
+            raise ValueError(f"{type(model).__name__} has no module {name!r}; its modules are: {known}")
+        def keep(module, inputs, output, name=name): feats[name] = output
+        handles.append(modules[name].register_forward_hook(keep))
+    try: yield feats
+    finally:
+        for h in handles: h.remove()  # the model is left as it was
+
+# %% ../nbs/04_distill.ipynb #a6c32a22
+def method_loss(teacher: nn.Module, # frozen teacher
+                method: Method, # how the student learns from it
+                student_feats: dict | None = None, # filled by `capture_features` on the student
+                teacher_feats: dict | None = None, # filled by `capture_features` on the teacher
+               ):
+    "The loss_fn for `fit`: the teacher labels the batch the student just saw; `method` scores the student."
+    student_feats = {} if student_feats is None else student_feats
+    teacher_feats = {} if teacher_feats is None else teacher_feats
     def loss_fn(student_logits, x, y):
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
             t = teacher(x).float()
-        return kd_loss(student_logits, t, y if cfg.alpha > 0 else None, cfg.T, cfg.alpha, check_finite=False)
+        return method(student_logits, t, y, student_feats, teacher_feats)
     return loss_fn
 
+def teacher_loss(teacher: nn.Module, cfg: DistillConfig):
+    "The loss_fn for `fit` with Hinton's KD at `cfg`'s temperature and label weight."
+    return method_loss(teacher, KD(T=cfg.T, alpha=cfg.alpha))
+
+class Distiller(nn.Module):
+    "The student together with its method's trainable parameters, so that `fit` optimises both."
+    def __init__(self, student: nn.Module, method: Method):
+        super().__init__()
+        self.student, self.method = student, method
+    def forward(self, x): return self.student(x)
+
 # %% ../nbs/04_distill.ipynb #bd7bacae
-def compare(teacher_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+def compare(teacher_logits: torch.Tensor, # (N, C)
+            student_logits: torch.Tensor, # (N, C), the same inputs
+            labels: torch.Tensor | None = None, # (N,), for accuracy, NLL and ECE
+           ) -> dict:
     "Fidelity (agreement, predictive KL) and, given labels, both models' accuracy, NLL and ECE."
-    out = dict(agreement=agreement(teacher_logits, student_logits), kl=predictive_kl(teacher_logits, student_logits))
+    out = dict(agreement=agreement(teacher_logits, student_logits),
+               kl=predictive_kl(teacher_logits, student_logits))
     if labels is not None:
         for who, z in (('teacher', teacher_logits), ('student', student_logits)):
-            out |= {f'{who}_acc': accuracy(z, labels), f'{who}_nll': nll(z, labels), f'{who}_ece': ece(z, labels)}
+            out |= {f'{who}_acc': accuracy(z, labels), f'{who}_nll': nll(z, labels),
+                    f'{who}_ece': ece(z, labels)}
     return out
 
 # %% ../nbs/04_distill.ipynb #7aa8cd70
@@ -96,7 +191,8 @@ def _check_pair(teacher: nn.Module, student: nn.Module, test: Split):
 def _distill_setup(teachers, students, data: Split, test: Split, cfg: DistillConfig, aug: Augment, extra_x,
                    transform) -> DeviceLoader:
     "Every check before any training, the frozen teachers on the device, and the seeded stream of batches."
-    if cfg.alpha > 0 and (data.y < 0).all(): raise ValueError("alpha > 0 needs labelled distillation data; use alpha=0")
+    if cfg.alpha > 0 and (data.y < 0).all():
+        raise ValueError("alpha > 0 needs labelled distillation data; use alpha=0")
     check_kd_params(cfg.T, cfg.alpha)
     cfg.train.check()
     for teacher, student in zip(teachers, students): _check_pair(teacher, student, test)
@@ -108,7 +204,8 @@ def _distill_setup(teachers, students, data: Split, test: Split, cfg: DistillCon
 
 def _distill_report(teacher, student, data: Split, test: Split, aug: Augment, extra_x) -> dict:
     "Test accuracy, agreement, KL and ECE of a distilled pair, and its fidelity on the images it trained on."
-    train_x = data.x if extra_x is None or not len(extra_x) else cat_images(data.x, extra_x)  # the loader's scale
+    # the images the loader trained on, on the loader's scale
+    train_x = data.x if extra_x is None or not len(extra_x) else cat_images(data.x, extra_x)
     train_fid = compare(predict(teacher, train_x, aug), predict(student, train_x, aug))
     out = compare(predict(teacher, test, aug), predict(student, test, aug), test.y)
     return out | dict(train_agreement=train_fid['agreement'], train_kl=train_fid['kl'])
@@ -124,16 +221,29 @@ def distill(teacher: nn.Module, # trained teacher (or `Ensemble`); frozen here
             extra_x: torch.Tensor | None = None, # extra unlabeled images for the distillation set
             transform=None, # batch transform after augmentation (e.g. mixup); the teacher labels its output
             ckpt_path=None, # checkpoint for resuming an interrupted run
+            method: Method | str | None = None, # how the student learns (default: KD at cfg.T and cfg.alpha)
            ) -> dict:
-    "Distil `teacher` into `student`; returns test accuracy/agreement/KL/ECE, train agreement and the loss history."
+    "Distil `teacher` into `student`: test accuracy, agreement, KL and ECE, train agreement, loss history."
     t0 = time.perf_counter()
+    method = KD(T=cfg.T, alpha=cfg.alpha) if method is None else get_method(method)
+    if method.uses_labels and (data.y < 0).all():
+        fix = 'use alpha=0 for pure distillation' if isinstance(method, KD) else 'give labelled images'
+        raise ValueError(f"{type(method).__name__} needs labelled distillation data, and it has none; {fix}")
     loader = _distill_setup([teacher], [student], data, test, cfg, aug, extra_x, transform)
-    history = fit(student, loader, cfg.train, teacher_loss(teacher, cfg), ckpt_path)
+    hooks_s = capture_features(student, method.student_layers)
+    with hooks_s as sf, capture_features(teacher, method.teacher_layers) as tf:
+        own_params = any(True for _ in method.parameters())  # a regressor, say: it trains with the student
+        model = Distiller(student, method) if own_params else student
+        history = fit(model, loader, cfg.train, method_loss(teacher, method, sf, tf), ckpt_path)
     report = _distill_report(teacher, student, data, test, aug, extra_x)
     return report | dict(history=history, seconds=time.perf_counter() - t0)
 
 # %% ../nbs/04_distill.ipynb #f69d236f
-def control_fidelity(teacher: nn.Module, control_student: nn.Module, test: Split, aug: Augment = Augment()) -> dict:
+def control_fidelity(teacher: nn.Module, # the teacher
+                     control_student: nn.Module, # a student distilled from another, independent teacher
+                     test: Split, # held-out images
+                     aug: Augment = Augment(), # normalisation
+                    ) -> dict:
     "Agreement and predictive KL between `teacher` and a student distilled from an independent teacher."
     fid = compare(predict(teacher, test, aug), predict(control_student, test, aug))
     return dict(control_agreement=fid['agreement'], control_kl=fid['kl'])
@@ -142,17 +252,16 @@ def control_fidelity(teacher: nn.Module, control_student: nn.Module, test: Split
 class SideBySideLoss:
     "The loss_fn for `fit` on a `LoopPacked` of K students: student k learns teacher k on the shared batch."
     def __init__(self, teachers: list[nn.Module], cfg: DistillConfig):
-        self.teachers, self.cfg, self.steps = list(teachers), cfg, []  # steps: ((K,) losses, batch size)
-    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # logits (K, N, C)
-        labels = y if self.cfg.alpha > 0 else None
+        self.teachers, self.steps = list(teachers), []  # steps: ((K,) losses, batch size)
+        self.methods = [KD(T=cfg.T, alpha=cfg.alpha) for _ in teachers]  # Hinton's loss, one per student
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # (K, N, C)
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
             targets = [teacher(x).float() for teacher in self.teachers]
-        losses = [kd_loss(z, t, labels, self.cfg.T, self.cfg.alpha, check_finite=False)
-                  for z, t in zip(logits, targets)]
+        losses = [method(z, t, y, {}, {}) for method, z, t in zip(self.methods, logits, targets)]
         self.steps.append((torch.stack(losses).detach(), len(x)))
         return sum(losses)
     def histories(self, history: list[dict], steps_per_epoch: int) -> list[list[dict]]:
-        "Each student's own per-epoch history, summed over batches exactly as `fit` sums a single model's loss."
+        "Each student's own per-epoch history, summed over batches exactly as `fit` sums one model's loss."
         out = [[] for _ in self.teachers]
         for e, h in enumerate(history):
             total = torch.zeros_like(self.steps[0][0])
@@ -171,9 +280,10 @@ def distill_side_by_side(teachers: list[nn.Module], # K trained teachers (or ens
                          extra_x: torch.Tensor | None = None, # extra unlabeled images, shared
                          transform=None, # batch transform after augmentation, shared
                         ) -> list[dict]:
-    "`distill` for K teacher-student pairs in one loop on the same batches: K results, exactly as K runs give."
+    "`distill` for K teacher-student pairs in one loop on the same batches: exactly the K runs' results."
     if not students or len(teachers) != len(students):
-        raise ValueError(f"{len(teachers)} teachers for {len(students)} students; pass one teacher per student")
+        n_t, n_s = len(teachers), len(students)
+        raise ValueError(f"{n_t} teachers for {n_s} students; pass one teacher per student")
     t0 = time.perf_counter()
     loader = _distill_setup(teachers, students, data, test, cfg, aug, extra_x, transform)
     loss = SideBySideLoss(teachers, cfg)

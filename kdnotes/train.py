@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .data import Split, Augment, DeviceLoader, augment
-from .metrics import check_labels
+from .metrics import check_labels, accuracy, nll
 
 # %% auto #0
 __all__ = ['DEVICE_CHOICES', 'check_train_config', 'TrainConfig', 'pick_device', 'seed_everything', 'make_optimizer', 'lr_factor',
@@ -77,7 +77,8 @@ def _parse_device(device: str | torch.device) -> torch.device | None:
 
 def _whole(v, low: int) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= low
 def _positive(v) -> bool: return _number_in(v, 0, math.inf) and v > 0
-def _number_in(v, lo, hi) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and lo <= v < hi
+def _number_in(v, lo, hi) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and lo <= v < hi
 
 # %% ../nbs/02_train.ipynb #23121c25
 def pick_device(device: str | torch.device = 'auto') -> torch.device:
@@ -87,14 +88,17 @@ def pick_device(device: str | torch.device = 'auto') -> torch.device:
     if d.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but no GPU is visible; use device='cpu' or 'auto'")
     if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
-        raise ValueError(f"device={str(device)!r} but {torch.cuda.device_count()} GPU(s) are visible; use 'cuda:0'")
+        n = torch.cuda.device_count()
+        raise ValueError(f"device={str(device)!r} but {n} GPU(s) are visible; use 'cuda:0'")
     if d.type == 'mps' and not torch.backends.mps.is_available():
         raise ValueError("device='mps' but MPS is not available; use 'auto'")
     return d
 
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch (all devices)."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 # %% ../nbs/02_train.ipynb #06ed19ae
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -103,13 +107,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if not params: raise ValueError("the model has no trainable parameters (frozen?); pass a fresh student")
     fused = {'fused': True} if params[0].is_cuda else {}
     if cfg.optimizer == 'sgd':
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay, **fused)
-    if cfg.optimizer == 'adam': return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        nesterov = cfg.nesterov and cfg.momentum > 0
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov,
+                               weight_decay=cfg.weight_decay, **fused)
+    if cfg.optimizer == 'adam':
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'sgd' or 'adam'")
 
 # %% ../nbs/02_train.ipynb #42cd1b58
 def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = 'cosine') -> float:
-    "Multiplier of the base learning rate at `step` of `total`: linear warm-up, then cosine to 0 (or constant)."
+    "The base learning rate's multiplier at `step` of `total`: linear warm-up, then cosine to 0 or constant."
     if step < warmup: return (step + 1) / warmup
     if schedule == 'constant': return 1.0
     if schedule != 'cosine': raise ValueError(f"unknown schedule {schedule!r}; choose 'cosine' or 'constant'")
@@ -118,9 +125,11 @@ def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = 'cosine') 
 # %% ../nbs/02_train.ipynb #e9a6b139
 def save_checkpoint(path: str | os.PathLike, **state):
     "Atomically write `state` (tensors, numbers, lists, dicts) to `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    torch.save(state, tmp); os.replace(tmp, path)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 def load_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict:
     "Read a checkpoint written by `save_checkpoint` (weights only: no code runs); a broken file names itself."
@@ -129,7 +138,8 @@ def load_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict:
     except Exception as e:  # text, truncated, or pickled code: torch raises many kinds
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
                          "delete it to start the run afresh") from e
-    if not isinstance(ck, dict): raise ValueError(f"{path} holds a {type(ck).__name__}, not a checkpoint; delete it")
+    if not isinstance(ck, dict):
+        raise ValueError(f"{path} holds a {type(ck).__name__}, not a checkpoint; delete it")
     return ck
 
 def restore_generator(gen: torch.Generator, state: torch.Tensor):
@@ -150,7 +160,9 @@ def _train_epoch(model, loader, loss_fn, opt, step_fn, device, cfg) -> float:
     for xb, yb in loader:
         if device.type == 'cuda' and cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
         with _autocast(device, cfg): loss = loss_fn(model(xb), xb, yb)
-        opt.zero_grad(set_to_none=True); loss.backward(); step_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        step_fn()
         total += loss.detach() * len(xb); n += len(xb)
     return (total / n).item()  # one sync per epoch, not per step
 
@@ -175,7 +187,8 @@ def _resume(path, model, opt, sched, loader, cfg) -> tuple[list, int]:
         opt.load_state_dict(ck['opt'])
         sched.load_state_dict(ck['sched'])
     except (RuntimeError, ValueError, KeyError) as e:
-        raise ValueError(f"{path} does not fit this model (another architecture?): {str(e)[:100]}; {fix}") from e
+        why = str(e)[:100]
+        raise ValueError(f"{path} does not fit this model (another architecture?): {why}; {fix}") from e
     restore_generator(loader.gen, ck['gen'])
     return ck['history'], ck['epoch'] + 1
 
@@ -184,11 +197,12 @@ def fit(model: nn.Module, # the network to train, modified in place
         loader: DeviceLoader, # training batches
         cfg: TrainConfig, # optimisation settings
         loss_fn: Callable = ce_loss, # loss_fn(logits, x, y) -> scalar
-        ckpt_path: str | os.PathLike | None = None, # checkpoint written after every epoch; resumed from if present
+        ckpt_path: str | os.PathLike | None = None, # checkpoint written every epoch; resumed from if present
        ) -> list[dict]:
     "Train `model` for `cfg.epochs`; returns the per-epoch history (epoch, loss, lr, seconds)."
     cfg.check()  # again: fields may have changed since the config was built
-    device = loader.device; model.to(device)
+    device = loader.device
+    model.to(device)
     if device.type == 'cuda' and cfg.channels_last: model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
     total, warm = cfg.epochs * len(loader), round(cfg.warmup_epochs * len(loader))
@@ -201,25 +215,34 @@ def fit(model: nn.Module, # the network to train, modified in place
         t0 = time.perf_counter()
         loss = _train_epoch(model, loader, loss_fn, opt, lambda: (opt.step(), sched.step()), device, cfg)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower the learning rate (now {cfg.lr})")
-        history.append(dict(epoch=epoch, loss=loss, lr=sched.get_last_lr()[0], seconds=time.perf_counter() - t0))
+            raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; "
+                                     f"lower the learning rate (now {cfg.lr})")
+        seconds = time.perf_counter() - t0
+        history.append(dict(epoch=epoch, loss=loss, lr=sched.get_last_lr()[0], seconds=seconds))
         bar.set_postfix(loss=f'{loss:.3f}')
         if ckpt_path is not None:
-            save_checkpoint(ckpt_path, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+            save_checkpoint(ckpt_path, model=model.state_dict(), opt=opt.state_dict(),
+                            sched=sched.state_dict(),
                             gen=loader.gen.get_state(), epoch=epoch, history=history,
                             config=_ckpt_config(cfg, loader))
     return history
 
 # %% ../nbs/02_train.ipynb #630ffabd
 @torch.no_grad()
-def predict(model: nn.Module, data: Split | torch.Tensor, aug: Augment = Augment(), batch_size: int = 1024, device=None) -> torch.Tensor:
+def predict(model: nn.Module, # the network (put in eval mode for the call)
+            data: Split | torch.Tensor, # images (N, C, H, W), or a Split
+            aug: Augment = Augment(), # normalisation (no random augmentation here)
+            batch_size: int = 1024, # images per forward pass
+            device=None, # default: where the model is
+           ) -> torch.Tensor:
     "Logits (N, n_classes), float32 on the CPU, for the images of `data` (no random augmentation)."
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     device = pick_device(device or next(model.parameters()).device)
     x = data.x if isinstance(data, Split) else data
     if len(x) == 0: raise ValueError("predict got no images; check the split")
-    was_training = model.training; model.eval().to(device)
+    was_training = model.training
+    model.eval().to(device)
     out = []
     for i in range(0, len(x), batch_size):
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=device.type == 'cuda'):
@@ -230,13 +253,13 @@ def predict(model: nn.Module, data: Split | torch.Tensor, aug: Augment = Augment
 def evaluate(model: nn.Module, data: Split, aug: Augment = Augment(), **kwargs) -> dict:
     "Test accuracy and mean negative log-likelihood of `model` on a labelled split."
     logits = predict(model, data, aug, **kwargs)
-    check_labels(data.y, logits)
-    return dict(acc=(logits.argmax(1) == data.y).float().mean().item(), nll=F.cross_entropy(logits, data.y).item())
+    return dict(acc=accuracy(logits, data.y), nll=nll(logits, data.y))  # the metrics chapter's definitions
 
 # %% ../nbs/02_train.ipynb #be032f2b
-def train_classifier(model: nn.Module, data: Split, cfg: TrainConfig, aug: Augment = Augment(), loss_fn: Callable = ce_loss,
+def train_classifier(model: nn.Module, data: Split, cfg: TrainConfig, aug: Augment = Augment(),
+                     loss_fn: Callable = ce_loss,
                      extra_x: torch.Tensor | None = None, ckpt_path=None) -> list[dict]:
-    "Train `model` on `data` (plus unlabeled `extra_x`) with `cfg`, augmenting with `aug` on the device; returns the history."
+    "Train `model` on `data` (plus unlabeled `extra_x`) with `cfg`, augmenting on the device; the history."
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     loader = DeviceLoader(data, cfg.batch_size, aug, device=device, seed=cfg.seed, extra_x=extra_x)
