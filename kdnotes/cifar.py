@@ -52,8 +52,10 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
-    "One distillation run: the teachers (recipe, how many), the synthetic images added, the student's recipe, the replicate."
-    teacher: TeacherConfig = field(default_factory=TeacherConfig) # its seed is ignored: members get 100*seed + i
+    ("One distillation run: the teachers (recipe, how many), the "
+     "synthetic images added, the student's recipe, the replicate.")
+    # its seed is ignored: members get 100*seed + i
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     n_teachers: int = 1 # 1 = self-distillation; more = an ensemble teacher
     n_synth: int = 0 # synthetic images added to the distillation set
     synth_id: str = '' # id of the sample file (kdnotes.synthetic); '' when n_synth = 0
@@ -68,15 +70,25 @@ class StudentConfig:
 def member_configs(cfg: StudentConfig) -> list[TeacherConfig]:
     "The teachers of a student run: seeds 100*seed + i, i < n_teachers."
     if cfg.n_teachers < 1: raise ValueError(f"n_teachers must be >= 1, got {cfg.n_teachers}")
-    if cfg.n_teachers > 100: raise ValueError("at most 100 teachers per replicate (seeds 100*seed + i would collide)")
+    if cfg.n_teachers > 100:
+        raise ValueError("at most 100 teachers per replicate (seeds 100*seed + i would collide)")
     return [replace(cfg.teacher, seed=100 * cfg.seed + i) for i in range(cfg.n_teachers)]
 
 # %% ../nbs/22_stanton_cifar.ipynb #d818e2d0
 @functools.lru_cache(maxsize=4)
 def load_data(dataset: str) -> dict:
-    "{'train', 'test', 'aug', 'in_shape'} for 'cifar10' (JPEG q75 copy, standard split), 'mnist5k' or 'digits' (stratified held-out test)."
-    if dataset == 'cifar10': d = cifar10(); return dict(train=d['train'], test=d['test'], aug=Augment(pad=4, flip=True, **CIFAR_NORM), in_shape=(3, 32, 32))
-    if dataset not in ('mnist5k', 'digits'): raise ValueError(f"unknown data set {dataset!r}; choose 'cifar10', 'mnist5k' or 'digits'")
+    ("{'train', 'test', 'aug', 'in_shape'} for 'cifar10' (JPEG q75 copy, "
+     "standard split), 'mnist5k' or 'digits' (stratified held-out test).")
+    if dataset == 'cifar10':
+        d = cifar10()
+        return dict(
+            train=d['train'],
+            test=d['test'],
+            aug=Augment(pad=4, flip=True, **CIFAR_NORM),
+            in_shape=(3, 32, 32),
+        )
+    if dataset not in ('mnist5k', 'digits'):
+        raise ValueError(f"unknown data set {dataset!r}; choose 'cifar10', 'mnist5k' or 'digits'")
     full = mnist5k() if dataset == 'mnist5k' else digits()
     idx = stratified_split(full.y, {'test': 100 if dataset == 'mnist5k' else 50, 'train': None}, seed=0)
     aug = Augment(pad=2, **MNIST_NORM) if dataset == 'mnist5k' else Augment(pad=1)
@@ -90,7 +102,8 @@ def make_model(arch: str, in_shape: tuple, n_classes: int = 10) -> nn.Module:
 # %% ../nbs/22_stanton_cifar.ipynb #da0cefd1
 def encode_preds(logits: torch.Tensor) -> str:
     "Top-1 predictions as a digit string (10 classes at most): 10,000 test predictions in 10 kB of JSON."
-    if logits.shape[1] > 10: raise ValueError(f"encode_preds handles at most 10 classes, got {logits.shape[1]}")
+    if logits.shape[1] > 10:
+        raise ValueError(f"encode_preds handles at most 10 classes, got {logits.shape[1]}")
     return ''.join(map(str, logits.argmax(1).tolist()))
 
 def decode_preds(s: str) -> torch.Tensor:
@@ -103,21 +116,38 @@ def teacher_path(cfg: TeacherConfig, ckpt_dir: str | os.PathLike) -> Path:
 
 # %% ../nbs/22_stanton_cifar.ipynb #71d5f326
 def train_teacher(cfg: TeacherConfig, ckpt_dir: str | os.PathLike) -> dict:
-    "Train teacher `cfg`, save its weights to `teacher_path`, and return its test accuracy, NLL and predictions."
-    d = load_data(cfg.dataset); seed_everything(cfg.seed); model = make_model(cfg.arch, d['in_shape'])
-    tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, progress=False)
-    path = teacher_path(cfg, ckpt_dir); fit_ckpt = path.with_suffix('.fit.pt')
+    ("Train teacher `cfg`, save its weights to `teacher_path`, "
+     "and return its test accuracy, NLL and predictions.")
+    d = load_data(cfg.dataset)
+    seed_everything(cfg.seed)
+    model = make_model(cfg.arch, d['in_shape'])
+    tc = TrainConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=False,
+    )
+    path = teacher_path(cfg, ckpt_dir)
+    fit_ckpt = path.with_suffix('.fit.pt')
     train_classifier(model, d['train'], tc, d['aug'], ckpt_path=fit_ckpt)
-    save_checkpoint(path, model=model.state_dict()); fit_ckpt.unlink(missing_ok=True)
+    save_checkpoint(path, model=model.state_dict())
+    fit_ckpt.unlink(missing_ok=True)
     logits = predict(model, d['test'], d['aug'])
     return evaluate(model, d['test'], d['aug']) | dict(test_pred=encode_preds(logits))
 
-def get_teacher(cfg: TeacherConfig, ckpt_dir: str | os.PathLike, store: ResultStore | None = None) -> nn.Module:
+def get_teacher(
+    cfg: TeacherConfig, ckpt_dir: str | os.PathLike, store: ResultStore | None = None
+) -> nn.Module:
     "Teacher `cfg` from its checkpoint, trained (and recorded in `store`) first if this machine has none."
     path = teacher_path(cfg, ckpt_dir)
     if not path.exists():
-        t0 = time.perf_counter(); res = train_teacher(cfg, ckpt_dir)
-        if store is not None and store.get('teacher', cfg) is None: store.put('teacher', cfg, res, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        res = train_teacher(cfg, ckpt_dir)
+        if store is not None and store.get('teacher', cfg) is None:
+            store.put('teacher', cfg, res, time.perf_counter() - t0)
     model = make_model(cfg.arch, load_data(cfg.dataset)['in_shape'])
     model.load_state_dict(load_checkpoint(path)['model'])
     return model
@@ -130,29 +160,56 @@ def run_student(cfg: StudentConfig, # the run
                 synth: torch.Tensor | None = None, # uint8 synthetic images; the first n_synth are used
                 store: ResultStore | None = None, # where teacher records go
                ) -> dict:
-    "Distil the (ensemble) teacher of `cfg` into a fresh student; returns accuracy, fidelity, controls' inputs and sample quality."
+    ("Distil the (ensemble) teacher of `cfg` into a fresh student; "
+     "returns accuracy, fidelity, controls' inputs and sample quality.")
     d = load_data(cfg.teacher.dataset)
     if cfg.n_synth and (synth is None or len(synth) < cfg.n_synth):
-        raise ValueError(f"run needs {cfg.n_synth} synthetic images but got {0 if synth is None else len(synth)}; generate them with `kdnotes synth --n {cfg.n_synth}` and pass --synth")
+        raise ValueError(
+            f"run needs {cfg.n_synth} synthetic images but got {0 if synth is None else len(synth)}; "
+            f"generate them with `kdnotes synth --n {cfg.n_synth}` and pass --synth"
+        )
     members = [get_teacher(t, ckpt_dir, store) for t in member_configs(cfg)]
     teacher = members[0] if len(members) == 1 else Ensemble(members)
-    seed = STUDENT_SEED_OFFSET + cfg.seed  # never a teacher's seed: a self-distilled student must not start from its teacher's initialisation
-    seed_everything(seed); student = make_model(cfg.arch, d['in_shape'])
-    dcfg = DistillConfig(T=cfg.T, train=TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, device=cfg.teacher.device, progress=False))
+    # never a teacher's seed: a self-distilled student must not start from its teacher's initialisation
+    seed = STUDENT_SEED_OFFSET + cfg.seed
+    seed_everything(seed)
+    student = make_model(cfg.arch, d['in_shape'])
+    dcfg = DistillConfig(
+        T=cfg.T,
+        train=TrainConfig(
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            seed=seed,
+            device=cfg.teacher.device,
+            progress=False,
+        ),
+    )
     extra = synth[:cfg.n_synth] if cfg.n_synth else None
     fit_ckpt = Path(ckpt_dir) / f'student-{config_hash(cfg)}.fit.pt'
-    res = distill(teacher, student, d['train'], d['test'], dcfg, d['aug'], extra_x=extra, ckpt_path=fit_ckpt); fit_ckpt.unlink(missing_ok=True)
+    res = distill(teacher, student, d['train'], d['test'], dcfg, d['aug'], extra_x=extra, ckpt_path=fit_ckpt)
+    fit_ckpt.unlink(missing_ok=True)
     t_logits, s_logits = predict(teacher, d['test'], d['aug']), predict(student, d['test'], d['aug'])
-    res |= dict(member_acc=[evaluate(m, d['test'], d['aug'])['acc'] for m in members], teacher_pred=encode_preds(t_logits), student_pred=encode_preds(s_logits))
+    res |= dict(
+        member_acc=[evaluate(m, d['test'], d['aug'])['acc'] for m in members],
+        teacher_pred=encode_preds(t_logits),
+        student_pred=encode_preds(s_logits),
+    )
     if extra is not None:
         q = sample_quality(predict(teacher, extra, d['aug']), t_logits)
-        res |= dict(synth_confidence=q['synth_confidence'], real_confidence=q['real_confidence'], synth_hist_tv=q['hist_tv'], synth_hist=q['synth_hist'],
-                    synth_sha1=hashlib.sha1(extra.contiguous().numpy().tobytes()).hexdigest()[:12])
+        res |= dict(
+            synth_confidence=q['synth_confidence'],
+            real_confidence=q['real_confidence'],
+            synth_hist_tv=q['hist_tv'],
+            synth_hist=q['synth_hist'],
+            synth_sha1=hashlib.sha1(extra.contiguous().numpy().tobytes()).hexdigest()[:12],
+        )
     return res
 
 # %% ../nbs/22_stanton_cifar.ipynb #18479f70
 def add_controls(records: list[dict]):
-    "Records of student runs as a DataFrame with a `control_agreement` column (teacher of this replicate vs students of the others)."
+    ("Records of student runs as a DataFrame with a `control_agreement` "
+     "column (teacher of this replicate vs students of the others).")
     key = lambda rec: json.dumps({k: v for k, v in rec['config'].items() if k != 'seed'}, sort_keys=True)
     groups = defaultdict(list)
     for rec in records: groups[key(rec)].append(rec)
@@ -160,8 +217,14 @@ def add_controls(records: list[dict]):
     for rec in records:
         others = [o for o in groups[key(rec)] if o['config']['seed'] != rec['config']['seed']]
         t = decode_preds(rec['result']['teacher_pred'])
-        ctrl.append(sum((t == decode_preds(o['result']['student_pred'])).float().mean().item() for o in others) / len(others) if others else float('nan'))
-    df = to_frame(records); df['control_agreement'] = ctrl
+        ctrl.append(
+            sum((t == decode_preds(o['result']['student_pred'])).float().mean().item() for o in others)
+            / len(others)
+            if others
+            else float('nan')
+        )
+    df = to_frame(records)
+    df['control_agreement'] = ctrl
     return df
 
 # %% ../nbs/22_stanton_cifar.ipynb #ec276046
@@ -170,10 +233,18 @@ def self_distill_sweep(base: StudentConfig, # recipe; its synth_id names the sam
                        n_teachers: tuple = (1, 3), # 1 = self-distillation, 3 = 3-member ensemble teacher
                        seeds: tuple = (0, 1)) -> list[StudentConfig]:
     "Student configs for the synthetic-data sweep (replicate-major)."
-    if any(n > 0 for n in n_synth) and not base.synth_id: raise ValueError("synthetic sizes > 0 need base.synth_id (the id of a `kdnotes synth` sample file)")
-    return [replace(base, n_teachers=k, n_synth=n, synth_id=base.synth_id if n else '', seed=s) for s in seeds for k in n_teachers for n in n_synth]
+    if any(n > 0 for n in n_synth) and not base.synth_id:
+        raise ValueError("synthetic sizes > 0 need base.synth_id (the id of a `kdnotes synth` sample file)")
+    return [
+        replace(base, n_teachers=k, n_synth=n, synth_id=base.synth_id if n else '', seed=s)
+        for s in seeds
+        for k in n_teachers
+        for n in n_synth
+    ]
 
-def ensemble_sweep(base: StudentConfig, sizes: tuple = (1, 2, 3, 5, 8, 12), seeds: tuple = (0, 1)) -> list[StudentConfig]:
+def ensemble_sweep(
+    base: StudentConfig, sizes: tuple = (1, 2, 3, 5, 8, 12), seeds: tuple = (0, 1)
+) -> list[StudentConfig]:
     "Student configs for ensemble teachers of growing size, no synthetic data (replicate-major)."
     return [replace(base, n_teachers=k, n_synth=0, synth_id='', seed=s) for s in seeds for k in sizes]
 
@@ -249,14 +320,21 @@ def run_budgeted(
     )
 
 # %% ../nbs/22_stanton_cifar.ipynb #fcd382e9
-LABELS = dict(student_acc='student test accuracy', agreement='teacher-student agreement (test)', teacher_acc='teacher test accuracy',
-              control_agreement='control agreement (test)', kl='teacher-student KL (test)', train_agreement='agreement (distillation set)')
+LABELS = dict(
+    student_acc='student test accuracy',
+    agreement='teacher-student agreement (test)',
+    teacher_acc='teacher test accuracy',
+    control_agreement='control agreement (test)',
+    kl='teacher-student KL (test)',
+    train_agreement='agreement (distillation set)',
+)
 
 def _errbar(ax, ms, x, col, **kw):
     ax.errorbar(ms[x], ms[f'{col}_mean'], yerr=ms[f'{col}_std'], capsize=3, marker='o', ms=4, **kw)
 
 def plot_self_distill(df, metrics: tuple = ('student_acc', 'agreement'), title: str = ''):
-    "Metrics against the number of synthetic images, one line per teacher size (control students dashed); returns the figure."
+    ("Metrics against the number of synthetic images, one line per "
+     "teacher size (control students dashed); returns the figure.")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 2.9), squeeze=False)
     for ax, m in zip(axes[0], metrics):
@@ -264,36 +342,91 @@ def plot_self_distill(df, metrics: tuple = ('student_acc', 'agreement'), title: 
             name = 'self-distillation' if k == 1 else f'{k}-member ensemble teacher'
             _errbar(ax, mean_std(g, ['n_synth'], [m]), 'n_synth', m, label=name)
             if m == 'agreement' and g['control_agreement'].notna().any():
-                _errbar(ax, mean_std(g, ['n_synth'], ['control_agreement']), 'n_synth', 'control_agreement', ls='--', alpha=0.6, label=f'{name}: control')
-        ax.set(xlabel='synthetic images added', ylabel=LABELS.get(m, m)); ax.legend(fontsize=6)
-    fig.suptitle(title, fontsize=8); fig.tight_layout()
+                _errbar(
+                    ax,
+                    mean_std(g, ['n_synth'], ['control_agreement']),
+                    'n_synth',
+                    'control_agreement',
+                    ls='--',
+                    alpha=0.6,
+                    label=f'{name}: control',
+                )
+        ax.set(xlabel='synthetic images added', ylabel=LABELS.get(m, m))
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
     return fig
 
 def plot_ensemble(df, title: str = ''):
-    "Teacher and student accuracy, and agreement (with controls), against the number of ensemble members; returns the figure."
+    ("Teacher and student accuracy, and agreement (with controls), "
+     "against the number of ensemble members; returns the figure.")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.9))
     ms = mean_std(df, ['n_teachers'], ['teacher_acc', 'student_acc', 'agreement', 'control_agreement'])
-    for col in ('teacher_acc', 'student_acc'): _errbar(axes[0], ms, 'n_teachers', col, label=LABELS[col].split(' test')[0])
-    for col, ls in (('agreement', '-'), ('control_agreement', '--')): _errbar(axes[1], ms, 'n_teachers', col, ls=ls, label=LABELS[col].split(' (')[0])
-    axes[0].set(xlabel='ensemble members', ylabel='test accuracy'); axes[1].set(xlabel='ensemble members', ylabel='agreement (test)')
-    for ax in axes: ax.legend(fontsize=6); ax.set_xticks(sorted(df['n_teachers'].unique()))
-    fig.suptitle(title, fontsize=8); fig.tight_layout()
+    for col in ('teacher_acc', 'student_acc'):
+        _errbar(axes[0], ms, 'n_teachers', col, label=LABELS[col].split(' test')[0])
+    for col, ls in (('agreement', '-'), ('control_agreement', '--')):
+        _errbar(axes[1], ms, 'n_teachers', col, ls=ls, label=LABELS[col].split(' (')[0])
+    axes[0].set(xlabel='ensemble members', ylabel='test accuracy')
+    axes[1].set(xlabel='ensemble members', ylabel='agreement (test)')
+    for ax in axes:
+        ax.legend(fontsize=6)
+        ax.set_xticks(sorted(df['n_teachers'].unique()))
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/22_stanton_cifar.ipynb #dc58522e
 PRESETS = {
-    'gpu': dict(dataset='cifar10', arch='resnet56', epochs=30, batch_size=128, lr=0.1, n_synth=(0, 12_500, 25_000, 37_500, 50_000), n_teachers=(1, 3), sizes=(1, 2, 3, 5, 8, 12), seeds=(0, 1)),
-    'tiny': dict(dataset='digits', arch='resnet8', epochs=5, batch_size=64, lr=0.05, n_synth=(0, 200, 400), n_teachers=(1, 2), sizes=(1, 2, 3), seeds=(0, 1)),
+    'gpu': dict(
+        dataset='cifar10',
+        arch='resnet56',
+        epochs=30,
+        batch_size=128,
+        lr=0.1,
+        n_synth=(0, 12_500, 25_000, 37_500, 50_000),
+        n_teachers=(1, 3),
+        sizes=(1, 2, 3, 5, 8, 12),
+        seeds=(0, 1),
+    ),
+    'tiny': dict(
+        dataset='digits',
+        arch='resnet8',
+        epochs=5,
+        batch_size=64,
+        lr=0.05,
+        n_synth=(0, 200, 400),
+        n_teachers=(1, 2),
+        sizes=(1, 2, 3),
+        seeds=(0, 1),
+    ),
 }
 
-def sweep_configs(sweep: str, preset: str = 'gpu', synth_id: str = '', device: str = 'auto', **overrides) -> list[StudentConfig]:
-    "The configs of sweep 'self' or 'ensemble' for a preset; `overrides` replace preset entries (epochs, seeds, sizes, n_synth, n_teachers)."
+def sweep_configs(
+    sweep: str, preset: str = 'gpu', synth_id: str = '', device: str = 'auto', **overrides
+) -> list[StudentConfig]:
+    ("The configs of sweep 'self' or 'ensemble' for a preset; `overrides` "
+     "replace preset entries (epochs, seeds, sizes, n_synth, n_teachers).")
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset] | {k: v for k, v in overrides.items() if v is not None}
-    t = TeacherConfig(dataset=p['dataset'], arch=p['arch'], epochs=p['epochs'], batch_size=p['batch_size'], lr=p['lr'], device=device)
-    base = StudentConfig(teacher=t, arch=p['arch'], epochs=p['epochs'], batch_size=p['batch_size'], lr=p['lr'], synth_id=synth_id)
-    if sweep == 'self': return self_distill_sweep(base, tuple(p['n_synth']), tuple(p['n_teachers']), tuple(p['seeds']))
+    t = TeacherConfig(
+        dataset=p['dataset'],
+        arch=p['arch'],
+        epochs=p['epochs'],
+        batch_size=p['batch_size'],
+        lr=p['lr'],
+        device=device,
+    )
+    base = StudentConfig(
+        teacher=t,
+        arch=p['arch'],
+        epochs=p['epochs'],
+        batch_size=p['batch_size'],
+        lr=p['lr'],
+        synth_id=synth_id,
+    )
+    if sweep == 'self':
+        return self_distill_sweep(base, tuple(p['n_synth']), tuple(p['n_teachers']), tuple(p['seeds']))
     if sweep == 'ensemble': return ensemble_sweep(base, tuple(p['sizes']), tuple(p['seeds']))
     raise ValueError(f"unknown sweep {sweep!r}; choose 'self' or 'ensemble'")
 
@@ -329,17 +462,27 @@ def check_student_config(
 
 # %% ../nbs/22_stanton_cifar.ipynb #739992f0
 def summarize(store: ResultStore, cfgs: list, sweep: str, out: str | os.PathLike) -> dict:
-    "Write `summary-<sweep>.json` (mean ± std over replicates of the finished runs) and `fig-<sweep>.png` to `out`."
+    ("Write `summary-<sweep>.json` (mean ± std over replicates "
+     "of the finished runs) and `fig-<sweep>.png` to `out`.")
     recs = [rec for c in cfgs if (rec := store.get('student', c)) is not None]
     if not recs: return dict(n_runs=0)
-    df = add_controls(recs); by = ['n_teachers', 'n_synth'] if sweep == 'self' else ['n_teachers']
+    df = add_controls(recs)
+    by = ['n_teachers', 'n_synth'] if sweep == 'self' else ['n_teachers']
     ms = mean_std(df, by, ['student_acc', 'teacher_acc', 'agreement', 'control_agreement', 'kl'])
-    summary = dict(sweep=sweep, n_runs=len(recs), dataset=recs[0]['config']['teacher']['dataset'], table=ms.round(5).to_dict(orient='records'))
-    Path(out).mkdir(parents=True, exist_ok=True); (Path(out) / f'summary-{sweep}.json').write_text(json.dumps(summary, indent=1))
-    c = recs[0]['config']; title = f"{summary['dataset']}, {c['arch']}, {c['epochs']} epochs, {len(recs)} runs"
+    summary = dict(
+        sweep=sweep,
+        n_runs=len(recs),
+        dataset=recs[0]['config']['teacher']['dataset'],
+        table=ms.round(5).to_dict(orient='records'),
+    )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f'summary-{sweep}.json').write_text(json.dumps(summary, indent=1))
+    c = recs[0]['config']
+    title = f"{summary['dataset']}, {c['arch']}, {c['epochs']} epochs, {len(recs)} runs"
     fig = plot_self_distill(df, title=title) if sweep == 'self' else plot_ensemble(df, title=title)
     import matplotlib.pyplot as plt
-    fig.savefig(Path(out) / f'fig-{sweep}.png', dpi=120); plt.close(fig)
+    fig.savefig(Path(out) / f'fig-{sweep}.png', dpi=120)
+    plt.close(fig)
     return summary
 
 # %% ../nbs/22_stanton_cifar.ipynb #c1d2a4f8
@@ -385,7 +528,8 @@ def _cmd_cifar(args):
     if launch.launcher == 'serial':
         fn = lambda c: run_student(c, ckpt_dir, synth, store)
         counts = run_budgeted(cfgs, fn, store, ckpt_dir, n_train, args.time_budget, args.max_runs, rate)
-    else:  # workers or a SLURM array: no budget, each worker loads the samples itself (no 150 MB pickle per job)
+    # workers or a SLURM array: no budget, each worker loads the samples itself (no 150 MB pickle per job)
+    else:
         if args.time_budget or args.max_runs:
             raise ValueError("--time-budget and --max-runs budget one machine's serial sweep; drop them with "
                              f"--launcher {launch.launcher}")

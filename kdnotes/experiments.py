@@ -23,7 +23,10 @@ def to_jsonable(obj):
     if isinstance(obj, Path): return str(obj)
     if isinstance(obj, (str, int, float, bool)) or obj is None: return obj
     if isinstance(obj, torch.Tensor) and obj.numel() == 1: return obj.item()
-    raise TypeError(f"cannot store {type(obj).__name__} in a config or result; use numbers, strings, lists, dicts or dataclasses")
+    raise TypeError(
+        f"cannot store {type(obj).__name__} in a config or result; "
+        "use numbers, strings, lists, dicts or dataclasses"
+    )
 
 def config_hash(cfg) -> str:
     "12-hex-digit SHA-1 of the config's canonical JSON."
@@ -36,21 +39,41 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
     cwd = Path(path or globals().get('__file__') or Path.cwd()).resolve()  # no __file__ inside a notebook
     cwd = cwd if cwd.is_dir() else cwd.parent
     try:
-        sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ['git', 'status', '--porcelain', '--untracked-files=no'],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (sha + ('+dirty' if dirty else '')) if sha else 'unknown'
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
 def provenance(commit: str | None = None, # the git commit, if already known (default: ask `git_commit`)
               ) -> dict:
     "Device name, torch version, git commit, Python, host platform and UTC time."
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f'cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)'
-    return dict(device=dev, torch=torch.__version__, git_commit=commit or git_commit(), python=platform.python_version(),
-                platform=platform.platform(), time_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+    dev = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f'cpu ({platform.processor() or platform.machine()}, '
+             f'{os.cpu_count()} cores, {torch.get_num_threads()} threads)'
+    )
+    return dict(
+        device=dev,
+        torch=torch.__version__,
+        git_commit=commit or git_commit(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        time_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    )
 
 # %% ../nbs/05_experiments.ipynb #ab515233
 def strict_json(obj):
-    "`obj` in strict JSON types, recursively: NaN and ±inf to None, numpy/0-d tensor scalars to numbers, paths to text."
+    ("`obj` in strict JSON types, recursively: NaN and ±inf to "
+     "None, numpy/0-d tensor scalars to numbers, paths to text.")
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type): obj = dataclasses.asdict(obj)
     if isinstance(obj, dict): return {str(k): strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)): return [strict_json(v) for v in obj]
@@ -114,11 +137,19 @@ def run(kind: str, cfg, fn: Callable, store: ResultStore | None) -> dict:
     "The stored result of `fn(cfg)` if there is one, else run it, store it with provenance, and return it."
     if store is not None and (rec := store.get(kind, cfg)) is not None: return rec['result']
     if store is not None: check_commit()  # before the work, not after
-    t0 = time.perf_counter(); result = fn(cfg)
+    t0 = time.perf_counter()
+    result = fn(cfg)
     if store is not None: store.put(kind, cfg, result, time.perf_counter() - t0)
     return result
 
-def run_sweep(kind: str, cfgs: Iterable, fn: Callable, store: ResultStore | None, desc: str | None = None, progress: bool = True) -> list[dict]:
+def run_sweep(
+    kind: str,
+    cfgs: Iterable,
+    fn: Callable,
+    store: ResultStore | None,
+    desc: str | None = None,
+    progress: bool = True,
+) -> list[dict]:
     "`run` over many configs with a progress bar; finished configs are skipped, so a killed sweep resumes."
     cfgs = list(cfgs)
     if store is not None:  # fail before the first training, not after it

@@ -42,17 +42,31 @@ __all__ = ['COMPILE_MODES', 'PACK_METHODS', 'AUG', 'BENCH_PARTS', 'TorchvisionSt
 
 # %% ../nbs/20_fast.ipynb #714dbdc4
 class TorchvisionStyle(torch.utils.data.Dataset):
-    "A `Split` served one PIL image at a time through torchvision transforms, like `torchvision.datasets.CIFAR10`."
+    ("A `Split` served one PIL image at a time through "
+     "torchvision transforms, like `torchvision.datasets.CIFAR10`.")
     def __init__(self, data: Split, transform: Callable):
-        if data.x.dtype != torch.uint8: raise ValueError("TorchvisionStyle needs uint8 images; convert with (x * 255).round().to(torch.uint8)")
-        self.x, self.y, self.transform = data.x.permute(0, 2, 3, 1).contiguous().numpy(), data.y.tolist(), transform
+        if data.x.dtype != torch.uint8:
+            raise ValueError(
+                "TorchvisionStyle needs uint8 images; convert with (x * 255).round().to(torch.uint8)"
+            )
+        self.x, self.y, self.transform = (
+            data.x.permute(0, 2, 3, 1).contiguous().numpy(),
+            data.y.tolist(),
+            transform,
+        )
     def __len__(self): return len(self.x)
     def __getitem__(self, i):
-        return self.transform(Image.fromarray(self.x[i].squeeze(-1) if self.x.shape[-1] == 1 else self.x[i])), self.y[i]
+        return (
+            self.transform(Image.fromarray(self.x[i].squeeze(-1) if self.x.shape[-1] == 1 else self.x[i])),
+            self.y[i],
+        )
 
 def baseline_transform(aug: Augment, size: int = 32):
-    "torchvision's RandomCrop(size, padding=aug.pad) + RandomHorizontalFlip + ToTensor + Normalize: the distribution `augment` reproduces on the device."
-    steps = ([T.RandomCrop(size, padding=aug.pad)] if aug.pad else []) + ([T.RandomHorizontalFlip()] if aug.flip else [])
+    ("torchvision's RandomCrop(size, padding=aug.pad) + RandomHorizontalFlip + "
+     "ToTensor + Normalize: the distribution `augment` reproduces on the device.")
+    steps = ([T.RandomCrop(size, padding=aug.pad)] if aug.pad else []) + (
+        [T.RandomHorizontalFlip()] if aug.flip else []
+    )
     return T.Compose(steps + [T.ToTensor(), T.Normalize(aug.mean, aug.std)])
 
 # %% ../nbs/20_fast.ipynb #f0a8deaf
@@ -64,22 +78,36 @@ def baseline_fit(model: nn.Module, # trained in place
                  workers: int = 4, # DataLoader worker processes (0 = in the main process)
                  device: str = 'auto', seed: int = 0, progress: bool = False,
                 ) -> list[dict]:
-    "The common pipeline: DataLoader + per-image torchvision transforms on CPU workers, fp32, batch 128, a `.item()` per step."
-    device = pick_device(device); seed_everything(seed)
+    ("The common pipeline: DataLoader + per-image torchvision "
+     "transforms on CPU workers, fp32, batch 128, a `.item()` per step.")
+    device = pick_device(device)
+    seed_everything(seed)
     ds = TorchvisionStyle(data, baseline_transform(aug, data.shape[-1]))
-    loader = torch.utils.data.DataLoader(ds, batch_size, shuffle=True, num_workers=workers, pin_memory=device.type == 'cuda',
-                                         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == 'cuda',
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    total = epochs * len(loader); sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
+    total = epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
     history = []
     for epoch in tqdm(range(epochs), desc='baseline', disable=not progress, leave=False):
         t0, running, n = time.perf_counter(), 0.0, 0
         for xb, yb in loader:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-            running += loss.item() * len(xb); n += len(xb)  # the usual running loss: one device sync per step
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item() * len(xb)
+            n += len(xb)  # the usual running loss: one device sync per step
         history.append(dict(epoch=epoch, loss=running / n, seconds=time.perf_counter() - t0))
     return history
 
@@ -91,14 +119,27 @@ class FastConfig:
     base_lr: float = 0.1  # learning rate that works at base_batch
     base_batch: int = 128
     warmup_epochs: float = 5.0  # the most warm-up; short schedules get a tenth of their epochs
-    compile: str = 'auto'  # 'auto' (compile on CUDA only), 'off', or a torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
+    # 'auto' (compile on CUDA only), 'off', or a torch.compile mode:
+    # 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
+    compile: str = 'auto'
 
 def fast_recipe(epochs: int, fc: FastConfig = FastConfig(), **train_kwargs) -> TrainConfig:
-    "A `TrainConfig` for `epochs` at `fc.batch_size`: lr = base_lr·B/base_batch, linear warm-up when B > base_batch."
-    if fc.batch_size < 1 or fc.base_batch < 1: raise ValueError(f"batch sizes must be >= 1, got {fc.batch_size} and {fc.base_batch}")
+    ("A `TrainConfig` for `epochs` at `fc.batch_size`: lr = "
+     "base_lr·B/base_batch, linear warm-up when B > base_batch.")
+    if fc.batch_size < 1 or fc.base_batch < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {fc.batch_size} and {fc.base_batch}")
     k = fc.batch_size / fc.base_batch
     warm = min(fc.warmup_epochs, 0.1 * epochs) if k > 1 else 0.0
-    return TrainConfig(**{'epochs': epochs, 'batch_size': fc.batch_size, 'lr': fc.base_lr * k, 'warmup_epochs': warm, 'schedule': 'cosine', **train_kwargs})
+    return TrainConfig(
+        **{
+            'epochs': epochs,
+            'batch_size': fc.batch_size,
+            'lr': fc.base_lr * k,
+            'warmup_epochs': warm,
+            'schedule': 'cosine',
+            **train_kwargs,
+        }
+    )
 
 # %% ../nbs/20_fast.ipynb #1c67c189
 def plot_recipe(batch_sizes: tuple = (128, 512), # batch sizes to compare
@@ -106,18 +147,30 @@ def plot_recipe(batch_sizes: tuple = (128, 512), # batch sizes to compare
     "Learning rate per step (plotted against epochs) of `fast_recipe` for several batch sizes."
     fig, ax = plt.subplots(figsize=(5, 2.6))
     for B in batch_sizes:
-        cfg = fast_recipe(epochs, replace(fc, batch_size=B)); spe = math.ceil(n_images / B); total = epochs * spe
+        cfg = fast_recipe(epochs, replace(fc, batch_size=B))
+        spe = math.ceil(n_images / B)
+        total = epochs * spe
         s = np.arange(total)
-        ax.plot(s / spe, [cfg.lr * lr_factor(i, total, round(cfg.warmup_epochs * spe)) for i in s], label=f'B={B}: lr {cfg.lr:g}, warm-up {cfg.warmup_epochs:g} ep')
-    ax.set_xlabel('epoch'); ax.set_ylabel('learning rate'); ax.legend(fontsize=7); ax.set_title(f'fast_recipe, {epochs} epochs', fontsize=9)
-    fig.tight_layout(); return fig
+        ax.plot(
+            s / spe,
+            [cfg.lr * lr_factor(i, total, round(cfg.warmup_epochs * spe)) for i in s],
+            label=f'B={B}: lr {cfg.lr:g}, warm-up {cfg.warmup_epochs:g} ep',
+        )
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('learning rate')
+    ax.legend(fontsize=7)
+    ax.set_title(f'fast_recipe, {epochs} epochs', fontsize=9)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/20_fast.ipynb #382c1ef6
 COMPILE_MODES = ('auto', 'off', 'default', 'reduce-overhead', 'max-autotune')
 
 def maybe_compile(model: nn.Module, mode: str = 'auto', device: str | torch.device = 'cpu') -> nn.Module:
-    "Compile `model` in place with torch.compile: 'auto' on CUDA only ('default' mode), 'off' never, else that mode; returns it."
-    if mode not in COMPILE_MODES: raise ValueError(f"unknown compile mode {mode!r}; choose one of {COMPILE_MODES}")
+    ("Compile `model` in place with torch.compile: 'auto' on CUDA "
+     "only ('default' mode), 'off' never, else that mode; returns it.")
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; choose one of {COMPILE_MODES}")
     if mode == 'off' or (mode == 'auto' and torch.device(device).type != 'cuda'): return model
     model.compile(mode=None if mode in ('auto', 'default') else mode)
     return model
@@ -165,25 +218,36 @@ def fast_train(
 def _check_same_arch(models):
     if len(models) == 0: raise ValueError("need at least one model to pack; pass a list of models")
     shapes = [{k: (v.shape, v.dtype) for k, v in m.state_dict().items()} for m in models]
-    if any(s != shapes[0] for s in shapes): raise ValueError("packed models must share one architecture (same parameter names and shapes); use method='loop' for different ones")
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(
+            "packed models must share one architecture (same parameter "
+            "names and shapes); use method='loop' for different ones"
+        )
 
 class Packed(nn.Module):
-    "K models of one architecture stacked for `torch.func.vmap`: one call runs all K on a shared batch, output (K, N, ...)."
+    ("K models of one architecture stacked for `torch.func.vmap`: "
+     "one call runs all K on a shared batch, output (K, N, ...).")
     def __init__(self, models: list[nn.Module]):
-        super().__init__(); _check_same_arch(models)
+        super().__init__()
+        _check_same_arch(models)
         params, buffers = stack_module_state(models)
         self.pnames, self.bnames, self.k = list(params), list(buffers), len(models)
         self.stacked = nn.ParameterList([nn.Parameter(p.detach()) for p in params.values()])
         for i, b in enumerate(buffers.values()): self.register_buffer(f'buf{i}', b)
-        self.skeleton = [copy.deepcopy(models[0]).to('meta')]  # in a list: not a submodule, so .to() and .parameters() skip it
-    def _one(self, p, b, x): return functional_call(self.skeleton[0], (dict(zip(self.pnames, p)), dict(zip(self.bnames, b))), (x,))
+        # in a list: not a submodule, so .to() and .parameters() skip it
+        self.skeleton = [copy.deepcopy(models[0]).to('meta')]
+    def _one(self, p, b, x):
+        return functional_call(self.skeleton[0], (dict(zip(self.pnames, p)), dict(zip(self.bnames, b))), (x,))
     def forward(self, x):
         self.skeleton[0].train(self.training)
-        return vmap(self._one, in_dims=(0, 0, None), randomness='different')(list(self.stacked), [getattr(self, f'buf{i}') for i in range(len(self.bnames))], x)
+        return vmap(self._one, in_dims=(0, 0, None), randomness='different')(
+            list(self.stacked), [getattr(self, f'buf{i}') for i in range(len(self.bnames))], x
+        )
 
 # %% ../nbs/20_fast.ipynb #d21c61b9
 def _packed_to(self, *args, **kwargs):
-    kwargs.pop('memory_format', None)  # stacked conv weights are 5-D: channels-last applies to the input batch only
+    # stacked conv weights are 5-D: channels-last applies to the input batch only
+    kwargs.pop('memory_format', None)
     return nn.Module.to(self, *args, **kwargs)
 
 def _unpack(self) -> list[nn.Module]:
@@ -191,8 +255,11 @@ def _unpack(self) -> list[nn.Module]:
     device, out = self.stacked[0].device, []
     for k in range(self.k):
         m = copy.deepcopy(self.skeleton[0]).to_empty(device=device)
-        state = {n: p[k].detach().clone() for n, p in zip(self.pnames, self.stacked)} | {n: getattr(self, f'buf{i}')[k].clone() for i, n in enumerate(self.bnames)}
-        m.load_state_dict(state); out.append(m.train(self.training))
+        state = {n: p[k].detach().clone() for n, p in zip(self.pnames, self.stacked)} | {
+            n: getattr(self, f'buf{i}')[k].clone() for i, n in enumerate(self.bnames)
+        }
+        m.load_state_dict(state)
+        out.append(m.train(self.training))
     return out
 Packed.to, Packed.unpack = _packed_to, _unpack
 
@@ -277,13 +344,25 @@ def train_packed(
 
 # %% ../nbs/20_fast.ipynb #eb8b4e54
 def max_state_diff(a: nn.Module, b: nn.Module) -> float:
-    "Largest absolute difference between the floating-point tensors (weights, BatchNorm statistics) of two models."
-    return max((sa - sb).abs().max().item() for sa, sb in zip(a.state_dict().values(), b.state_dict().values()) if sa.is_floating_point())
+    ("Largest absolute difference between the floating-point "
+     "tensors (weights, BatchNorm statistics) of two models.")
+    return max(
+        (sa - sb).abs().max().item()
+        for sa, sb in zip(a.state_dict().values(), b.state_dict().values())
+        if sa.is_floating_point()
+    )
 
 def relative_state_gap(a: nn.Module, b: nn.Module, start: nn.Module) -> float:
-    "‖state(a) − state(b)‖ / ‖state(a) − state(start)‖: the gap between two trained models, relative to how far `a` moved from `start`."
-    pairs = [(sa - sb, sa - s0) for sa, sb, s0 in zip(a.state_dict().values(), b.state_dict().values(), start.state_dict().values()) if sa.is_floating_point()]
-    return (sum(d.pow(2).sum() for d, _ in pairs).sqrt() / sum(m.pow(2).sum() for _, m in pairs).sqrt()).item()
+    ("‖state(a) − state(b)‖ / ‖state(a) − state(start)‖: the gap between "
+     "two trained models, relative to how far `a` moved from `start`.")
+    pairs = [
+        (sa - sb, sa - s0)
+        for sa, sb, s0 in zip(a.state_dict().values(), b.state_dict().values(), start.state_dict().values())
+        if sa.is_floating_point()
+    ]
+    return (
+        sum(d.pow(2).sum() for d, _ in pairs).sqrt() / sum(m.pow(2).sum() for _, m in pairs).sqrt()
+    ).item()
 
 # %% ../nbs/20_fast.ipynb #1dda6fcc
 class EnsembleGroups(nn.Module):
@@ -351,7 +430,8 @@ def distill_packed(
 class BenchConfig:
     "What `kdnotes bench` measures, on which model, data and device."
     model: str = 'resnet56'
-    dataset: str = 'cifar10'  # 'cifar10' (JPEG q75 copy) or 'fake' (random uint8 images of CIFAR shape, for CPU tests)
+    # 'cifar10' (JPEG q75 copy) or 'fake' (random uint8 images of CIFAR shape, for CPU tests)
+    dataset: str = 'cifar10'
     images: int = 50_000  # training images per epoch (the first N of the training set)
     batch_size: int = 512  # fast path
     base_batch: int = 128  # baseline (and base of the lr scaling)
@@ -372,7 +452,10 @@ class BenchConfig:
 def fake_cifar(n_train: int = 512, n_test: int = 256, seed: int = 0) -> dict[str, Split]:
     "Random uint8 images of CIFAR-10's shape with random labels: a stand-in for timing without the data set."
     g = torch.Generator().manual_seed(seed)
-    mk = lambda n: Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g))
+    mk = lambda n: Split(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n,), generator=g),
+    )
     return {'train': mk(n_train), 'test': mk(n_test)}
 
 # %% ../nbs/20_fast.ipynb #d6f35480
@@ -381,17 +464,26 @@ def bench_data(bc: BenchConfig) -> dict[str, Split]:
     if bc.dataset == 'fake': d = fake_cifar(bc.images, bc.test_images)
     elif bc.dataset == 'cifar10': d = cifar10()
     else: raise ValueError(f"unknown dataset {bc.dataset!r}; choose 'cifar10' or 'fake'")
-    if bc.images > len(d['train']): raise ValueError(f"--images {bc.images} exceeds the {len(d['train'])} training images")
+    if bc.images > len(d['train']):
+        raise ValueError(f"--images {bc.images} exceeds the {len(d['train'])} training images")
     return {'train': d['train'][:bc.images], 'test': d['test'][:bc.test_images]}
 
-def _fc(bc: BenchConfig) -> FastConfig: return FastConfig(bc.batch_size, bc.base_lr, bc.base_batch, compile=bc.compile)
-def _model(bc: BenchConfig, seed: int = 0) -> nn.Module: torch.manual_seed(seed); return get_model(bc.model, 10, (3, 32, 32))
+def _fc(bc: BenchConfig) -> FastConfig:
+    return FastConfig(bc.batch_size, bc.base_lr, bc.base_batch, compile=bc.compile)
+def _model(bc: BenchConfig, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return get_model(bc.model, 10, (3, 32, 32))
 AUG = Augment(pad=4, flip=True, **CIFAR_NORM)
 
 def _rate(history: list[dict], images: int, k: int = 1) -> dict:
     "Median seconds of the timed epochs (all but the first), and the images per second it means."
     sec = statistics.median(h['seconds'] for h in history[1:])
-    return dict(seconds_per_epoch=sec, images_per_s=k * images / sec, first_epoch_seconds=history[0]['seconds'], cifar10_epoch_seconds=50_000 / (images / sec))
+    return dict(
+        seconds_per_epoch=sec,
+        images_per_s=k * images / sec,
+        first_epoch_seconds=history[0]['seconds'],
+        cifar10_epoch_seconds=50_000 / (images / sec),
+    )
 
 # %% ../nbs/20_fast.ipynb #e58f883f
 def _guard(fn: Callable) -> dict:
@@ -544,16 +636,33 @@ def bench_full(
 
 # %% ../nbs/20_fast.ipynb #6828786d
 def plot_bench(speed: dict | None = None, packed: dict | None = None, title: str = '') -> plt.Figure:
-    "Bar charts of `bench_speed` (images/s, baseline vs fast) and `bench_packed` (aggregate images/s) results."
+    ("Bar charts of `bench_speed` (images/s, baseline vs "
+     "fast) and `bench_packed` (aggregate images/s) results.")
     fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
-    for ax, res, names, ref in ((axes[0], speed, ('baseline', 'fast'), 'baseline'), (axes[1], packed, ('sequential',) + PACK_METHODS, 'sequential')):
-        if not res: ax.set_axis_off(); continue
+    for ax, res, names, ref in (
+        (axes[0], speed, ('baseline', 'fast'), 'baseline'),
+        (axes[1], packed, ('sequential',) + PACK_METHODS, 'sequential'),
+    ):
+        if not res:
+            ax.set_axis_off()
+            continue
         names = [n for n in names if n in res and 'error' not in res[n]]
         vals = [res[n]['images_per_s'] for n in names]
         bars = ax.bar(names, vals, color=['0.6'] + ['C0'] * (len(vals) - 1))
-        for b, v in zip(bars, vals): ax.text(b.get_x() + b.get_width() / 2, v, f'{v:,.0f}/s\n×{v / vals[0]:.2f}' if ref in names else f'{v:,.0f}', ha='center', va='bottom', fontsize=7)
-        ax.set_ylim(0, max(vals) * 1.3 if vals else 1); ax.set_ylabel('images / s' if res is speed else f'aggregate images / s, K={res.get("k")}')
-    fig.suptitle(title, fontsize=9); fig.tight_layout(); return fig
+        for b, v in zip(bars, vals):
+            ax.text(
+                b.get_x() + b.get_width() / 2,
+                v,
+                f'{v:,.0f}/s\n×{v / vals[0]:.2f}' if ref in names else f'{v:,.0f}',
+                ha='center',
+                va='bottom',
+                fontsize=7,
+            )
+        ax.set_ylim(0, max(vals) * 1.3 if vals else 1)
+        ax.set_ylabel('images / s' if res is speed else f'aggregate images / s, K={res.get("k")}')
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/20_fast.ipynb #602ff1e6
 BENCH_PARTS = {'speed': bench_speed, 'packed': bench_packed, 'acc': bench_accuracy, 'full': bench_full}
@@ -622,36 +731,88 @@ def _summary(results: dict) -> str:
     lines = []
     if s := results.get('speed'):
         for n in ('baseline', 'fast'):
-            r = s[n]; lines.append(f"{n:>10}: {r['error']}" if 'error' in r else f"{n:>10}: {r['images_per_s']:10,.0f} images/s  {r['seconds_per_epoch']:8.2f} s/epoch ({s['images']} images)  ~{r['cifar10_epoch_seconds']:.2f} s per CIFAR-10 epoch")
+            r = s[n]
+            lines.append(
+                f"{n:>10}: {r['error']}"
+                if 'error' in r
+                else f"{n:>10}: {r['images_per_s']:10,.0f} images/s  {r['seconds_per_epoch']:8.2f} s/epoch "
+                     f"({s['images']} images)  ~{r['cifar10_epoch_seconds']:.2f} s per CIFAR-10 epoch"
+            )
         if s['speedup']: lines.append(f"   speed-up: {s['speedup']:.2f}x")
     if p := results.get('packed'):
         for n in ('sequential',) + PACK_METHODS:
-            if n in p: lines.append(f"{n:>10}: {p[n]['error']}" if 'error' in p[n] else f"{n:>10}: {p[n]['images_per_s']:10,.0f} aggregate images/s (K={p['k']})")
+            if n in p:
+                lines.append(
+                    f"{n:>10}: {p[n]['error']}"
+                    if 'error' in p[n]
+                    else f"{n:>10}: {p[n]['images_per_s']:10,.0f} aggregate images/s (K={p['k']})"
+                )
         if p.get('speedup'): lines.append(f"   packed ({p['best']}) vs sequential: {p['speedup']:.2f}x")
     for part in ('acc', 'full'):
-        if part in results: lines.append(f"{part}: " + json.dumps({k: v for k, v in results[part].items() if k not in ('train_cfg', 'schedule')}, default=str)[:400])
+        if part in results:
+            lines.append(
+                f"{part}: "
+                + json.dumps(
+                    {k: v for k, v in results[part].items() if k not in ('train_cfg', 'schedule')},
+                    default=str,
+                )[:400]
+            )
     return '\n'.join(lines)
 
 # %% ../nbs/20_fast.ipynb #d3f63c4d
 def add_cli(subparsers):
-    "Register `kdnotes bench`: baseline vs fast pipeline, packed vs sequential training, accuracy checks; JSON + PNG to --out."
+    ("Register `kdnotes bench`: baseline vs fast pipeline, packed "
+     "vs sequential training, accuracy checks; JSON + PNG to --out.")
     d = BenchConfig()
-    p = subparsers.add_parser('bench', help='speed benchmark: common DataLoader pipeline vs the fast path, packed K-model training')
-    p.add_argument('--model', default=d.model, help=f'architecture, e.g. resnet20, resnet56 (default {d.model})')
-    p.add_argument('--dataset', default=d.dataset, choices=['cifar10', 'fake'], help='cifar10: the offline JPEG copy; fake: random images of the same shape')
+    p = subparsers.add_parser(
+        'bench', help='speed benchmark: common DataLoader pipeline vs the fast path, packed K-model training'
+    )
+    p.add_argument(
+        '--model', default=d.model, help=f'architecture, e.g. resnet20, resnet56 (default {d.model})'
+    )
+    p.add_argument(
+        '--dataset',
+        default=d.dataset,
+        choices=['cifar10', 'fake'],
+        help='cifar10: the offline JPEG copy; fake: random images of the same shape',
+    )
     p.add_argument('--images', type=int, default=d.images, help='training images per epoch')
-    p.add_argument('--batch-size', type=int, default=d.batch_size, help='fast-path batch size (lr scaled from --base-lr at --base-batch)')
-    p.add_argument('--base-batch', type=int, default=d.base_batch, help='batch size of the baseline and of the reference lr')
+    p.add_argument(
+        '--batch-size',
+        type=int,
+        default=d.batch_size,
+        help='fast-path batch size (lr scaled from --base-lr at --base-batch)',
+    )
+    p.add_argument(
+        '--base-batch',
+        type=int,
+        default=d.base_batch,
+        help='batch size of the baseline and of the reference lr',
+    )
     p.add_argument('--base-lr', type=float, default=d.base_lr, help='learning rate at --base-batch')
     p.add_argument('--device', default=d.device, help='auto (CUDA if present), cuda or cpu')
     p.add_argument('--workers', type=int, default=d.workers, help='baseline DataLoader workers')
-    p.add_argument('--compile', default=d.compile, choices=COMPILE_MODES, help='torch.compile mode (auto: on for CUDA, off on CPU)')
+    p.add_argument(
+        '--compile',
+        default=d.compile,
+        choices=COMPILE_MODES,
+        help='torch.compile mode (auto: on for CUDA, off on CPU)',
+    )
     p.add_argument('--k', type=int, default=d.k, help='models per packed step')
     p.add_argument('--repeats', type=int, default=d.repeats, help='timed epochs after one warm-up epoch')
-    p.add_argument('--epochs', type=int, default=d.epochs, help='short accuracy check through both pipelines (adds part acc)')
+    p.add_argument(
+        '--epochs',
+        type=int,
+        default=d.epochs,
+        help='short accuracy check through both pipelines (adds part acc)',
+    )
     p.add_argument('--seeds', type=int, default=d.seeds, help='seeds of the accuracy check')
-    p.add_argument('--full-epochs', type=int, default=d.full_epochs, help='one full-length fast run (adds part full)')
-    p.add_argument('--test-images', type=int, default=d.test_images, help='test images for the accuracy checks')
+    p.add_argument(
+        '--full-epochs', type=int, default=d.full_epochs, help='one full-length fast run (adds part full)'
+    )
+    p.add_argument(
+        '--test-images', type=int, default=d.test_images, help='test images for the accuracy checks'
+    )
     p.add_argument('--threads', type=int, default=d.threads, help='torch CPU threads (0 = default)')
     p.add_argument('--parts', default=','.join(d.parts), help="comma-separated, from speed,packed,acc,full")
     p.add_argument('--out', default='.', help='results folder: JSON records with provenance and a PNG')
@@ -659,10 +820,33 @@ def add_cli(subparsers):
     return p
 
 def _cli_bench(args):
-    parts = [s for s in args.parts.split(',') if s] + (['acc'] if args.epochs else []) + (['full'] if args.full_epochs else [])
-    bc = BenchConfig(args.model, args.dataset, args.images, args.batch_size, args.base_batch, args.base_lr, args.device, args.workers, args.compile,
-                     args.k, args.repeats, args.epochs, args.seeds, args.full_epochs, args.test_images, tuple(dict.fromkeys(parts)), args.threads)
-    res = run_bench(bc, args.out); print(_summary(res)); return res
+    parts = (
+        [s for s in args.parts.split(',') if s]
+        + (['acc'] if args.epochs else [])
+        + (['full'] if args.full_epochs else [])
+    )
+    bc = BenchConfig(
+        args.model,
+        args.dataset,
+        args.images,
+        args.batch_size,
+        args.base_batch,
+        args.base_lr,
+        args.device,
+        args.workers,
+        args.compile,
+        args.k,
+        args.repeats,
+        args.epochs,
+        args.seeds,
+        args.full_epochs,
+        args.test_images,
+        tuple(dict.fromkeys(parts)),
+        args.threads,
+    )
+    res = run_bench(bc, args.out)
+    print(_summary(res))
+    return res
 
 # %% ../nbs/20_fast.ipynb #63e61d4b
 def load_unit(

@@ -45,7 +45,8 @@ class FidelityConfig:
     teacher_per_class: int = 20  # 20 per class = the paper's 200 MNIST digits
     test_per_class: int = 100
     seed: int = 0
-    extra_path: str | None = None  # .pt file of extra unlabeled uint8/float images (N, C, H, W), e.g. synthetic
+    # .pt file of extra unlabeled uint8/float images (N, C, H, W), e.g. synthetic
+    extra_path: str | None = None
     n_extra: int = 0  # how many of them to add
     device: str = 'auto'
 
@@ -57,8 +58,13 @@ def fidelity_data(cfg: FidelityConfig) -> tuple[dict[str, Split], Augment]:
     if cfg.dataset == 'mnist5k':
         return mnist5k_splits(cfg.teacher_per_class, cfg.test_per_class, seed=cfg.seed), Augment(**MNIST_NORM)
     if cfg.dataset == 'cifar10':
-        c = cifar10(); idx = stratified_split(c['train'].y, {'teacher': cfg.teacher_per_class, 'pool': None}, seed=cfg.seed)
-        return {'teacher': c['train'][idx['teacher']], 'pool': c['train'][idx['pool']], 'test': c['test']}, Augment(flip=True, **CIFAR_NORM)
+        c = cifar10()
+        idx = stratified_split(c['train'].y, {'teacher': cfg.teacher_per_class, 'pool': None}, seed=cfg.seed)
+        return {
+            'teacher': c['train'][idx['teacher']],
+            'pool': c['train'][idx['pool']],
+            'test': c['test'],
+        }, Augment(flip=True, **CIFAR_NORM)
     raise ValueError(f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
 
 def _with_pad(aug: Augment, pad: int) -> Augment: return replace(aug, pad=pad)
@@ -98,7 +104,8 @@ def check_fidelity_config(cfg: FidelityConfig) -> FidelityConfig:
 
 # %% ../nbs/11_fidelity.ipynb #cdd7a72a
 def mixup_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Generator):
-    "Mix each image with a random partner of the batch, λ ~ Beta(1, 1) = U(0, 1) per image; labels become -1 (the teacher labels them)."
+    ("Mix each image with a random partner of the batch, λ ~ Beta(1, 1) "
+     "= U(0, 1) per image; labels become -1 (the teacher labels them).")
     lam = torch.rand(len(x), 1, 1, 1, generator=g, device=x.device)
     partner = torch.randperm(len(x), generator=g, device=x.device)
     return lam * x + (1 - lam) * x[partner], torch.full_like(y, -1)
@@ -107,9 +114,11 @@ def noise_transform(aug: Augment):
     "A transform replacing the second half of each batch with normalised U(0, 1) noise images (label -1)."
     mean, std = torch.tensor(aug.mean).view(1, -1, 1, 1), torch.tensor(aug.std).view(1, -1, 1, 1)
     def transform(x, y, g):
-        n = len(x) // 2; x, y = x.clone(), y.clone()
+        n = len(x) // 2
+        x, y = x.clone(), y.clone()
         noise = torch.rand(x[n:].shape, generator=g, device=x.device)
-        x[n:] = (noise - mean.to(x.device)) / std.to(x.device); y[n:] = -1
+        x[n:] = (noise - mean.to(x.device)) / std.to(x.device)
+        y[n:] = -1
         return x, y
     return transform
 
@@ -126,9 +135,17 @@ def policy_inputs(policy: str, aug: Augment, dataset: str = 'mnist5k') -> tuple[
 
 # %% ../nbs/11_fidelity.ipynb #d757dc75
 def teacher_config(cfg: FidelityConfig, control: bool = False, member: int = 0) -> dict:
-    "The fields that define a teacher; the control teacher, and member `member` of an ensemble, differ only in their seed."
-    return dict(dataset=cfg.dataset, model=cfg.model, epochs=cfg.teacher_epochs, per_class=cfg.teacher_per_class,
-                test_per_class=cfg.test_per_class, seed=cfg.seed + (1000 if control else 0) + 100 * member, split_seed=cfg.seed)
+    ("The fields that define a teacher; the control teacher, and "
+     "member `member` of an ensemble, differ only in their seed.")
+    return dict(
+        dataset=cfg.dataset,
+        model=cfg.model,
+        epochs=cfg.teacher_epochs,
+        per_class=cfg.teacher_per_class,
+        test_per_class=cfg.test_per_class,
+        seed=cfg.seed + (1000 if control else 0) + 100 * member,
+        split_seed=cfg.seed,
+    )
 
 def _new_model(cfg: FidelityConfig, data: Split) -> nn.Module:
     return get_model(cfg.model, n_classes=10, in_shape=data.shape)
@@ -136,23 +153,51 @@ def _new_model(cfg: FidelityConfig, data: Split) -> nn.Module:
 # %% ../nbs/11_fidelity.ipynb #aed50c27
 _TEACHERS: dict = {}
 
-def get_teacher(cfg: FidelityConfig, splits: dict, aug: Augment, control: bool = False, cache_dir: Path | None = None, member: int = 0) -> nn.Module:
-    "The (control) teacher of `cfg` (or ensemble member `member`): from memory, from `cache_dir`, or trained on the 'teacher' split."
-    tcfg = teacher_config(cfg, control, member); key = config_hash(tcfg)
+def get_teacher(
+    cfg: FidelityConfig,
+    splits: dict,
+    aug: Augment,
+    control: bool = False,
+    cache_dir: Path | None = None,
+    member: int = 0,
+) -> nn.Module:
+    ("The (control) teacher of `cfg` (or ensemble member `member`): "
+     "from memory, from `cache_dir`, or trained on the 'teacher' split.")
+    tcfg = teacher_config(cfg, control, member)
+    key = config_hash(tcfg)
     if key in _TEACHERS: return _TEACHERS[key]
-    seed_everything(tcfg['seed']); teacher = _new_model(cfg, splits['teacher'])
+    seed_everything(tcfg['seed'])
+    teacher = _new_model(cfg, splits['teacher'])
     path = cache_dir / f'teacher-{key}.pt' if cache_dir else None
     if path is not None and path.exists(): teacher.load_state_dict(load_checkpoint(path)['model'])
     else:
-        tc = TrainConfig(epochs=cfg.teacher_epochs, batch_size=32, lr=0.05, seed=tcfg['seed'], device=cfg.device, progress=False)
+        tc = TrainConfig(
+            epochs=cfg.teacher_epochs,
+            batch_size=32,
+            lr=0.05,
+            seed=tcfg['seed'],
+            device=cfg.device,
+            progress=False,
+        )
         train_classifier(teacher, splits['teacher'], tc, _with_pad(aug, 2 if cfg.dataset == 'mnist5k' else 4))
         if path is not None: save_checkpoint(path, model=teacher.cpu().state_dict(), config=tcfg)
     _TEACHERS[key] = teacher.cpu()
     return teacher
 
-def ensemble_teacher(cfg: FidelityConfig, n: int, splits: dict, aug: Augment, control: bool = False, cache_dir: Path | None = None) -> nn.Module:
-    "The teacher of `cfg` for n = 1, else an `Ensemble` of `n` teachers trained alike from different seeds (all new for the control)."
-    if not 1 <= n <= 9: raise ValueError(f"n_teachers must be in 1..9 (member seeds are 100 apart, the control's 1000), got {n}")
+def ensemble_teacher(
+    cfg: FidelityConfig,
+    n: int,
+    splits: dict,
+    aug: Augment,
+    control: bool = False,
+    cache_dir: Path | None = None,
+) -> nn.Module:
+    ("The teacher of `cfg` for n = 1, else an `Ensemble` of `n` teachers "
+     "trained alike from different seeds (all new for the control).")
+    if not 1 <= n <= 9:
+        raise ValueError(
+            f"n_teachers must be in 1..9 (member seeds are 100 apart, the control's 1000), got {n}"
+        )
     members = [get_teacher(cfg, splits, aug, control, cache_dir, member=j) for j in range(n)]
     return members[0] if n == 1 else Ensemble(members)
 
@@ -180,7 +225,8 @@ def _extra_images(cfg: FidelityConfig) -> torch.Tensor | None:
     return x[:cfg.n_extra]
 
 def _new_student(cfg: FidelityConfig, splits: dict, init_from: nn.Module) -> nn.Module:
-    "A fresh student from seed + 1 (so the student and the control start alike), λ of the way to `init_from`."
+    ("A fresh student from seed + 1 (so the student and the "
+     "control start alike), λ of the way to `init_from`.")
     seed_everything(cfg.seed + 1)
     student = _new_model(cfg, splits['teacher'])
     if cfg.init_lambda: interpolate_init(student, init_from, cfg.init_lambda)
@@ -210,9 +256,13 @@ def fidelity_run(cfg: FidelityConfig, # the run
         raise ValueError(f"size must be in 1..{len(splits['pool'])} (the pool), got {cfg.size}")
     if n_teachers > 1 and cfg.init_lambda:
         raise ValueError("init_lambda needs a single teacher to interpolate towards; use n_teachers=1")
-    teacher, control_teacher = (ensemble_teacher(cfg, n_teachers, splits, aug, c, cache_dir) for c in (False, True))
+    teacher, control_teacher = (
+        ensemble_teacher(cfg, n_teachers, splits, aug, c, cache_dir) for c in (False, True)
+    )
     (student, control), (res, cres) = _distill_pair([teacher, control_teacher], cfg, splits, aug)
-    out = {k: v for k, v in res.items() if k != 'history'} | control_fidelity(teacher, control, splits['test'], aug)
+    out = {k: v for k, v in res.items() if k != 'history'} | control_fidelity(
+        teacher, control, splits['test'], aug
+    )
     return out | dict(control_student_acc=cres['student_acc'], control_teacher_acc=cres['teacher_acc'],
                       final_loss=res['history'][-1]['loss'])
 
@@ -298,13 +348,32 @@ def temperature_sweep_configs(seeds=(0, 1, 2)) -> list[FidelityConfig]:
     return fidelity_configs(FidelityConfig(), seeds, T=[1.0, 4.0, 8.0], size=[100, 1000, 3800])
 
 # %% ../nbs/11_fidelity.ipynb #1737c567
-def plot_by(root, group: str, values, x: str = 'size', metric: str = 'agreement', where: dict | None = None, ax=None, logx=True):
+def plot_by(
+    root,
+    group: str,
+    values,
+    x: str = 'size',
+    metric: str = 'agreement',
+    where: dict | None = None,
+    ax=None,
+    logx=True,
+):
     "One line of `metric` (mean ± std over seeds) against `x` for each value of the config field `group`."
     ax = ax or plt.subplots(figsize=(4.5, 3.2))[1]
     for v in values:
         t = fidelity_table(root, by=(x,), where={**(where or {}), group: v})
-        if len(t): ax.errorbar(t[x], t[f'{metric}_mean'], yerr=t[f'{metric}_std'], marker='o', capsize=3, label=f'{group} = {v}')
-    ax.set(xlabel=x, ylabel=metric.replace('_', ' ')); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+        if len(t):
+            ax.errorbar(
+                t[x],
+                t[f'{metric}_mean'],
+                yerr=t[f'{metric}_std'],
+                marker='o',
+                capsize=3,
+                label=f'{group} = {v}',
+            )
+    ax.set(xlabel=x, ylabel=metric.replace('_', ' '))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     if logx: ax.set_xscale('log')
     return ax
 
@@ -315,7 +384,8 @@ def policy_sweep_configs(seeds=(0, 1, 2)) -> list[FidelityConfig]:
 
 # %% ../nbs/11_fidelity.ipynb #52329279
 def optimization_sweep_configs(seeds=(0, 1, 2)) -> list[FidelityConfig]:
-    "The committed optimisation sweeps at 1,000 digits: student steps, and init λ·teacher + (1−λ)·random."
+    ("The committed optimisation sweeps at 1,000 digits: "
+     "student steps, and init λ·teacher + (1−λ)·random.")
     steps = fidelity_configs(FidelityConfig(size=1000), seeds, steps=[100, 400, 1200])
     lams = fidelity_configs(FidelityConfig(size=1000), seeds, init_lambda=[0.0, 0.25, 0.5, 0.75, 1.0])
     return steps + lams
@@ -402,7 +472,8 @@ def fidelity_main(sizes=(100, 1000, 3800), # distillation-set sizes
     base = FidelityConfig(dataset=dataset, model=model, steps=steps, device=device,
                           teacher_epochs=teacher_epochs)
     cfgs = fidelity_configs(base, seeds, T=list(T), size=list(sizes))
-    cfgs.sort(key=lambda c: (c.T, c.size))  # seeds next to each other: parallel workers start on different teachers
+    # seeds next to each other: parallel workers start on different teachers
+    cfgs.sort(key=lambda c: (c.T, c.size))
     for c in cfgs: check_fidelity_config(c)  # every config, and both folders, before the first teacher trains
     out = check_writable(out)
     store = check_writable(store, '--store') if store else out / 'fidelity-runs'
@@ -449,7 +520,19 @@ def add_cli(subparsers):
                    help='folder of per-run results; a rerun skips finished runs (default: OUT/fidelity-runs)')
     add_launch_options(p)
     model = lambda a: a.model or ('lenet5' if a.dataset == 'mnist5k' else 'resnet56')
-    p.set_defaults(func=lambda a: fidelity_main(
-        sizes=a.sizes, T=a.T, seeds=a.seeds, dataset=a.dataset, model=model(a), steps=a.steps, device=a.device,
-        out=a.out, store=a.store, teacher_epochs=a.teacher_epochs, launch=launch_from_options(a)))
+    p.set_defaults(
+        func=lambda a: fidelity_main(
+            sizes=a.sizes,
+            T=a.T,
+            seeds=a.seeds,
+            dataset=a.dataset,
+            model=model(a),
+            steps=a.steps,
+            device=a.device,
+            out=a.out,
+            store=a.store,
+            teacher_epochs=a.teacher_epochs,
+            launch=launch_from_options(a),
+        )
+    )
 

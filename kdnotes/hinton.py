@@ -92,7 +92,8 @@ def soft_targets(logits: torch.Tensor, # (..., C) logits
 # %% ../nbs/10_hinton_kd.ipynb #c9d13e20
 def _soft_bars(ax, p: torch.Tensor, T: float, log: bool):
     ax.bar(range(len(p)), p.tolist(), color=['C3' if c == p.argmax() else 'C0' for c in range(len(p))])
-    ax.set_xticks(range(len(p))); ax.set_ylim(1e-6 if log else 0, 1)
+    ax.set_xticks(range(len(p)))
+    ax.set_ylim(1e-6 if log else 0, 1)
     if log: ax.set_yscale('log')
     H = -(p * p.clamp_min(1e-30).log()).sum().item()
     ax.set_title(f'T = {T:g}  (entropy {H:.2f} nats)', fontsize=9)
@@ -105,13 +106,20 @@ def plot_soft_targets(logits: torch.Tensor, # (C,) logits of one input
                      ) -> Figure:
     "Bar chart of the soft targets softmax(logits / T) of one input, next to its image."
     logits = torch.as_tensor(logits, dtype=torch.float32).squeeze()
-    if logits.ndim != 1: raise ValueError(f"plot_soft_targets needs the logits of one input (C,), got shape {tuple(logits.shape)}; index one row")
+    if logits.ndim != 1:
+        raise ValueError(
+            "plot_soft_targets needs the logits of one input "
+            f"(C,), got shape {tuple(logits.shape)}; index one row"
+        )
     fig = Figure(figsize=(6.0 if image is not None else 4.4, 2.5), layout='constrained')
     axs = fig.subplots(1, 2, width_ratios=[1, 3]) if image is not None else [None, fig.subplots()]
     if image is not None:
-        axs[0].imshow(torch.as_tensor(image).float().squeeze().numpy(), cmap='gray_r'); axs[0].set_axis_off()
+        axs[0].imshow(torch.as_tensor(image).float().squeeze().numpy(), cmap='gray_r')
+        axs[0].set_axis_off()
         axs[0].set_title(f'true class {label}' if label is not None else 'input', fontsize=9)
-    _soft_bars(axs[1], soft_targets(logits, T), T, log); axs[1].set_xlabel('class'); axs[1].set_ylabel('probability')
+    _soft_bars(axs[1], soft_targets(logits, T), T, log)
+    axs[1].set_xlabel('class')
+    axs[1].set_ylabel('probability')
     return fig
 
 # %% ../nbs/10_hinton_kd.ipynb #ad8103e8
@@ -148,7 +156,8 @@ def logit_matching_grad(student_logits: torch.Tensor, # (N, C) student logits z
                         T: float = 4.0, # temperature (only used when t2 is False)
                         t2: bool = True, # include kd_loss's T² factor
                        ) -> torch.Tensor:
-    "Hinton's eq. 4, the high-T limit of `kd_grad`: (z − v) / (C · N) on row-centred logits (÷ T² without)."
+    ("Hinton's eq. 4, the high-T limit of `kd_grad`: "
+     "(z − v) / (C · N) on row-centred logits (÷ T² without).")
     check_logits(teacher_logits, student_logits)
     if not T > 0: raise ValueError(f"temperature T must be > 0, got {T}")
     centre = lambda a: a.float() - a.float().mean(-1, keepdim=True)  # softmax is shift-invariant
@@ -185,12 +194,19 @@ def plot_soft_confusion(M: torch.Tensor, # (C, C) from `soft_confusion`
                         title: str = '', # suptitle
                        ) -> Figure:
     "Heat map of the wrong-class soft-target matrix and a bar chart of its `k` most-confused class pairs."
-    fig = Figure(figsize=(9, 3.6), layout='constrained'); a, b = fig.subplots(1, 2, width_ratios=[1, 1.2])
-    im = a.imshow(M.clamp_min(1e-4).log10().numpy(), cmap='magma'); fig.colorbar(im, ax=a, label='log10 mean prob.')
-    a.set_xlabel('wrong class'); a.set_ylabel('true class'); a.set_xticks(range(M.shape[1])); a.set_yticks(range(M.shape[0]))
+    fig = Figure(figsize=(9, 3.6), layout='constrained')
+    a, b = fig.subplots(1, 2, width_ratios=[1, 1.2])
+    im = a.imshow(M.clamp_min(1e-4).log10().numpy(), cmap='magma')
+    fig.colorbar(im, ax=a, label='log10 mean prob.')
+    a.set_xlabel('wrong class')
+    a.set_ylabel('true class')
+    a.set_xticks(range(M.shape[1]))
+    a.set_yticks(range(M.shape[0]))
     pairs = confused_pairs(M, k)[::-1]
-    b.barh(range(len(pairs)), [p for _, _, p in pairs]); b.set_yticks(range(len(pairs)), [f'{i} → {j}' for i, j, _ in pairs])
-    b.set_xlabel('mean share of the wrong-class mass'); b.set_title(f'top {k} confused pairs', fontsize=9)
+    b.barh(range(len(pairs)), [p for _, _, p in pairs])
+    b.set_yticks(range(len(pairs)), [f'{i} → {j}' for i, j, _ in pairs])
+    b.set_xlabel('mean share of the wrong-class mass')
+    b.set_title(f'top {k} confused pairs', fontsize=9)
     if title: fig.suptitle(title, fontsize=10)
     return fig
 
@@ -321,7 +337,8 @@ def sweep_configs(Ts=(1, 2, 4, 8, 20), alphas=(0.0, 0.1, 0.5), seeds=(0, 1, 2),
 METRICS = ['student_acc', 'agreement', 'kl', 'student_ece', 'teacher_acc']
 
 def sweep_table(records: list[dict]):
-    "Mean ± std over seeds of test accuracy, agreement, predictive KL and ECE per (alpha, T); alpha = 1 is the baseline."
+    ("Mean ± std over seeds of test accuracy, agreement, predictive "
+     "KL and ECE per (alpha, T); alpha = 1 is the baseline.")
     df = to_frame(records)
     if df.empty: raise ValueError("no records; run the sweep first (kdnotes hinton --out DIR)")
     df.loc[df.alpha == 1.0, 'T'] = 0.0  # T is irrelevant for the label-only baseline (shown as NaN)
@@ -329,16 +346,29 @@ def sweep_table(records: list[dict]):
 
 # %% ../nbs/10_hinton_kd.ipynb #a8dbd17b
 def plot_sweep(t, title: str = '') -> Figure:
-    "Test accuracy, agreement, KL and ECE against T, one line per alpha (mean ± std), the baseline as a band."
-    fig = Figure(figsize=(11, 2.8), layout='constrained'); axs = fig.subplots(1, 4)
+    ("Test accuracy, agreement, KL and ECE against T, one "
+     "line per alpha (mean ± std), the baseline as a band.")
+    fig = Figure(figsize=(11, 2.8), layout='constrained')
+    axs = fig.subplots(1, 4)
     base, kd = t[t.alpha == 1.0], t[t.alpha < 1.0]
-    for ax, m, name in zip(axs, METRICS, ['test accuracy', 'agreement with teacher', 'predictive KL (nats)', 'ECE']):
-        for a, g in kd.groupby('alpha'): ax.errorbar(g['T'], g[m + '_mean'], g[m + '_std'], marker='o', ms=3, capsize=2, label=f'KD, α={a:g}')
+    for ax, m, name in zip(
+        axs, METRICS, ['test accuracy', 'agreement with teacher', 'predictive KL (nats)', 'ECE']
+    ):
+        for a, g in kd.groupby('alpha'):
+            ax.errorbar(
+                g['T'], g[m + '_mean'], g[m + '_std'], marker='o', ms=3, capsize=2, label=f'KD, α={a:g}'
+            )
         for _, b in base.iterrows():
-            ax.axhspan(b[m + '_mean'] - b[m + '_std'], b[m + '_mean'] + b[m + '_std'], color='gray', alpha=0.3)
+            ax.axhspan(
+                b[m + '_mean'] - b[m + '_std'], b[m + '_mean'] + b[m + '_std'], color='gray', alpha=0.3
+            )
             ax.axhline(b[m + '_mean'], color='gray', lw=1, label='labels only')
-        if m == 'student_acc': ax.axhline(t['teacher_acc_mean'].iloc[0], color='k', ls='--', lw=1, label='teacher')
-        ax.set_xscale('log'); ax.set_xticks([1, 2, 4, 8, 20], ['1', '2', '4', '8', '20']); ax.set_xlabel('T'); ax.set_title(name, fontsize=9)
+        if m == 'student_acc':
+            ax.axhline(t['teacher_acc_mean'].iloc[0], color='k', ls='--', lw=1, label='teacher')
+        ax.set_xscale('log')
+        ax.set_xticks([1, 2, 4, 8, 20], ['1', '2', '4', '8', '20'])
+        ax.set_xlabel('T')
+        ax.set_title(name, fontsize=9)
     axs[0].legend(fontsize=7)
     if title: fig.suptitle(title, fontsize=10)
     return fig

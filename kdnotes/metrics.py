@@ -16,11 +16,22 @@ def check_logits(*logits: torch.Tensor, names=('teacher', 'student')):
     "Raise ValueError unless all `logits` are finite (N, C) tensors of one shape."
     for name, z in zip(names, logits):
         if z.ndim != 2: raise ValueError(f"{name} logits must be (N, n_classes), got shape {tuple(z.shape)}")
-        if len(z) == 0: raise ValueError(f"{name} logits are empty (0 examples); a metric needs examples: check the split")
-        if not torch.isfinite(z).all(): raise ValueError(f"{name} logits contain NaN or inf; the model diverged: lower the learning rate or check the inputs")
+        if len(z) == 0:
+            raise ValueError(
+                f"{name} logits are empty (0 examples); a metric needs examples: check the split"
+            )
+        if not torch.isfinite(z).all():
+            raise ValueError(
+                f"{name} logits contain NaN or inf; the model "
+                "diverged: lower the learning rate or check the inputs"
+            )
     if len(logits) > 1 and logits[0].shape != logits[1].shape:
         a, b = logits[0].shape, logits[1].shape
-        what = f"{a[1]} vs {b[1]} classes: teacher and student must predict the same classes" if a[1] != b[1] else f"{a[0]} vs {b[0]} examples: predict on the same inputs"
+        what = (
+            f"{a[1]} vs {b[1]} classes: teacher and student must predict the same classes"
+            if a[1] != b[1]
+            else f"{a[0]} vs {b[0]} examples: predict on the same inputs"
+        )
         raise ValueError(f"{names[0]} and {names[1]} logits differ, {what}")
 
 # %% ../nbs/03_metrics.ipynb #4f49aac5
@@ -33,8 +44,10 @@ def check_labels(labels: torch.Tensor, # (N,) integer class labels
         got = getattr(labels, 'dtype', type(labels))
         raise ValueError(f"labels must be an integer tensor of class indices, got {got}; pass labels.long()")
     if tuple(labels.shape) != (N,):
-        raise ValueError(f"labels must have shape ({N},) for logits {tuple(logits.shape)}, got {tuple(labels.shape)}; "
-                         "pass one class index per row (labels.flatten() for (N, 1) labels)")
+        raise ValueError(
+            f"labels must have shape ({N},) for logits {tuple(logits.shape)}, got {tuple(labels.shape)}; "
+            "pass one class index per row (labels.flatten() for (N, 1) labels)"
+        )
     lo, hi = labels.min().item(), labels.max().item()
     if lo < 0 or hi >= C:
         raise ValueError(f"labels must lie in [0, {C - 1}] for {C} classes, got values from {lo} to {hi}; "
@@ -86,15 +99,31 @@ def ece(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
     return ((count / count.sum()) * (acc - conf).abs()).sum().item()
 
 # %% ../nbs/03_metrics.ipynb #d5c6cd7e
-def plot_reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, ax=None, title: str | None = None):
+def plot_reliability(
+    logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, ax=None, title: str | None = None
+):
     "Reliability diagram: per-bin accuracy bars against the diagonal, with the ECE in the title."
     ax = ax or plt.subplots(figsize=(3.2, 3.2))[1]
     count, acc, conf = _bin_stats(logits, labels, n_bins)
     centers = (torch.arange(n_bins) + 0.5) / n_bins
     keep = count > 0
     ax.bar(centers[keep], acc[keep], width=1 / n_bins, edgecolor='k', alpha=0.8, label='accuracy')
-    ax.bar(centers[keep], (conf - acc)[keep], bottom=acc[keep], width=1 / n_bins, color='tab:red', alpha=0.3, label='gap to confidence')
+    ax.bar(
+        centers[keep],
+        (conf - acc)[keep],
+        bottom=acc[keep],
+        width=1 / n_bins,
+        color='tab:red',
+        alpha=0.3,
+        label='gap to confidence',
+    )
     ax.plot([0, 1], [0, 1], 'k--', lw=1)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='confidence', ylabel='accuracy', title=f"{title + ': ' if title else ''}ECE {ece(logits, labels, n_bins):.3f}")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel='confidence',
+        ylabel='accuracy',
+        title=f"{title + ': ' if title else ''}ECE {ece(logits, labels, n_bins):.3f}",
+    )
     ax.legend(loc='upper left', fontsize=7)
     return ax

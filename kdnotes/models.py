@@ -15,7 +15,8 @@ __all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreAct
 
 # %% ../nbs/01_models.ipynb #485f69aa
 class ImageClassifier(nn.Module):
-    "Base class: remembers the input shape (C, H, W) and the number of classes, and checks inputs against them."
+    ("Base class: remembers the input shape (C, H, W) and "
+     "the number of classes, and checks inputs against them.")
     def __init__(self, in_shape: tuple[int, int, int], n_classes: int):
         super().__init__()
         whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
@@ -27,8 +28,12 @@ class ImageClassifier(nn.Module):
         self.in_shape, self.n_classes = tuple(in_shape), n_classes
     def check_input(self, x: torch.Tensor):
         if x.ndim != 4 or tuple(x.shape[1:]) != self.in_shape:
-            raise ValueError(f"{type(self).__name__} expects images of shape (N, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}; "
-                             f"build the model with in_shape={tuple(x.shape[1:]) if x.ndim == 4 else '(C, H, W)'} or resize the images")
+            raise ValueError(
+                f"{type(self).__name__} expects images of shape (N, "
+                f"{', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}; "
+                "build the model with "
+                f"in_shape={tuple(x.shape[1:]) if x.ndim == 4 else '(C, H, W)'} or resize the images"
+            )
 
 # %% ../nbs/01_models.ipynb #e4bf30d5
 class LeNet5(ImageClassifier):
@@ -42,7 +47,9 @@ class LeNet5(ImageClassifier):
         self.features = nn.Sequential(nn.Conv2d(in_shape[0], c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                                       nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
         with torch.no_grad(): n_flat = self.features(torch.zeros(1, *in_shape)).shape[1]
-        self.classifier = nn.Sequential(nn.Linear(n_flat, f1), nn.ReLU(), nn.Linear(f1, f2), nn.ReLU(), nn.Linear(f2, n_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(n_flat, f1), nn.ReLU(), nn.Linear(f1, f2), nn.ReLU(), nn.Linear(f2, n_classes)
+        )
     def forward(self, x):
         self.check_input(x)
         return self.classifier(self.features(x))
@@ -54,11 +61,20 @@ def count_params(model: nn.Module) -> int:
 
 # %% ../nbs/01_models.ipynb #12f93795
 class MLP(ImageClassifier):
-    "Fully connected ReLU net on flattened images: `hidden` sizes, optional `dropout` after each hidden layer."
-    def __init__(self, n_classes: int = 10, in_shape: tuple = (1, 28, 28), hidden: tuple = (800, 800), dropout: float = 0.0):
+    ("Fully connected ReLU net on flattened images: `hidden` "
+     "sizes, optional `dropout` after each hidden layer.")
+    def __init__(
+        self,
+        n_classes: int = 10,
+        in_shape: tuple = (1, 28, 28),
+        hidden: tuple = (800, 800),
+        dropout: float = 0.0,
+    ):
         super().__init__(in_shape, n_classes)
         layers, n_in = [nn.Flatten()], math.prod(in_shape)
-        for h in hidden: layers += [nn.Linear(n_in, h), nn.ReLU(), nn.Dropout(dropout)]; n_in = h
+        for h in hidden:
+            layers += [nn.Linear(n_in, h), nn.ReLU(), nn.Dropout(dropout)]
+            n_in = h
         self.net = nn.Sequential(*layers, nn.Linear(n_in, n_classes))
     def forward(self, x):
         self.check_input(x)
@@ -72,7 +88,9 @@ class PreActBasic(nn.Module):
         super().__init__()
         self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
         self.bn2, self.conv2 = nn.BatchNorm2d(planes), nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.shortcut = None if stride == 1 and c_in == planes else nn.Conv2d(c_in, planes, 1, stride, bias=False)
+        self.shortcut = (
+            None if stride == 1 and c_in == planes else nn.Conv2d(c_in, planes, 1, stride, bias=False)
+        )
     def forward(self, x):
         out = F.relu(self.bn1(x))
         skip = x if self.shortcut is None else self.shortcut(out)
@@ -88,7 +106,9 @@ class PreActBottleneck(nn.Module):
         self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, planes, 1, bias=False)
         self.bn2, self.conv2 = nn.BatchNorm2d(planes), nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
         self.bn3, self.conv3 = nn.BatchNorm2d(planes), nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.shortcut = None if stride == 1 and c_in == planes * 4 else nn.Conv2d(c_in, planes * 4, 1, stride, bias=False)
+        self.shortcut = (
+            None if stride == 1 and c_in == planes * 4 else nn.Conv2d(c_in, planes * 4, 1, stride, bias=False)
+        )
     def forward(self, x):
         out = F.relu(self.bn1(x))
         skip = x if self.shortcut is None else self.shortcut(out)
@@ -98,18 +118,34 @@ class PreActBottleneck(nn.Module):
 
 # %% ../nbs/01_models.ipynb #53164159
 class PreActResNet(ImageClassifier):
-    "Pre-activation CIFAR ResNet: depth 6n+2 with basic blocks, or 9n+2 with bottleneck blocks; stages of 16/32/64 planes."
-    def __init__(self, depth: int = 20, n_classes: int = 10, in_shape: tuple = (3, 32, 32), block: str = 'basic', width: int = 16):
+    ("Pre-activation CIFAR ResNet: depth 6n+2 with basic blocks, "
+     "or 9n+2 with bottleneck blocks; stages of 16/32/64 planes.")
+    def __init__(
+        self,
+        depth: int = 20,
+        n_classes: int = 10,
+        in_shape: tuple = (3, 32, 32),
+        block: str = 'basic',
+        width: int = 16,
+    ):
         super().__init__(in_shape, n_classes)
-        Block, per = (PreActBasic, 6) if block == 'basic' else (PreActBottleneck, 9) if block == 'bottleneck' else (None, None)
+        Block, per = (
+            (PreActBasic, 6)
+            if block == 'basic'
+            else (PreActBottleneck, 9) if block == 'bottleneck' else (None, None)
+        )
         if Block is None: raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
-        if (depth - 2) % per: raise ValueError(f"depth {depth} does not fit {block} blocks: use depth = {per}n + 2 (e.g. {per * 3 + 2})")
+        if (depth - 2) % per:
+            raise ValueError(
+                f"depth {depth} does not fit {block} blocks: use depth = {per}n + 2 (e.g. {per * 3 + 2})"
+            )
         n = (depth - 2) // per
         self.stem = nn.Conv2d(in_shape[0], width, 3, 1, 1, bias=False)
         layers, c_in = [], width
         for i, planes in enumerate((width, width * 2, width * 4)):
             for j in range(n):
-                layers.append(Block(c_in, planes, stride=2 if i > 0 and j == 0 else 1)); c_in = planes * Block.expansion
+                layers.append(Block(c_in, planes, stride=2 if i > 0 and j == 0 else 1))
+                c_in = planes * Block.expansion
         self.layers = nn.Sequential(*layers)
         self.bn, self.fc = nn.BatchNorm2d(c_in), nn.Linear(c_in, n_classes)
     def forward(self, x):
@@ -126,7 +162,8 @@ class Ensemble(nn.Module):
     "Mixture of `members`: forward returns log of the mean of their softmax probabilities (N, n_classes)."
     def __init__(self, members: list[nn.Module]):
         super().__init__()
-        if len(members) == 0: raise ValueError("Ensemble needs at least one member; pass a list of trained models")
+        if len(members) == 0:
+            raise ValueError("Ensemble needs at least one member; pass a list of trained models")
         classes = {getattr(m, 'n_classes') for m in members if hasattr(m, 'n_classes')}
         if len(classes) > 1:
             raise ValueError(f"Ensemble members predict different numbers of classes {sorted(classes)}; "
@@ -143,7 +180,8 @@ class Ensemble(nn.Module):
 
 # %% ../nbs/01_models.ipynb #745a00e5
 class LoopPacked(nn.Module):
-    "K models called one after another on a shared batch (each on its own CUDA stream if `streams`): (K, N, ...)."
+    ("K models called one after another on a shared batch "
+     "(each on its own CUDA stream if `streams`): (K, N, ...).")
     def __init__(self, models: list[nn.Module], streams: bool = False):
         super().__init__()
         if len(models) == 0: raise ValueError("need at least one model to pack; pass a list of models")

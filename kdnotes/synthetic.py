@@ -49,15 +49,30 @@ def training_images(dataset: str) -> Split:
     raise ValueError(f"unknown data set {dataset!r}; choose 'cifar10', 'mnist5k' or 'digits'")
 
 def make_unet(cfg: DDPMConfig, in_shape: tuple) -> nn.Module:
-    "A `UNet2DModel` for (C, H, W) images with `cfg.channels` block widths, no attention except (optionally) in the middle."
+    ("A `UNet2DModel` for (C, H, W) images with `cfg.channels` "
+     "block widths, no attention except (optionally) in the middle.")
     from diffusers import UNet2DModel
-    C, H, W = in_shape; n = len(cfg.channels)
-    if H != W or H % 2 ** (n - 1): raise ValueError(f"images {H}x{W} must be square with sides divisible by {2 ** (n - 1)}; use fewer channels entries")
+    C, H, W = in_shape
+    n = len(cfg.channels)
+    if H != W or H % 2 ** (n - 1):
+        raise ValueError(
+            f"images {H}x{W} must be square with sides divisible "
+            f"by {2 ** (n - 1)}; use fewer channels entries"
+        )
     groups = 32 if min(cfg.channels) % 32 == 0 else 8
-    if any(c % groups for c in cfg.channels): raise ValueError(f"channels {cfg.channels} must be multiples of 8")
-    return UNet2DModel(sample_size=H, in_channels=C, out_channels=C, block_out_channels=tuple(cfg.channels),
-                       down_block_types=('DownBlock2D',) * n, up_block_types=('UpBlock2D',) * n,
-                       layers_per_block=cfg.layers_per_block, add_attention=cfg.attention, norm_num_groups=groups)
+    if any(c % groups for c in cfg.channels):
+        raise ValueError(f"channels {cfg.channels} must be multiples of 8")
+    return UNet2DModel(
+        sample_size=H,
+        in_channels=C,
+        out_channels=C,
+        block_out_channels=tuple(cfg.channels),
+        down_block_types=('DownBlock2D',) * n,
+        up_block_types=('UpBlock2D',) * n,
+        layers_per_block=cfg.layers_per_block,
+        add_attention=cfg.attention,
+        norm_num_groups=groups,
+    )
 
 def make_scheduler(cfg: DDPMConfig):
     "The training noise schedule: diffusers' `DDPMScheduler`, linear betas over `cfg.timesteps` steps."
@@ -71,14 +86,17 @@ def ddpm_loss(unet: nn.Module, # the denoiser eps_theta(x_t, t)
               generator: torch.Generator | None = None, # for t and the noise
              ) -> torch.Tensor:
     "Noise-prediction MSE at uniformly drawn timesteps."
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), device=x0.device, generator=generator)
+    t = torch.randint(
+        0, scheduler.config.num_train_timesteps, (len(x0),), device=x0.device, generator=generator
+    )
     eps = torch.randn(x0.shape, device=x0.device, generator=generator)
     return F.mse_loss(unet(scheduler.add_noise(x0, eps, t), t).sample.float(), eps)
 
 # %% ../nbs/21_synthetic.ipynb #ac758d72
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int | None = None):
-    "theta_ema <- d·theta_ema + (1-d)·theta, with d warmed up as min(decay, (1+step)/(10+step)); buffers are copied."
+    ("theta_ema <- d·theta_ema + (1-d)·theta, with d warmed up "
+     "as min(decay, (1+step)/(10+step)); buffers are copied.")
     if not 0 <= decay < 1: raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
     d = decay if step is None else min(decay, (1 + step) / (10 + step))
     for e, p in zip(ema.parameters(), model.parameters()): e.lerp_(p.detach(), 1 - d)
@@ -86,22 +104,37 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int | None 
 
 # %% ../nbs/21_synthetic.ipynb #8bfad117
 def _checkpoint(path, unet, ema, opt, step, spent, history):
-    if path is not None: save_checkpoint(path, unet=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step, spent=spent, history=history)
+    if path is not None:
+        save_checkpoint(
+            path,
+            unet=unet.state_dict(),
+            ema=ema.state_dict(),
+            opt=opt.state_dict(),
+            step=step,
+            spent=spent,
+            history=history,
+        )
 
 def train_ddpm(x: torch.Tensor, # training images (N, C, H, W), uint8 or float in [0, 1]
                cfg: DDPMConfig, # model, schedule, budget
                ckpt_path: str | os.PathLike | None = None, # resumable checkpoint
                progress: bool = True, # a progress bar over the time budget
               ) -> tuple[nn.Module, nn.Module, list[dict]]:
-    "Train a DDPM on `x` for `cfg.time_budget` seconds; returns (model, EMA model, history of (step, loss, seconds))."
+    ("Train a DDPM on `x` for `cfg.time_budget` seconds; returns "
+     "(model, EMA model, history of (step, loss, seconds)).")
     import copy
-    seed_everything(cfg.seed); device = pick_device(cfg.device)
-    unet = make_unet(cfg, tuple(x.shape[1:])).to(device); ema = copy.deepcopy(unet).requires_grad_(False)
-    opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr); sched = make_scheduler(cfg)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    unet = make_unet(cfg, tuple(x.shape[1:])).to(device)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
+    sched = make_scheduler(cfg)
     step, spent, history = 0, 0.0, []
     if ckpt_path is not None and Path(ckpt_path).exists():
         ck = load_checkpoint(ckpt_path, map_location=device)
-        unet.load_state_dict(ck['unet']); ema.load_state_dict(ck['ema']); opt.load_state_dict(ck['opt'])
+        unet.load_state_dict(ck['unet'])
+        ema.load_state_dict(ck['ema'])
+        opt.load_state_dict(ck['opt'])
         step, spent, history = ck['step'], ck['spent'], ck['history']
     data = to_float(x).to(device) * 2 - 1
     gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
@@ -109,22 +142,46 @@ def train_ddpm(x: torch.Tensor, # training images (N, C, H, W), uint8 or float i
 
 # %% ../nbs/21_synthetic.ipynb #cedfa3c8
 def _train_loop(unet, ema, opt, sched, data, cfg, gen, step, spent, history, ckpt_path, progress):
-    bar = tqdm(total=round(cfg.time_budget), initial=min(round(spent), round(cfg.time_budget)), desc='DDPM (s)', disable=not progress, leave=False)
+    bar = tqdm(
+        total=round(cfg.time_budget),
+        initial=min(round(spent), round(cfg.time_budget)),
+        desc='DDPM (s)',
+        disable=not progress,
+        leave=False,
+    )
     t0, last_ckpt, running = time.perf_counter() - spent, time.perf_counter(), None
     while spent < cfg.time_budget and step < cfg.max_steps:
         xb = data[torch.randint(0, len(data), (cfg.batch_size,), device=data.device, generator=gen)]
-        if cfg.flip: xb = torch.where(torch.rand(len(xb), 1, 1, 1, device=xb.device, generator=gen) < 0.5, xb.flip(3), xb)
+        if cfg.flip:
+            xb = torch.where(
+                torch.rand(len(xb), 1, 1, 1, device=xb.device, generator=gen) < 0.5, xb.flip(3), xb
+            )
         for group in opt.param_groups: group['lr'] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=data.is_cuda and cfg.bf16): loss = ddpm_loss(unet, sched, xb, gen)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); ema_update(ema, unet, cfg.ema_decay, step); step += 1
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=data.is_cuda and cfg.bf16):
+            loss = ddpm_loss(unet, sched, xb, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(ema, unet, cfg.ema_decay, step)
+        step += 1
         spent = time.perf_counter() - t0  # a host clock: no device sync
         if step % 50 == 0 or step == 1:
             running = loss.item()
-            history.append(dict(step=step, loss=running, seconds=round(spent, 2))); bar.n = min(round(spent), bar.total); bar.set_postfix(loss=f'{running:.3f}', step=step); bar.refresh()
-            if not math.isfinite(running): raise FloatingPointError(f"DDPM loss became {running} at step {step}; lower cfg.lr (now {cfg.lr})")
-            if time.perf_counter() - last_ckpt > 60: _checkpoint(ckpt_path, unet, ema, opt, step, spent, history); last_ckpt = time.perf_counter()
-    spent = time.perf_counter() - t0; bar.close()
-    if not history or history[-1]['step'] != step: history.append(dict(step=step, loss=loss.item() if step else float('nan'), seconds=round(spent, 2)))
+            history.append(dict(step=step, loss=running, seconds=round(spent, 2)))
+            bar.n = min(round(spent), bar.total)
+            bar.set_postfix(loss=f'{running:.3f}', step=step)
+            bar.refresh()
+            if not math.isfinite(running):
+                raise FloatingPointError(
+                    f"DDPM loss became {running} at step {step}; lower cfg.lr (now {cfg.lr})"
+                )
+            if time.perf_counter() - last_ckpt > 60:
+                _checkpoint(ckpt_path, unet, ema, opt, step, spent, history)
+                last_ckpt = time.perf_counter()
+    spent = time.perf_counter() - t0
+    bar.close()
+    if not history or history[-1]['step'] != step:
+        history.append(dict(step=step, loss=loss.item() if step else float('nan'), seconds=round(spent, 2)))
     _checkpoint(ckpt_path, unet, ema, opt, step, spent, history)
     return unet, ema, history
 
@@ -226,15 +283,24 @@ def plot_samples(images: torch.Tensor, # uint8 or float (N, C, H, W)
     fig, axes = plt.subplots(k, k, figsize=(0.45 * k + 0.5, 0.45 * k + 0.7), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis('off')
-        if i < min(n, len(x)): ax.imshow(x[i].permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray' if x.shape[1] == 1 else None, vmin=0, vmax=1)
-    fig.suptitle(title or f'{min(n, len(x))} images' + ('' if cls is None else f' labelled {cls}'), fontsize=8)
+        if i < min(n, len(x)):
+            ax.imshow(
+                x[i].permute(1, 2, 0).squeeze(-1).numpy(),
+                cmap='gray' if x.shape[1] == 1 else None,
+                vmin=0,
+                vmax=1,
+            )
+    fig.suptitle(
+        title or f'{min(n, len(x))} images' + ('' if cls is None else f' labelled {cls}'), fontsize=8
+    )
     return fig
 
 # %% ../nbs/21_synthetic.ipynb #bc508253
 def sample_quality(synth_logits: torch.Tensor, # (N, C) teacher logits on the samples
                    real_logits: torch.Tensor, # (M, C) teacher logits on real held-out images
                   ) -> dict:
-    "Teacher's class histograms, their total-variation distance, and mean confidence, on samples vs real images."
+    ("Teacher's class histograms, their total-variation "
+     "distance, and mean confidence, on samples vs real images.")
     out = {}
     for who, z in (('synth', synth_logits), ('real', real_logits)):
         p = z.float().softmax(1)
@@ -246,28 +312,45 @@ def sample_quality(synth_logits: torch.Tensor, # (N, C) teacher logits on the sa
 def plot_quality(q: dict, classes: tuple | None = None, title: str = ''):
     "Bar chart of the teacher's class histogram on samples vs real images; returns the figure."
     import matplotlib.pyplot as plt, numpy as np
-    k = len(q['real_hist']); idx = np.arange(k)
+    k = len(q['real_hist'])
+    idx = np.arange(k)
     fig, ax = plt.subplots(figsize=(5, 2.4))
     ax.bar(idx - 0.2, q['real_hist'], 0.4, label=f"real (conf. {q['real_confidence']:.2f})")
     ax.bar(idx + 0.2, q['synth_hist'], 0.4, label=f"samples (conf. {q['synth_confidence']:.2f})")
     ax.set_xticks(idx, classes or [str(i) for i in idx], rotation=45 if classes else 0, fontsize=7)
-    ax.set(ylabel='fraction'); ax.legend(fontsize=7); ax.set_title(f"{title} TV distance {q['hist_tv']:.2f}", fontsize=8)
+    ax.set(ylabel='fraction')
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title} TV distance {q['hist_tv']:.2f}", fontsize=8)
     return fig
 
 # %% ../nbs/21_synthetic.ipynb #51a40e43
-def load_pretrained(name_or_path: str, # hub id such as 'google/ddpm-cifar10-32', or a directory written by save_pretrained
-                    local_files_only: bool = False, # never touch the network (also implied by HF_HUB_OFFLINE=1)
-                    device: str = 'auto'):
-    "UNet and scheduler of a diffusers DDPM pipeline from the hub or a local directory; a clear error when unavailable."
+def load_pretrained(
+    name_or_path: str,  # hub id such as 'google/ddpm-cifar10-32', or a directory written by save_pretrained
+    local_files_only: bool = False,  # never touch the network (also implied by HF_HUB_OFFLINE=1)
+    device: str = 'auto',
+):
+    ("UNet and scheduler of a diffusers DDPM pipeline from the "
+     "hub or a local directory; a clear error when unavailable.")
     from diffusers import DDPMPipeline
     p = Path(name_or_path).expanduser()
     looks_local = p.exists() or name_or_path.startswith(('.', '/', '~')) or name_or_path.count('/') > 1
     if looks_local and not (p / 'model_index.json').exists():
-        raise FileNotFoundError(f"{p} is not a saved diffusers pipeline (no model_index.json); save one with pipeline.save_pretrained({str(p)!r})")
-    try: pipe = DDPMPipeline.from_pretrained(str(p) if looks_local else name_or_path, local_files_only=local_files_only or os.environ.get('HF_HUB_OFFLINE') == '1')
+        raise FileNotFoundError(
+            f"{p} is not a saved diffusers pipeline (no model_index.json); "
+            f"save one with pipeline.save_pretrained({str(p)!r})"
+        )
+    try:
+        pipe = DDPMPipeline.from_pretrained(
+            str(p) if looks_local else name_or_path,
+            local_files_only=local_files_only or os.environ.get('HF_HUB_OFFLINE') == '1',
+        )
     except Exception as e:
-        raise FileNotFoundError(f"could not load {name_or_path!r} ({type(e).__name__}). Offline, the weights must already be local: on a machine "
-                           f"with internet run `huggingface-cli download {name_or_path} --local-dir DIR`, copy DIR here and pass DIR") from None
+        raise FileNotFoundError(
+            f"could not load {name_or_path!r} ({type(e).__name__}). "
+            "Offline, the weights must already be local: on a machine "
+            f"with internet run `huggingface-cli download {name_or_path} "
+            "--local-dir DIR`, copy DIR here and pass DIR"
+        ) from None
     return pipe.unet.to(pick_device(device)).eval(), pipe.scheduler
 
 # %% ../nbs/21_synthetic.ipynb #08b33f36

