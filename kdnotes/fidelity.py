@@ -17,16 +17,18 @@ from .train import TrainConfig, train_classifier, seed_everything, save_checkpoi
 from .distill import DistillConfig, distill, distill_side_by_side, control_fidelity
 from .experiments import (ResultStore, run_sweep, config_hash, to_frame, mean_std, format_mean_std,
                                  provenance, write_json, save_figure)
-from .options import check_writable, positive_int, nonneg_int, positive_float
+from .options import (check_writable, positive_int, nonneg_int, positive_float, opt, add_options,
+                             options_to_config)
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
 
 # %% auto #0
 __all__ = ['POLICIES', 'MNIST5K_PER_CLASS', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data', 'check_fidelity_config',
-           'mixup_transform', 'noise_transform', 'policy_inputs', 'teacher_config', 'get_teacher', 'ensemble_teacher',
-           'interpolate_init', 'fidelity_run', 'fidelity_configs', 'fidelity_sweep', 'fidelity_table', 'same_setup',
-           'plot_fidelity', 'size_sweep_configs', 'temperature_sweep_configs', 'plot_by', 'policy_sweep_configs',
-           'optimization_sweep_configs', 'EnsembleFidelityConfig', 'ensemble_sweep', 'ensemble_sweep_configs',
-           'fidelity_point', 'plot_agreement_vs_size', 'fidelity_main', 'add_cli']
+           'mixup_transform', 'noise_transform', 'policy_inputs', 'teacher_config', 'fidelity_teacher',
+           'ensemble_teacher', 'interpolate_init', 'fidelity_run', 'fidelity_configs', 'fidelity_sweep',
+           'fidelity_table', 'same_setup', 'plot_fidelity', 'size_sweep_configs', 'temperature_sweep_configs',
+           'plot_by', 'policy_sweep_configs', 'optimization_sweep_configs', 'EnsembleFidelityConfig', 'ensemble_sweep',
+           'ensemble_sweep_configs', 'fidelity_point', 'plot_agreement_vs_size', 'FidelityMainConfig', 'fidelity_main',
+           'add_cli']
 
 # %% ../nbs/11_fidelity.ipynb #ed0743c5
 @dataclass
@@ -153,7 +155,7 @@ def _new_model(cfg: FidelityConfig, data: Split) -> nn.Module:
 # %% ../nbs/11_fidelity.ipynb #aed50c27
 _TEACHERS: dict = {}
 
-def get_teacher(
+def fidelity_teacher(
     cfg: FidelityConfig,
     splits: dict,
     aug: Augment,
@@ -198,7 +200,7 @@ def ensemble_teacher(
         raise ValueError(
             f"n_teachers must be in 1..9 (member seeds are 100 apart, the control's 1000), got {n}"
         )
-    members = [get_teacher(cfg, splits, aug, control, cache_dir, member=j) for j in range(n)]
+    members = [fidelity_teacher(cfg, splits, aug, control, cache_dir, member=j) for j in range(n)]
     return members[0] if n == 1 else Ensemble(members)
 
 # %% ../nbs/11_fidelity.ipynb #71584a78
@@ -457,38 +459,47 @@ def plot_agreement_vs_size(table, T: float, size: int | None = None):
 
 
 # %% ../nbs/11_fidelity.ipynb #7da6e288
-def fidelity_main(sizes=(100, 1000, 3800), # distillation-set sizes
-                  T=(4.0,), # temperatures
-                  seeds=(0, 1, 2), # seeds, one run each per (T, size)
-                  dataset='mnist5k', model='lenet5', steps=400, device='auto',
-                  out='.', # folder for fidelity.json and fidelity.png
-                  store=None, # folder of per-run results (default: out/fidelity-runs)
-                  teacher_epochs=30,
+@dataclass
+class FidelityMainConfig:
+    "What `kdnotes fidelity` (the main job) runs: sizes × T × seeds; its fields are the command's options."
+    sizes: tuple = opt((100, 1000, 3800), positive_int)  # distillation-set sizes
+    T: tuple = opt((4.0,), positive_float)  # temperatures > 0
+    seeds: tuple = opt((0, 1, 2), nonneg_int)  # seeds, one run each per (T, size)
+    dataset: str = opt('mnist5k', choices=('mnist5k', 'cifar10'))  # cifar10: the JPEG copy, a ResNet, a GPU
+    model: str | None = opt(None, choices=tuple(sorted(MODELS)))  # default: lenet5, resnet56 on cifar10
+    steps: int = opt(400, positive_int)  # student steps per run
+    teacher_epochs: int = opt(30, positive_int)  # teacher epochs
+    device: str = 'auto'  # 'auto' (CUDA if present), 'cpu' or 'cuda'
+    out: str = '.'  # folder for fidelity.json and fidelity.png
+    store: str | None = None  # per-run results, reruns skip finished runs (default: OUT/fidelity-runs)
+
+def fidelity_main(cfg: FidelityMainConfig = FidelityMainConfig(), # what to run
                   launch: LaunchConfig | None = None, # where the runs execute (default: this process)
                  ) -> dict:
-    "Run the sweep `sizes` x `T` x `seeds`, print the table, write fidelity.json and fidelity.png to `out`."
-    for name, values in (('sizes', sizes), ('T', T), ('seeds', seeds)):
-        if not len(values): raise ValueError(f"{name} is empty; give at least one value")
-    base = FidelityConfig(dataset=dataset, model=model, steps=steps, device=device,
-                          teacher_epochs=teacher_epochs)
-    cfgs = fidelity_configs(base, seeds, T=list(T), size=list(sizes))
+    "Run the sweep sizes × T × seeds, print the table, write fidelity.json and fidelity.png to `cfg.out`."
+    for name in ('sizes', 'T', 'seeds'):
+        if not len(getattr(cfg, name)): raise ValueError(f"{name} is empty; give at least one value")
+    model = cfg.model or ('lenet5' if cfg.dataset == 'mnist5k' else 'resnet56')
+    base = FidelityConfig(dataset=cfg.dataset, model=model, steps=cfg.steps, device=cfg.device,
+                          teacher_epochs=cfg.teacher_epochs)
+    cfgs = fidelity_configs(base, cfg.seeds, T=list(cfg.T), size=list(cfg.sizes))
     # seeds next to each other: parallel workers start on different teachers
     cfgs.sort(key=lambda c: (c.T, c.size))
     for c in cfgs: check_fidelity_config(c)  # every config, and both folders, before the first teacher trains
-    out = check_writable(out)
-    store = check_writable(store, '--store') if store else out / 'fidelity-runs'
+    out = check_writable(cfg.out)
+    store = check_writable(cfg.store, '--store') if cfg.store else out / 'fidelity-runs'
     t0 = time.perf_counter()
     fidelity_sweep(cfgs, store, launch=launch)
     table = fidelity_table(store, by=('T', 'size'), where=same_setup(base))
-    table = table[table['T'].isin(T) & table['size'].isin(sizes)]
-    print(f"fidelity on {dataset} ({model} teacher and student, pure distillation): "
-          f"mean ± std over seeds {list(seeds)}")
+    table = table[table['T'].isin(cfg.T) & table['size'].isin(cfg.sizes)]
+    print(f"fidelity on {cfg.dataset} ({model} teacher and student, pure distillation): "
+          f"mean ± std over seeds {list(cfg.seeds)}")
     cols = ('teacher_acc', 'student_acc', 'agreement', 'control_agreement', 'kl')
     print(format_mean_std(table, cols, keys=('T', 'size')).to_string(index=False))
-    for t_ in T:
-        title = f'{dataset}, {model}, T = {t_}, mean ± std over {len(seeds)} seeds'
+    for t_ in cfg.T:
+        title = f'{cfg.dataset}, {model}, T = {t_}, mean ± std over {len(cfg.seeds)} seeds'
         fig = plot_fidelity(table[table['T'] == t_], title=title)
-        save_figure(fig, out / ('fidelity.png' if len(T) == 1 else f'fidelity_T{t_:g}.png'), dpi=120)
+        save_figure(fig, out / ('fidelity.png' if len(cfg.T) == 1 else f'fidelity_T{t_:g}.png'), dpi=120)
         plt.close(fig)
     report = dict(table=table.to_dict(orient='records'), runs=ResultStore(store).records('fidelity'),
                   provenance=provenance() | dict(wall_seconds=round(time.perf_counter() - t0, 1)))
@@ -498,41 +509,16 @@ def fidelity_main(sizes=(100, 1000, 3800), # distillation-set sizes
 
 # %% ../nbs/11_fidelity.ipynb #4a799ee1
 def add_cli(subparsers):
-    "Register `kdnotes fidelity`."
+    "Register `kdnotes fidelity`: its options are `FidelityMainConfig`'s fields and the launcher's."
     p = subparsers.add_parser(
         'fidelity', help="Stanton et al.'s fidelity experiment (the main job): agreement vs data size",
         description='Distil a LeNet-5 teacher trained on 200 MNIST-5k digits into students with growing '
-                    'distillation sets; '
-                    'report accuracy, agreement, KL and the control student.')
-    p.add_argument('--sizes', type=positive_int, nargs='+', default=[100, 1000, 3800],
-                   help='distillation-set sizes (default: 100 1000 3800)')
-    p.add_argument('--T', type=positive_float, nargs='+', default=[4.0], help='temperatures > 0 (default: 4)')
-    p.add_argument('--seeds', type=nonneg_int, nargs='+', default=[0, 1, 2], help='seeds (default: 0 1 2)')
-    p.add_argument('--dataset', choices=['mnist5k', 'cifar10'], default='mnist5k',
-                   help='cifar10 uses the JPEG copy and a ResNet: meant for a GPU')
-    p.add_argument('--model', choices=sorted(MODELS), default=None,
-                   help='architecture (default: lenet5 for mnist5k, resnet56 for cifar10)')
-    p.add_argument('--steps', type=positive_int, default=400, help='student steps per run (default: 400)')
-    p.add_argument('--teacher-epochs', type=positive_int, default=30, help='teacher epochs (default: 30)')
-    p.add_argument('--device', default='auto', help="'auto' (CUDA if present), 'cpu' or 'cuda'")
-    p.add_argument('--out', default='.', help='folder for fidelity.json and fidelity.png (default: here)')
-    p.add_argument('--store', default=None,
-                   help='folder of per-run results; a rerun skips finished runs (default: OUT/fidelity-runs)')
+                    'distillation sets; report accuracy, agreement, KL and the control student.')
+    add_options(p, FidelityMainConfig)
     add_launch_options(p)
-    model = lambda a: a.model or ('lenet5' if a.dataset == 'mnist5k' else 'resnet56')
-    p.set_defaults(
-        func=lambda a: fidelity_main(
-            sizes=a.sizes,
-            T=a.T,
-            seeds=a.seeds,
-            dataset=a.dataset,
-            model=model(a),
-            steps=a.steps,
-            device=a.device,
-            out=a.out,
-            store=a.store,
-            teacher_epochs=a.teacher_epochs,
-            launch=launch_from_options(a),
-        )
-    )
+    def run(args):
+        launch = launch_from_options(args)  # checked first: a bad --launcher costs nothing
+        return fidelity_main(options_to_config(FidelityMainConfig, args), launch=launch)
+    p.set_defaults(func=run)
+    return p
 

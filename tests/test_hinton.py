@@ -10,7 +10,7 @@ from pathlib import Path
 from kdnotes.cli import main
 from kdnotes.hinton import (soft_targets, plot_soft_targets, plot_soft_targets_grid, kd_grad, logit_matching_grad,
                             soft_confusion, confused_pairs, plot_soft_confusion, class_errors, choose_bias, raise_bias,
-                            hinton_data, sweep_configs, sweep_table, dark_table, HintonConfig, TeacherConfig,
+                            hinton_data, hinton_configs, hinton_table, dark_table, HintonConfig, HintonTeacherConfig,
                             add_cli, HINTON_2015, check_hinton_config, hinton_sweep)
 
 
@@ -85,10 +85,10 @@ def test_data_and_configs():
     assert [len(d[k]) for k in ('train', 'val', 'test')] == [3500, 500, 1000]
     assert torch.bincount(d['test'].y).tolist() == [100] * 10
     with pytest.raises(ValueError, match='val_per_class'): hinton_data(val_per_class=0)
-    cfgs = sweep_configs((1, 2), (0.0, 0.5), (0, 1, 2))
+    cfgs = hinton_configs((1, 2), (0.0, 0.5), (0, 1, 2))
     assert len(cfgs) == 3 + 12 and sum(c.alpha == 1.0 for c in cfgs) == 3
     assert HINTON_2015['errors_on_3'] == 133 and HINTON_2015['test_3s'] == 1010
-    with pytest.raises(ValueError, match='run the sweep first'): sweep_table([])
+    with pytest.raises(ValueError, match='run the sweep first'): hinton_table([])
     with pytest.raises(ValueError, match='run the sweep first'): dark_table([])
 
 
@@ -149,10 +149,10 @@ def test_configs_are_checked_before_training():
     for bad, msg in [(dict(T=0.0), 'T must be > 0'), (dict(alpha=-0.1), 'alpha'),
                      (dict(epochs=0), 'epochs must be >= 1'), (dict(omit_class=11), 'omit_class'),
                      (dict(student_hidden=(0,)), 'student_hidden widths'),
-                     (dict(teacher=TeacherConfig(hidden=(512, 0))), 'teacher.hidden widths'),
-                     (dict(teacher=TeacherConfig(jitter=-1)), 'teacher.jitter')]:
+                     (dict(teacher=HintonTeacherConfig(hidden=(512, 0))), 'teacher.hidden widths'),
+                     (dict(teacher=HintonTeacherConfig(jitter=-1)), 'teacher.jitter')]:
         with pytest.raises(ValueError, match=re.escape(msg)): check_hinton_config(HintonConfig(**bad))
-    with pytest.raises(ValueError, match='no configs to run'): hinton_sweep(sweep_configs(seeds=()), None)
+    with pytest.raises(ValueError, match='no configs to run'): hinton_sweep(hinton_configs(seeds=()), None)
     # the bad config is last, yet found before the first teacher trains (that would take seconds)
     with pytest.raises(ValueError, match='T must be > 0'):
         hinton_sweep([HintonConfig(), HintonConfig(T=0.0)], None, progress=False)
