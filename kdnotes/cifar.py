@@ -8,10 +8,8 @@ import functools, hashlib, json, math, os, time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 from .data import Split, Augment, CIFAR_NORM, MNIST_NORM, cifar10, digits, mnist5k, stratified_split
 from .models import PreActResNet, Ensemble, get_model, MODELS
 from kdnotes.train import (
@@ -25,21 +23,29 @@ from kdnotes.train import (
 )
 from .distill import DistillConfig, distill
 from .metrics import agreement
-from .experiments import ResultStore, run, config_hash, to_frame, mean_std
+from kdnotes.experiments import (
+    ResultStore,
+    config_hash,
+    to_frame,
+    mean_std,
+    run_budgeted,
+    encode_preds,
+    decode_preds,
+)
 from .synthetic import load_samples, sample_quality
 from .launch import launch_sweep, add_launch_options, launch_from_options
 
 
 # %% auto #0
-__all__ = ['STUDENT_SEED_OFFSET', 'TEACHER_FORWARD', 'LABELS', 'PRESETS', 'TeacherConfig', 'StudentConfig', 'member_configs',
-           'load_data', 'make_model', 'encode_preds', 'decode_preds', 'teacher_path', 'train_teacher', 'get_teacher',
-           'run_student', 'add_controls', 'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds',
-           'run_budgeted', 'plot_self_distill', 'plot_ensemble', 'sweep_configs', 'check_student_config', 'summarize',
-           'add_cli', 'unit_frame']
+__all__ = ['STUDENT_SEED_OFFSET', 'TEACHER_FORWARD', 'LABELS', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'member_configs',
+           'cifar_data', 'make_model', 'teacher_path', 'train_cifar_teacher', 'cifar_teacher', 'run_student',
+           'add_controls', 'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds',
+           'plot_self_distill', 'plot_ensemble', 'cifar_configs', 'check_student_config', 'cifar_summary', 'add_cli',
+           'unit_frame']
 
 # %% ../nbs/22_stanton_cifar.ipynb #516673f6
 @dataclass
-class TeacherConfig:
+class CifarTeacherConfig:
     "One teacher network: data set, architecture and recipe."
     dataset: str = 'cifar10' # 'cifar10' (JPEG q75 copy), 'mnist5k' or 'digits' (CPU tests)
     arch: str = 'resnet56' # 'resnet56', 'resnet20', 'resnet8' (tiny) or any kdnotes.models name
@@ -55,7 +61,7 @@ class StudentConfig:
     ("One distillation run: the teachers (recipe, how many), the "
      "synthetic images added, the student's recipe, the replicate.")
     # its seed is ignored: members get 100*seed + i
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher: CifarTeacherConfig = field(default_factory=CifarTeacherConfig)
     n_teachers: int = 1 # 1 = self-distillation; more = an ensemble teacher
     n_synth: int = 0 # synthetic images added to the distillation set
     synth_id: str = '' # id of the sample file (kdnotes.synthetic); '' when n_synth = 0
@@ -67,7 +73,7 @@ class StudentConfig:
     seed: int = 0 # replicate r: teachers get seeds 100r + i, the student 10,000 + r
 
 # %% ../nbs/22_stanton_cifar.ipynb #0a79deab
-def member_configs(cfg: StudentConfig) -> list[TeacherConfig]:
+def member_configs(cfg: StudentConfig) -> list[CifarTeacherConfig]:
     "The teachers of a student run: seeds 100*seed + i, i < n_teachers."
     if cfg.n_teachers < 1: raise ValueError(f"n_teachers must be >= 1, got {cfg.n_teachers}")
     if cfg.n_teachers > 100:
@@ -76,7 +82,7 @@ def member_configs(cfg: StudentConfig) -> list[TeacherConfig]:
 
 # %% ../nbs/22_stanton_cifar.ipynb #d818e2d0
 @functools.lru_cache(maxsize=4)
-def load_data(dataset: str) -> dict:
+def cifar_data(dataset: str) -> dict:
     ("{'train', 'test', 'aug', 'in_shape'} for 'cifar10' (JPEG q75 copy, "
      "standard split), 'mnist5k' or 'digits' (stratified held-out test).")
     if dataset == 'cifar10':
@@ -100,25 +106,15 @@ def make_model(arch: str, in_shape: tuple, n_classes: int = 10) -> nn.Module:
     return get_model(arch, n_classes, tuple(in_shape))
 
 # %% ../nbs/22_stanton_cifar.ipynb #da0cefd1
-def encode_preds(logits: torch.Tensor) -> str:
-    "Top-1 predictions as a digit string (10 classes at most): 10,000 test predictions in 10 kB of JSON."
-    if logits.shape[1] > 10:
-        raise ValueError(f"encode_preds handles at most 10 classes, got {logits.shape[1]}")
-    return ''.join(map(str, logits.argmax(1).tolist()))
-
-def decode_preds(s: str) -> torch.Tensor:
-    "The predictions of `encode_preds` back as an int64 tensor."
-    return torch.tensor([int(c) for c in s], dtype=torch.long)
-
-def teacher_path(cfg: TeacherConfig, ckpt_dir: str | os.PathLike) -> Path:
+def teacher_path(cfg: CifarTeacherConfig, ckpt_dir: str | os.PathLike) -> Path:
     "Where the trained weights of teacher `cfg` live."
     return Path(ckpt_dir) / f'teacher-{config_hash(cfg)}.pt'
 
 # %% ../nbs/22_stanton_cifar.ipynb #71d5f326
-def train_teacher(cfg: TeacherConfig, ckpt_dir: str | os.PathLike) -> dict:
+def train_cifar_teacher(cfg: CifarTeacherConfig, ckpt_dir: str | os.PathLike) -> dict:
     ("Train teacher `cfg`, save its weights to `teacher_path`, "
      "and return its test accuracy, NLL and predictions.")
-    d = load_data(cfg.dataset)
+    d = cifar_data(cfg.dataset)
     seed_everything(cfg.seed)
     model = make_model(cfg.arch, d['in_shape'])
     tc = TrainConfig(
@@ -138,17 +134,17 @@ def train_teacher(cfg: TeacherConfig, ckpt_dir: str | os.PathLike) -> dict:
     logits = predict(model, d['test'], d['aug'])
     return evaluate(model, d['test'], d['aug']) | dict(test_pred=encode_preds(logits))
 
-def get_teacher(
-    cfg: TeacherConfig, ckpt_dir: str | os.PathLike, store: ResultStore | None = None
+def cifar_teacher(
+    cfg: CifarTeacherConfig, ckpt_dir: str | os.PathLike, store: ResultStore | None = None
 ) -> nn.Module:
     "Teacher `cfg` from its checkpoint, trained (and recorded in `store`) first if this machine has none."
     path = teacher_path(cfg, ckpt_dir)
     if not path.exists():
         t0 = time.perf_counter()
-        res = train_teacher(cfg, ckpt_dir)
+        res = train_cifar_teacher(cfg, ckpt_dir)
         if store is not None and store.get('teacher', cfg) is None:
             store.put('teacher', cfg, res, time.perf_counter() - t0)
-    model = make_model(cfg.arch, load_data(cfg.dataset)['in_shape'])
+    model = make_model(cfg.arch, cifar_data(cfg.dataset)['in_shape'])
     model.load_state_dict(load_checkpoint(path)['model'])
     return model
 
@@ -162,13 +158,13 @@ def run_student(cfg: StudentConfig, # the run
                ) -> dict:
     ("Distil the (ensemble) teacher of `cfg` into a fresh student; "
      "returns accuracy, fidelity, controls' inputs and sample quality.")
-    d = load_data(cfg.teacher.dataset)
+    d = cifar_data(cfg.teacher.dataset)
     if cfg.n_synth and (synth is None or len(synth) < cfg.n_synth):
         raise ValueError(
             f"run needs {cfg.n_synth} synthetic images but got {0 if synth is None else len(synth)}; "
             f"generate them with `kdnotes synth --n {cfg.n_synth}` and pass --synth"
         )
-    members = [get_teacher(t, ckpt_dir, store) for t in member_configs(cfg)]
+    members = [cifar_teacher(t, ckpt_dir, store) for t in member_configs(cfg)]
     teacher = members[0] if len(members) == 1 else Ensemble(members)
     # never a teacher's seed: a self-distilled student must not start from its teacher's initialisation
     seed = STUDENT_SEED_OFFSET + cfg.seed
@@ -265,7 +261,7 @@ def estimate_epoch_seconds(
     n_images: int = 2048,  # a subset: one warm-up epoch, one timed epoch
 ) -> float:
     "Seconds per epoch-unit (one epoch over the full training set), from one timed epoch on a subset."
-    d = load_data(cfg.teacher.dataset)
+    d = cifar_data(cfg.teacher.dataset)
     n = min(n_images, len(d['train']))
     model = make_model(cfg.arch, d['in_shape'])
     tc = TrainConfig(
@@ -273,51 +269,6 @@ def estimate_epoch_seconds(
     )
     hist = train_classifier(model, d['train'][:n], tc, d['aug'])
     return hist[-1]['seconds'] * len(d['train']) / n
-
-# %% ../nbs/22_stanton_cifar.ipynb #244b03d7
-def run_budgeted(
-    cfgs: list,
-    fn,
-    store: ResultStore,
-    ckpt_dir,
-    n_train: int,
-    time_budget: float | None = None,  # seconds for this command
-    max_runs: int | None = None,
-    epoch_seconds: float | None = None,  # seconds per epoch-unit; needed with time_budget
-    progress: bool = True,
-    clock: Callable[[], float] = time.perf_counter,  # seconds; tests pass a fake clock
-) -> dict:
-    "Run the unfinished `cfgs`, skipping those that would overrun `time_budget`, up to `max_runs`; counts."
-    if time_budget is not None and not (epoch_seconds and epoch_seconds > 0):
-        raise ValueError(
-            "a time budget needs epoch_seconds > 0 before the first run; "
-            "measure it with estimate_epoch_seconds"
-        )
-    todo = [c for c in cfgs if store.get('student', c) is None]
-    t0, ran, skipped, rate = clock(), 0, 0, epoch_seconds
-    bar = tqdm(
-        todo, desc=f'students ({len(cfgs) - len(todo)} of {len(cfgs)} done before)', disable=not progress
-    )
-    for c in bar:
-        if max_runs is not None and ran >= max_runs:
-            break
-        cost = run_cost(c, ckpt_dir, n_train)
-        if time_budget is not None and clock() - t0 + rate * cost > time_budget:
-            skipped += 1
-            continue  # does not fit; a cheaper run further on may
-        t1 = clock()
-        run('student', c, fn, store)
-        ran += 1
-        rate = max(rate or 0.0, (clock() - t1) / cost)
-    bar.close()
-    return dict(
-        ran=ran,
-        skipped=skipped,
-        remaining=len(todo) - ran,
-        total=len(cfgs),
-        seconds=round(clock() - t0, 1),
-        epoch_seconds=rate,
-    )
 
 # %% ../nbs/22_stanton_cifar.ipynb #fcd382e9
 LABELS = dict(
@@ -402,14 +353,14 @@ PRESETS = {
     ),
 }
 
-def sweep_configs(
+def cifar_configs(
     sweep: str, preset: str = 'gpu', synth_id: str = '', device: str = 'auto', **overrides
 ) -> list[StudentConfig]:
     ("The configs of sweep 'self' or 'ensemble' for a preset; `overrides` "
      "replace preset entries (epochs, seeds, sizes, n_synth, n_teachers).")
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset] | {k: v for k, v in overrides.items() if v is not None}
-    t = TeacherConfig(
+    t = CifarTeacherConfig(
         dataset=p['dataset'],
         arch=p['arch'],
         epochs=p['epochs'],
@@ -461,7 +412,7 @@ def check_student_config(
         )
 
 # %% ../nbs/22_stanton_cifar.ipynb #739992f0
-def summarize(store: ResultStore, cfgs: list, sweep: str, out: str | os.PathLike) -> dict:
+def cifar_summary(store: ResultStore, cfgs: list, sweep: str, out: str | os.PathLike) -> dict:
     ("Write `summary-<sweep>.json` (mean ± std over replicates "
      "of the finished runs) and `fig-<sweep>.png` to `out`.")
     recs = [rec for c in cfgs if (rec := store.get('student', c)) is not None]
@@ -508,7 +459,7 @@ def _cmd_cifar(args):
     if args.synth:
         synth, meta = load_samples(args.synth)
         synth_id = meta.get('id', Path(args.synth).stem)
-    cfgs = sweep_configs(
+    cfgs = cifar_configs(
         args.sweep,
         args.preset,
         synth_id,
@@ -522,12 +473,21 @@ def _cmd_cifar(args):
     for c in cfgs:
         check_student_config(c, None if synth is None else len(synth))
     store, ckpt_dir = ResultStore(args.out), Path(args.ckpt_dir)
-    n_train = len(load_data(cfgs[0].teacher.dataset)['train'])
+    n_train = len(cifar_data(cfgs[0].teacher.dataset)['train'])
     rate = args.epoch_seconds or (estimate_epoch_seconds(cfgs[0]) if args.time_budget else None)
     launch = launch_from_options(args)
     if launch.launcher == 'serial':
         fn = lambda c: run_student(c, ckpt_dir, synth, store)
-        counts = run_budgeted(cfgs, fn, store, ckpt_dir, n_train, args.time_budget, args.max_runs, rate)
+        counts = run_budgeted(
+            'student',
+            cfgs,
+            fn,
+            store,
+            cost=lambda c: run_cost(c, ckpt_dir, n_train),
+            time_budget=args.time_budget,
+            max_runs=args.max_runs,
+            unit_seconds=rate,
+        )
     # workers or a SLURM array: no budget, each worker loads the samples itself (no 150 MB pickle per job)
     else:
         if args.time_budget or args.max_runs:
@@ -538,7 +498,7 @@ def _cmd_cifar(args):
         todo = sum(store.get('student', c) is None for c in cfgs)
         launch_sweep('student', cfgs, fn, store, launch, desc='students')
         counts = dict(ran=todo, skipped=0, remaining=0, total=len(cfgs), launcher=launch.launcher)
-    summary = summarize(store, cfgs, args.sweep, args.out)
+    summary = cifar_summary(store, cfgs, args.sweep, args.out)
     print(json.dumps(counts | dict(n_runs=summary['n_runs']), indent=1))
     return counts | dict(summary=summary)
 

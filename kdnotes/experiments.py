@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_experiments.ipynb #2fdbffb3
 from __future__ import annotations
-import dataclasses, datetime, hashlib, json, math, os, platform, subprocess, time
+import dataclasses, datetime, hashlib, json, math, os, platform, statistics, subprocess, time
 from pathlib import Path
 from typing import Callable, Iterable
 import torch
@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['to_jsonable', 'config_hash', 'git_commit', 'provenance', 'strict_json', 'read_json', 'check_commit', 'ResultStore',
-           'run', 'run_sweep', 'to_frame', 'mean_std', 'format_mean_std', 'write_json', 'save_figure']
+           'run', 'run_sweep', 'run_budgeted', 'to_frame', 'mean_std', 'list_mean_std', 'format_mean_std',
+           'encode_preds', 'decode_preds', 'write_json', 'save_figure']
 
 # %% ../nbs/05_experiments.ipynb #fd267163
 def to_jsonable(obj):
@@ -160,6 +161,50 @@ def run_sweep(
     if done: bar.write(f'{kind}: {done} of {len(cfgs)} runs already in {store.root}, skipping them')
     return [run(kind, c, fn, store) for c in bar]
 
+# %% ../nbs/05_experiments.ipynb #f2a3b4c5
+def run_budgeted(
+    kind: str,  # the record kind, as for `run`
+    cfgs: list,  # the sweep's configs, run in this order
+    fn: Callable,  # config -> result dict
+    store: ResultStore,
+    cost: Callable = lambda cfg: 1.0,  # config -> its cost in units (e.g. epochs)
+    time_budget: float | None = None,  # seconds for this command
+    max_runs: int | None = None,
+    unit_seconds: float | None = None,  # seconds per unit of cost; needed with time_budget
+    progress: bool = True,
+    clock: Callable[[], float] = time.perf_counter,  # seconds; tests pass a fake clock
+) -> dict:
+    "Run the unfinished `cfgs`, skipping those that would overrun `time_budget`, up to `max_runs`; counts."
+    if time_budget is not None and not (unit_seconds and unit_seconds > 0):
+        raise ValueError(
+            "a time budget needs unit_seconds > 0 before the first run; "
+            "measure the seconds per unit of cost with a short timed run first"
+        )
+    todo = [c for c in cfgs if store.get(kind, c) is None]
+    t0, ran, skipped, rate = clock(), 0, 0, unit_seconds
+    done = len(cfgs) - len(todo)
+    bar = tqdm(todo, desc=f'{kind} ({done} of {len(cfgs)} done before)', disable=not progress)
+    for c in bar:
+        if max_runs is not None and ran >= max_runs:
+            break
+        units = cost(c)
+        if time_budget is not None and clock() - t0 + rate * units > time_budget:
+            skipped += 1
+            continue  # does not fit; a cheaper run further on may
+        t1 = clock()
+        run(kind, c, fn, store)
+        ran += 1
+        rate = max(rate or 0.0, (clock() - t1) / units)
+    bar.close()
+    return dict(
+        ran=ran,
+        skipped=skipped,
+        remaining=len(todo) - ran,
+        total=len(cfgs),
+        seconds=round(clock() - t0, 1),
+        unit_seconds=rate,
+    )
+
 # %% ../nbs/05_experiments.ipynb #2b52e211
 def _flatten(d: dict, prefix: str = '') -> dict:
     out = {}
@@ -179,6 +224,15 @@ def mean_std(df, by: list[str], cols: list[str]):
     out = g.mean().add_suffix('_mean').join(g.std(ddof=1).fillna(0.0).add_suffix('_std'))
     return out.join(g.size().rename('n')).reset_index()
 
+# %% ../nbs/05_experiments.ipynb #d6e7f8a9
+def list_mean_std(xs: list) -> dict:
+    "Mean, sample standard deviation (0 for one value), count and the values themselves of a list of numbers."
+    if len(xs) == 0:
+        raise ValueError("list_mean_std needs at least one value; pass the per-seed results")
+    xs = list(xs)
+    std = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return dict(mean=statistics.mean(xs), std=std, n=len(xs), values=xs)
+
 # %% ../nbs/05_experiments.ipynb #bb10ad11
 def format_mean_std(table, # a `mean_std` table
                     cols, # metrics to show, each with `{col}_mean` and `{col}_std` columns
@@ -189,6 +243,17 @@ def format_mean_std(table, # a `mean_std` table
     out = table[keys].copy()
     for c in cols: out[c] = [f'{m:.3f} ± {s:.3f}' for m, s in zip(table[f'{c}_mean'], table[f'{c}_std'])]
     return out.assign(n=table['n'])
+
+# %% ../nbs/05_experiments.ipynb #a9b0c1d2
+def encode_preds(logits: torch.Tensor) -> str:
+    "Top-1 predictions as a digit string (10 classes at most): 10,000 test predictions in 10 kB of JSON."
+    if logits.shape[1] > 10:
+        raise ValueError(f"encode_preds handles at most 10 classes, got {logits.shape[1]}")
+    return ''.join(map(str, logits.argmax(1).tolist()))
+
+def decode_preds(s: str) -> torch.Tensor:
+    "The predictions of `encode_preds` back as an int64 tensor."
+    return torch.tensor([int(c) for c in s], dtype=torch.long)
 
 # %% ../nbs/05_experiments.ipynb #09eabdb2
 def _atomic_write(path: Path, write: Callable):

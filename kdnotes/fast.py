@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_fast.ipynb #c34671b7
 from __future__ import annotations
-import argparse, contextlib, copy, json, math, os, statistics, time
+import argparse, contextlib, json, math, os, statistics, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -12,13 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import stack_module_state, functional_call, vmap
 from tqdm.auto import tqdm
 import matplotlib.pyplot as plt
 import torchvision.transforms as T
 from PIL import Image
 from .data import Split, Augment, CIFAR_NORM, DeviceLoader, cifar10
-from .models import get_model, PreActResNet, MODELS, LoopPacked
+from .models import get_model, PreActResNet, MODELS
 from kdnotes.train import (
     TrainConfig,
     fit,
@@ -30,15 +29,14 @@ from kdnotes.train import (
     predict,
     evaluate,
 )
-from .distill import DistillConfig, kd_loss, frozen, compare
-from .experiments import ResultStore, provenance, config_hash
+from .experiments import ResultStore, provenance, config_hash, list_mean_std
+from .packing import COMPILE_MODES, PACK_METHODS, maybe_compile, is_compiled, train_packed
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'PACK_METHODS', 'AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit',
-           'FastConfig', 'fast_recipe', 'plot_recipe', 'maybe_compile', 'is_compiled', 'eager', 'fast_train', 'Packed',
-           'packed_loss', 'packed_kd_loss', 'pack', 'train_packed', 'max_state_diff', 'relative_state_gap',
-           'EnsembleGroups', 'distill_packed', 'BenchConfig', 'fake_cifar', 'bench_data', 'bench_speed', 'bench_packed',
-           'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config', 'run_bench', 'add_cli', 'load_unit']
+__all__ = ['CIFAR_AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit', 'FastConfig', 'fast_recipe',
+           'plot_recipe', 'eager', 'fast_train', 'BenchConfig', 'fake_cifar', 'bench_data', 'bench_speed',
+           'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config', 'run_bench', 'add_cli',
+           'load_unit']
 
 # %% ../nbs/20_fast.ipynb #714dbdc4
 class TorchvisionStyle(torch.utils.data.Dataset):
@@ -163,22 +161,6 @@ def plot_recipe(batch_sizes: tuple = (128, 512), # batch sizes to compare
     fig.tight_layout()
     return fig
 
-# %% ../nbs/20_fast.ipynb #382c1ef6
-COMPILE_MODES = ('auto', 'off', 'default', 'reduce-overhead', 'max-autotune')
-
-def maybe_compile(model: nn.Module, mode: str = 'auto', device: str | torch.device = 'cpu') -> nn.Module:
-    ("Compile `model` in place with torch.compile: 'auto' on CUDA "
-     "only ('default' mode), 'off' never, else that mode; returns it.")
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {mode!r}; choose one of {COMPILE_MODES}")
-    if mode == 'off' or (mode == 'auto' and torch.device(device).type != 'cuda'): return model
-    model.compile(mode=None if mode in ('auto', 'default') else mode)
-    return model
-
-def is_compiled(model: nn.Module) -> bool:
-    "Whether `maybe_compile` compiled `model`."
-    return getattr(model, '_compiled_call_impl', None) is not None
-
 # %% ../nbs/20_fast.ipynb #111a2aa1
 @contextlib.contextmanager
 def eager(model: nn.Module):  # a model, compiled by `maybe_compile` or not
@@ -213,217 +195,6 @@ def fast_train(
         data, cfg.batch_size, aug, device=device, seed=seed, drop_last=len(data) >= cfg.batch_size
     )
     return fit(model, loader, cfg, loss_fn, ckpt_path)
-
-# %% ../nbs/20_fast.ipynb #f0cbd6bd
-def _check_same_arch(models):
-    if len(models) == 0: raise ValueError("need at least one model to pack; pass a list of models")
-    shapes = [{k: (v.shape, v.dtype) for k, v in m.state_dict().items()} for m in models]
-    if any(s != shapes[0] for s in shapes):
-        raise ValueError(
-            "packed models must share one architecture (same parameter "
-            "names and shapes); use method='loop' for different ones"
-        )
-
-class Packed(nn.Module):
-    ("K models of one architecture stacked for `torch.func.vmap`: "
-     "one call runs all K on a shared batch, output (K, N, ...).")
-    def __init__(self, models: list[nn.Module]):
-        super().__init__()
-        _check_same_arch(models)
-        params, buffers = stack_module_state(models)
-        self.pnames, self.bnames, self.k = list(params), list(buffers), len(models)
-        self.stacked = nn.ParameterList([nn.Parameter(p.detach()) for p in params.values()])
-        for i, b in enumerate(buffers.values()): self.register_buffer(f'buf{i}', b)
-        # in a list: not a submodule, so .to() and .parameters() skip it
-        self.skeleton = [copy.deepcopy(models[0]).to('meta')]
-    def _one(self, p, b, x):
-        return functional_call(self.skeleton[0], (dict(zip(self.pnames, p)), dict(zip(self.bnames, b))), (x,))
-    def forward(self, x):
-        self.skeleton[0].train(self.training)
-        return vmap(self._one, in_dims=(0, 0, None), randomness='different')(
-            list(self.stacked), [getattr(self, f'buf{i}') for i in range(len(self.bnames))], x
-        )
-
-# %% ../nbs/20_fast.ipynb #d21c61b9
-def _packed_to(self, *args, **kwargs):
-    # stacked conv weights are 5-D: channels-last applies to the input batch only
-    kwargs.pop('memory_format', None)
-    return nn.Module.to(self, *args, **kwargs)
-
-def _unpack(self) -> list[nn.Module]:
-    "The K models, as ordinary modules on the packed model's device."
-    device, out = self.stacked[0].device, []
-    for k in range(self.k):
-        m = copy.deepcopy(self.skeleton[0]).to_empty(device=device)
-        state = {n: p[k].detach().clone() for n, p in zip(self.pnames, self.stacked)} | {
-            n: getattr(self, f'buf{i}')[k].clone() for i, n in enumerate(self.bnames)
-        }
-        m.load_state_dict(state)
-        out.append(m.train(self.training))
-    return out
-Packed.to, Packed.unpack = _packed_to, _unpack
-
-# %% ../nbs/20_fast.ipynb #8fe96f7a
-def packed_loss(loss_fn: Callable = ce_loss) -> Callable:
-    "loss_fn for `fit` on a packed model: the sum over the K models of `loss_fn(logits_k, x, y)`."
-
-    def f(logits, x, y):
-        return sum(loss_fn(logits[k], x, y) for k in range(len(logits)))
-
-    return f
-
-
-def _teacher_logits(teacher) -> Callable:
-    "x -> teacher logits: (N, C) for one teacher, (K, N, C) for a list of K (one vmap call if they can)."
-    if not isinstance(teacher, (list, tuple)):
-        return teacher
-    try:
-        return Packed(list(teacher)).eval()
-    except ValueError:
-        return LoopPacked(list(teacher)).eval()  # e.g. ensembles of different sizes
-
-
-def packed_kd_loss(
-    teacher: nn.Module | list,  # one teacher for all K students; a list of K, or a module giving (K, N, C)
-    cfg: DistillConfig,  # temperature and label weight
-) -> Callable:
-    "loss_fn for K packed students sharing a batch: teachers' logits once per batch, K `kd_loss`es summed."
-    label = _teacher_logits(teacher)
-
-    def f(logits, x, y):
-        with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
-            t = label(x).float()
-        t = t.clone()  # an ordinary tensor again: autograd may save it for kd_loss's backward
-        if t.ndim == 3 and len(t) != len(logits):
-            raise ValueError(f"{len(t)} teachers for {len(logits)} students; pass one per student")
-        tk = (lambda k: t[k]) if t.ndim == 3 else (lambda k: t)  # (K, N, C): student k learns teacher k
-        return sum(
-            kd_loss(logits[k], tk(k), y if cfg.alpha > 0 else None, cfg.T, cfg.alpha, check_finite=False)
-            for k in range(len(logits))
-        )
-
-    return f
-
-# %% ../nbs/20_fast.ipynb #06e52799
-PACK_METHODS = ('vmap', 'loop', 'streams')
-
-
-def pack(models: list[nn.Module], method: str = 'vmap') -> nn.Module:
-    "`Packed` (vmap), or `LoopPacked` without ('loop') or with ('streams', CUDA) one stream per model."
-    if method not in PACK_METHODS:
-        raise ValueError(f"unknown packing method {method!r}; choose one of {PACK_METHODS}")
-    return Packed(models) if method == 'vmap' else LoopPacked(models, streams=method == 'streams')
-
-
-def train_packed(
-    models: list[nn.Module],  # K models, trained together (returned, not modified in place)
-    data: Split,
-    cfg: TrainConfig,
-    aug: Augment = Augment(),
-    loss_fn: Callable | None = None,  # a packed loss; default packed_loss(ce_loss)
-    method: str = 'vmap',
-    compile: str = 'off',
-    drop_last: bool = True,  # skip each epoch's last partial batch (one batch shape: one compiled graph)
-    extra_x: torch.Tensor | None = None,  # unlabeled images added to `data` (label -1)
-) -> tuple[list[nn.Module], list[dict]]:
-    "Train K models on shared batches, one step each; returns the K models and the history (loss summed)."
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    model = maybe_compile(pack(models, method), compile, device)
-    loader = DeviceLoader(
-        data,
-        cfg.batch_size,
-        aug,
-        device=device,
-        seed=cfg.seed,
-        drop_last=drop_last and len(data) >= cfg.batch_size,
-        extra_x=extra_x,
-    )
-    history = fit(model, loader, cfg, loss_fn or packed_loss(ce_loss))
-    return model.unpack(), history
-
-# %% ../nbs/20_fast.ipynb #eb8b4e54
-def max_state_diff(a: nn.Module, b: nn.Module) -> float:
-    ("Largest absolute difference between the floating-point "
-     "tensors (weights, BatchNorm statistics) of two models.")
-    return max(
-        (sa - sb).abs().max().item()
-        for sa, sb in zip(a.state_dict().values(), b.state_dict().values())
-        if sa.is_floating_point()
-    )
-
-def relative_state_gap(a: nn.Module, b: nn.Module, start: nn.Module) -> float:
-    ("‖state(a) − state(b)‖ / ‖state(a) − state(start)‖: the gap between "
-     "two trained models, relative to how far `a` moved from `start`.")
-    pairs = [
-        (sa - sb, sa - s0)
-        for sa, sb, s0 in zip(a.state_dict().values(), b.state_dict().values(), start.state_dict().values())
-        if sa.is_floating_point()
-    ]
-    return (
-        sum(d.pow(2).sum() for d, _ in pairs).sqrt() / sum(m.pow(2).sum() for _, m in pairs).sqrt()
-    ).item()
-
-# %% ../nbs/20_fast.ipynb #1dda6fcc
-class EnsembleGroups(nn.Module):
-    "K ensembles over one pool of same-architecture members in one vmap call: (K, N, C) log mean probs."
-
-    def __init__(
-        self,
-        members: list[nn.Module],  # the distinct members
-        groups: list[list[int]],  # ensemble k = members[i] for i in groups[k]
-    ):
-        super().__init__()
-        if not groups or any(len(g) == 0 for g in groups):
-            raise ValueError("every ensemble needs at least one member index; pass groups like [[0], [0, 1]]")
-        if any(not 0 <= i < len(members) for g in groups for i in g):
-            raise ValueError(f"member indices must be in 0..{len(members) - 1}, got {groups}")
-        self.pool, self.groups, self._members = Packed(members), [list(g) for g in groups], [list(members)]
-
-    def forward(self, x):
-        logp = self.pool(x).float().log_softmax(-1)  # (M, N, C)
-        return torch.stack([torch.logsumexp(logp[g], 0) - math.log(len(g)) for g in self.groups])  # (K, N, C)
-
-    def ensembles(self) -> list[nn.Module]:
-        "The K ensembles as ordinary `Ensemble` modules (single members as themselves), for evaluation."
-        from kdnotes.models import Ensemble
-
-        return [
-            self._members[0][g[0]] if len(g) == 1 else Ensemble([self._members[0][i] for i in g])
-            for g in self.groups
-        ]
-
-# %% ../nbs/20_fast.ipynb #9ebf74f6
-def distill_packed(
-    teacher: nn.Module | list,  # one teacher (or Ensemble) for all, a list of K, or EnsembleGroups; frozen
-    students: list[nn.Module],  # K students of one architecture (any for method='loop')
-    data: Split,
-    test: Split,
-    cfg: DistillConfig,
-    aug: Augment = Augment(),
-    method: str = 'vmap',
-    compile: str = 'off',
-    extra_x: torch.Tensor | None = None,  # unlabeled images added to the distillation set
-) -> tuple[list[nn.Module], list[dict]]:
-    "Distil the teacher(s) into K students sharing every batch; the students and their `compare` on `test`."
-    device = pick_device(cfg.train.device)
-    if isinstance(teacher, EnsembleGroups):
-        frozen(teacher).to(device)
-        teachers = teacher.ensembles()
-    else:
-        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher] * len(students)
-    if len(teachers) != len(students):
-        raise ValueError(f"{len(teachers)} teachers for {len(students)} students; pass one per student")
-    for t in teachers:
-        frozen(t).to(device)
-    trained, history = train_packed(
-        students, data, cfg.train, aug, packed_kd_loss(teacher, cfg), method, compile, extra_x=extra_x
-    )
-    t_logits = {id(t): predict(t, test, aug) for t in teachers}  # each distinct teacher once
-    return trained, [
-        compare(t_logits[id(t)], predict(s, test, aug), test.y) | dict(history=history)
-        for t, s in zip(teachers, trained)
-    ]
 
 # %% ../nbs/20_fast.ipynb #5de964c9
 @dataclass
@@ -473,7 +244,7 @@ def _fc(bc: BenchConfig) -> FastConfig:
 def _model(bc: BenchConfig, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return get_model(bc.model, 10, (3, 32, 32))
-AUG = Augment(pad=4, flip=True, **CIFAR_NORM)
+CIFAR_AUG = Augment(pad=4, flip=True, **CIFAR_NORM)
 
 def _rate(history: list[dict], images: int, k: int = 1) -> dict:
     "Median seconds of the timed epochs (all but the first), and the images per second it means."
@@ -512,7 +283,7 @@ def bench_speed(bc: BenchConfig, data: dict) -> dict:
     base = _guard(
         lambda: _rate(
             baseline_fit(
-                _model(bc), data['train'], ep, AUG, bc.base_batch, bc.base_lr, bc.workers, bc.device
+                _model(bc), data['train'], ep, CIFAR_AUG, bc.base_batch, bc.base_lr, bc.workers, bc.device
             ),
             n,
         )
@@ -520,7 +291,9 @@ def bench_speed(bc: BenchConfig, data: dict) -> dict:
     used = _used(n, bc.batch_size)  # the fast path drops each epoch's partial last batch
     fast = _with_fallback(
         lambda c: _rate(
-            fast_train(_model(bc), data['train'], ep, replace(_fc(bc), compile=c), AUG, device=bc.device),
+            fast_train(
+                _model(bc), data['train'], ep, replace(_fc(bc), compile=c), CIFAR_AUG, device=bc.device
+            ),
             used,
         ),
         bc,
@@ -545,7 +318,13 @@ def bench_packed(
     def sequential(c):
         hs = [
             fast_train(
-                _model(bc, s), data['train'], ep, replace(_fc(bc), compile=c), AUG, seed=s, device=bc.device
+                _model(bc, s),
+                data['train'],
+                ep,
+                replace(_fc(bc), compile=c),
+                CIFAR_AUG,
+                seed=s,
+                device=bc.device,
             )
             for s in range(bc.k)
         ]
@@ -562,7 +341,12 @@ def bench_packed(
         out[method] = _with_fallback(
             lambda c: _rate(
                 train_packed(
-                    [_model(bc, s) for s in range(bc.k)], data['train'], cfg, AUG, method=method, compile=c
+                    [_model(bc, s) for s in range(bc.k)],
+                    data['train'],
+                    cfg,
+                    CIFAR_AUG,
+                    method=method,
+                    compile=c,
                 )[1],
                 n,
                 bc.k,
@@ -576,12 +360,6 @@ def bench_packed(
     return out
 
 # %% ../nbs/20_fast.ipynb #c7aaac49
-def _mean_std(xs):
-    return dict(
-        mean=statistics.mean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0, n=len(xs), values=xs
-    )
-
-
 def bench_accuracy(bc: BenchConfig, data: dict) -> dict:
     "The same `bc.epochs`-epoch cosine schedule through both pipelines, `bc.seeds` seeds each: test accuracy."
     out = {}
@@ -591,14 +369,22 @@ def bench_accuracy(bc: BenchConfig, data: dict) -> dict:
             m, t0 = _model(bc, s), time.perf_counter()
             if name == 'baseline':
                 baseline_fit(
-                    m, data['train'], bc.epochs, AUG, bc.base_batch, bc.base_lr, bc.workers, bc.device, seed=s
+                    m,
+                    data['train'],
+                    bc.epochs,
+                    CIFAR_AUG,
+                    bc.base_batch,
+                    bc.base_lr,
+                    bc.workers,
+                    bc.device,
+                    seed=s,
                 )
             else:
-                fast_train(m, data['train'], bc.epochs, _fc(bc), AUG, seed=s, device=bc.device)
+                fast_train(m, data['train'], bc.epochs, _fc(bc), CIFAR_AUG, seed=s, device=bc.device)
             secs.append(time.perf_counter() - t0)
             with eager(m):
-                accs.append(evaluate(m, data['test'], AUG)['acc'])
-        out[name] = dict(acc=_mean_std(accs), seconds=_mean_std(secs))
+                accs.append(evaluate(m, data['test'], CIFAR_AUG)['acc'])
+        out[name] = dict(acc=list_mean_std(accs), seconds=list_mean_std(secs))
     return out | dict(
         epochs=bc.epochs,
         schedule=f'{bc.epochs} epochs, cosine to 0 per step, SGD Nesterov 0.9, wd 5e-4; '
@@ -619,14 +405,14 @@ def bench_full(
         data['train'],
         bc.full_epochs,
         _fc(bc),
-        AUG,
+        CIFAR_AUG,
         seed=0,
         device=bc.device,
         progress=bc.progress,
         ckpt_path=ckpt_path,
     )
     with eager(m):
-        ev = evaluate(m, data['test'], AUG)
+        ev = evaluate(m, data['test'], CIFAR_AUG)
     return ev | dict(
         seconds=time.perf_counter() - t0,
         train_cfg=asdict(fast_recipe(bc.full_epochs, _fc(bc))),

@@ -16,7 +16,7 @@ from .train import pick_device, seed_everything, save_checkpoint, load_checkpoin
 from .experiments import config_hash, to_jsonable, provenance
 
 # %% auto #0
-__all__ = ['IMAGE_SIDE', 'DDPMConfig', 'training_images', 'make_unet', 'make_scheduler', 'ddpm_loss', 'ema_update', 'train_ddpm',
+__all__ = ['IMAGE_SIDE', 'DDPMConfig', 'ddpm_data', 'make_unet', 'make_scheduler', 'ddpm_loss', 'ema_update', 'train_ddpm',
            'sample', 'save_samples', 'load_samples', 'plot_samples', 'sample_quality', 'plot_quality',
            'load_pretrained', 'SampleConfig', 'check_synth_config', 'synthesize', 'add_cli']
 
@@ -41,7 +41,7 @@ class DDPMConfig:
     bf16: bool = True # bf16 autocast on CUDA
 
 # %% ../nbs/21_synthetic.ipynb #52d32143
-def training_images(dataset: str) -> Split:
+def ddpm_data(dataset: str) -> Split:
     "The images a DDPM learns: CIFAR-10's 50,000 training images, MNIST-5k or sklearn's digits."
     if dataset == 'cifar10': return cifar10()['train']
     if dataset == 'mnist5k': return mnist5k()
@@ -438,7 +438,7 @@ def synthesize(
         (unet, sched), hist = load_pretrained(smp.pretrained, device=ddpm.device), []
     else:
         _, unet, hist = train_ddpm(
-            training_images(ddpm.dataset).x, ddpm, out_dir / f'ddpm-{config_hash(ddpm)}.pt', progress
+            ddpm_data(ddpm.dataset).x, ddpm, out_dir / f'ddpm-{config_hash(ddpm)}.pt', progress
         )
         sched = make_scheduler(ddpm)
     t1 = time.perf_counter()

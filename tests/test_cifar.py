@@ -2,14 +2,14 @@
 import argparse, json
 from dataclasses import replace
 import pytest, torch
-from kdnotes.experiments import ResultStore, config_hash
+from kdnotes.experiments import ResultStore, config_hash, run_budgeted, encode_preds, decode_preds
 from kdnotes.synthetic import add_cli as add_synth_cli
 from kdnotes.cifar import check_student_config, estimate_epoch_seconds
-from kdnotes.cifar import (TeacherConfig, StudentConfig, member_configs, load_data, make_model, encode_preds, decode_preds,
-                           teacher_path, get_teacher, run_student, add_controls, self_distill_sweep, ensemble_sweep,
-                           run_budgeted, run_cost, sweep_configs, plot_self_distill, plot_ensemble, add_cli)
+from kdnotes.cifar import (CifarTeacherConfig, StudentConfig, member_configs, cifar_data, make_model,
+                           teacher_path, cifar_teacher, run_student, add_controls, self_distill_sweep, ensemble_sweep,
+                           run_cost, cifar_configs, plot_self_distill, plot_ensemble, add_cli)
 
-T = TeacherConfig(dataset='digits', arch='resnet8', epochs=1, batch_size=64, lr=0.05, device='cpu')
+T = CifarTeacherConfig(dataset='digits', arch='resnet8', epochs=1, batch_size=64, lr=0.05, device='cpu')
 S = StudentConfig(teacher=T, arch='resnet8', epochs=1, batch_size=64, lr=0.05)
 
 @pytest.fixture(autouse=True, scope='module')
@@ -27,17 +27,17 @@ def test_configs_and_sweeps():
     assert len(sd) == 8 and sd[0].synth_id == '' and sd[1].synth_id == 'x' and [c.seed for c in sd[:4]] == [0] * 4
     assert config_hash(ensemble_sweep(S, (1,), (0,))[0]) == config_hash(sd[0])
     with pytest.raises(ValueError, match='synth_id'): self_distill_sweep(S)
-    gpu = sweep_configs('self', 'gpu', synth_id='abc')
+    gpu = cifar_configs('self', 'gpu', synth_id='abc')
     assert len(gpu) == 20 and {c.n_synth for c in gpu} == {0, 12500, 25000, 37500, 50000} and gpu[0].arch == 'resnet56'
-    assert len(sweep_configs('ensemble', 'gpu')) == 12
-    with pytest.raises(ValueError, match='preset'): sweep_configs('self', 'huge')
-    with pytest.raises(ValueError, match='sweep'): sweep_configs('other', 'tiny')
+    assert len(cifar_configs('ensemble', 'gpu')) == 12
+    with pytest.raises(ValueError, match='preset'): cifar_configs('self', 'huge')
+    with pytest.raises(ValueError, match='sweep'): cifar_configs('other', 'tiny')
 
 def test_data_models_preds():
-    d = load_data('digits')
+    d = cifar_data('digits')
     assert len(d['train']) + len(d['test']) == 1797 and len(d['test']) == 500 and d['in_shape'] == (1, 8, 8)
     assert make_model('resnet8', (1, 8, 8))(d['test'].x[:3]).shape == (3, 10)
-    with pytest.raises(ValueError, match='choose'): load_data('svhn')
+    with pytest.raises(ValueError, match='choose'): cifar_data('svhn')
     z = torch.randn(20, 10); assert torch.equal(decode_preds(encode_preds(z)), z.argmax(1))
     with pytest.raises(ValueError, match='10 classes'): encode_preds(torch.randn(2, 11))
 
@@ -51,13 +51,14 @@ def test_run_budgeted_and_cost(tmp_path):
     st, calls = ResultStore(tmp_path), []
     cfgs = ensemble_sweep(S, (1, 2, 3), (0,))
     fn = lambda c: calls.append(c.n_teachers) or {'ok': 1}
-    assert run_budgeted(cfgs, fn, st, tmp_path, 100, max_runs=1, progress=False)['ran'] == 1
-    assert run_budgeted(cfgs, fn, st, tmp_path, 100, time_budget=0.0, epoch_seconds=10.0, progress=False)['ran'] == 0
-    out = run_budgeted(cfgs, fn, st, tmp_path, 100, progress=False)
+    cost = lambda c: run_cost(c, tmp_path, 100)  # epoch-units
+    assert run_budgeted('student', cfgs, fn, st, cost, max_runs=1, progress=False)['ran'] == 1
+    assert run_budgeted('student', cfgs, fn, st, cost, time_budget=0.0, unit_seconds=10.0, progress=False)['ran'] == 0
+    out = run_budgeted('student', cfgs, fn, st, cost, progress=False)
     assert (out['ran'], out['remaining'], calls) == (2, 0, [1, 2, 3])
     # 1 epoch over 2x the data, each step with 3 teacher forwards (1/3 of a step each), plus 3 teachers
-    cost = run_cost(replace(S, n_synth=100, n_teachers=3), tmp_path, 100)
-    assert cost == pytest.approx(2 * (1 + 3 / 3) + 3)
+    units = run_cost(replace(S, n_synth=100, n_teachers=3), tmp_path, 100)
+    assert units == pytest.approx(2 * (1 + 3 / 3) + 3)
 
 def test_run_student_and_teacher_reuse(tmp_path):
     st = ResultStore(tmp_path / 'res'); synth = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
@@ -66,7 +67,7 @@ def test_run_student_and_teacher_reuse(tmp_path):
     assert len(r['member_acc']) == 2 and len(r['teacher_pred']) == 500 and len(st.records('teacher')) == 2
     with pytest.raises(ValueError, match='kdnotes synth'): run_student(replace(S, n_synth=31, synth_id='rand'), tmp_path, synth)
     t0 = member_configs(S)[0]; teacher_path(t0, tmp_path).unlink()
-    get_teacher(t0, tmp_path, st)  # a fresh machine: retrained, first record kept
+    cifar_teacher(t0, tmp_path, st)  # a fresh machine: retrained, first record kept
     assert teacher_path(t0, tmp_path).exists() and len(st.records('teacher')) == 2
 
 def test_end_to_end_cli(tmp_path):
@@ -103,6 +104,7 @@ def test_run_budgeted_skips_what_does_not_fit_and_goes_on(tmp_path):
     st, calls = ResultStore(tmp_path), []
     cfgs = ensemble_sweep(S, (1, 3, 2), (0,))  # costs 2.33, 5, 3.67 epoch-units (teachers not on disk)
     now = [0.0]  # a fake clock: each run takes its cost in seconds
+    cost = lambda c: run_cost(c, tmp_path, 100)  # epoch-units
 
     def fn(c):
         calls.append(c.n_teachers)
@@ -110,7 +112,7 @@ def test_run_budgeted_skips_what_does_not_fit_and_goes_on(tmp_path):
         return {'ok': 1}
 
     out = run_budgeted(
-        cfgs, fn, st, tmp_path, 100, time_budget=6.05, epoch_seconds=1.0, progress=False, clock=lambda: now[0]
+        'student', cfgs, fn, st, cost, time_budget=6.05, unit_seconds=1.0, progress=False, clock=lambda: now[0]
     )
     assert (out['ran'], out['skipped'], out['remaining'], calls) == (
         2,
@@ -118,8 +120,8 @@ def test_run_budgeted_skips_what_does_not_fit_and_goes_on(tmp_path):
         1,
         [1, 2],
     )  # the 3-teacher run is skipped, the next still runs
-    with pytest.raises(ValueError, match='estimate_epoch_seconds'):
-        run_budgeted(cfgs, fn, st, tmp_path, 100, time_budget=60, progress=False)
+    with pytest.raises(ValueError, match='unit_seconds > 0'):
+        run_budgeted('student', cfgs, fn, st, cost, time_budget=60, progress=False)
 
 
 def test_cost_counts_ensemble_teachers_forward_passes(tmp_path):

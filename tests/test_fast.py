@@ -1,4 +1,4 @@
-"Tests for kdnotes.fast: the fast recipe, packed (vmap / loop) training, the benchmark and its CLI, on tiny CPU configs."
+"Tests for kdnotes.fast and kdnotes.packing: the fast recipe, packed (vmap / loop) training, the benchmark and its CLI, on tiny CPU configs."
 import argparse, copy, json
 import pytest
 import torch
@@ -6,10 +6,11 @@ from kdnotes.data import Split, Augment, CIFAR_NORM, augment
 from kdnotes.models import PreActResNet
 from kdnotes.train import TrainConfig, train_classifier, predict
 from kdnotes.distill import DistillConfig, teacher_loss, frozen
-from kdnotes.fast import (FastConfig, fast_recipe, maybe_compile, is_compiled, fast_train, Packed, LoopPacked, pack, packed_loss,
-                          packed_kd_loss, train_packed, distill_packed, TorchvisionStyle, baseline_transform, baseline_fit,
-                          BenchConfig, bench_data, run_bench, plot_bench, add_cli, fake_cifar,
-                          max_state_diff, relative_state_gap)
+from kdnotes.models import LoopPacked
+from kdnotes.packing import (maybe_compile, is_compiled, Packed, pack, packed_loss, packed_kd_loss, train_packed,
+                             distill_packed, max_state_diff, relative_state_gap)
+from kdnotes.fast import (FastConfig, fast_recipe, fast_train, TorchvisionStyle, baseline_transform, baseline_fit,
+                          BenchConfig, bench_data, run_bench, plot_bench, add_cli, fake_cifar)
 
 torch.set_num_threads(1)  # shared CPU; also avoids OpenMP spinning
 AUG = Augment(pad=2, flip=True, **CIFAR_NORM)
@@ -191,7 +192,7 @@ def test_distill_packed_pairs_student_k_with_teacher_k(tiny):
 
 
 def test_ensemble_groups_match_ensembles(tiny):
-    from kdnotes.fast import EnsembleGroups
+    from kdnotes.packing import EnsembleGroups
     from kdnotes.models import Ensemble
 
     pool = [small(s).eval() for s in range(3)]

@@ -5,7 +5,7 @@ import pytest, torch
 from kdnotes.data import digits, DeviceLoader, Split
 from kdnotes.synthetic import (DDPMConfig, SampleConfig, make_unet, make_scheduler, ddpm_loss, ema_update, train_ddpm, sample,
                                save_samples, load_samples, sample_quality, plot_samples, plot_quality, load_pretrained, synthesize,
-                               training_images, add_cli)
+                               ddpm_data, add_cli)
 
 TINY = DDPMConfig(dataset='digits', channels=(8, 16), layers_per_block=1, attention=False, lr=2e-3, warmup_steps=5,
                   batch_size=32, time_budget=1.0, ema_decay=0.9, flip=False, device='cpu')
@@ -24,7 +24,7 @@ def test_make_unet_checks():
     assert make_unet(TINY, (1, 8, 8))(torch.randn(2, 1, 8, 8), torch.tensor([0, 5])).sample.shape == (2, 1, 8, 8)
     with pytest.raises(ValueError, match='square'): make_unet(TINY, (1, 8, 6))
     with pytest.raises(ValueError, match='divisible'): make_unet(replace(TINY, channels=(8, 16, 32, 64)), (1, 12, 12))
-    with pytest.raises(ValueError, match='choose'): training_images('imagenet')
+    with pytest.raises(ValueError, match='choose'): ddpm_data('imagenet')
 
 def test_loss_matches_closed_form():
     unet, sch = make_unet(TINY, (1, 8, 8)), make_scheduler(TINY)

@@ -27,32 +27,27 @@ sys.path.insert(0, str(ROOT))  # the device has no installed kdnotes: import it 
 
 import torch
 import torch.nn.functional as F
-from kdnotes.data import Split, Augment, CIFAR_NORM, DeviceLoader, augment, cifar10
+from kdnotes.data import Split, DeviceLoader, augment, cifar10
 from kdnotes.train import TrainConfig, fit, ce_loss, predict, evaluate, pick_device, seed_everything
 from kdnotes.distill import DistillConfig
 from kdnotes.metrics import agreement, predictive_kl
 from kdnotes.experiments import provenance, write_json, check_commit
+from kdnotes.packing import maybe_compile, train_packed, distill_packed, Packed, EnsembleGroups, relative_state_gap
 from kdnotes.fast import (
+    CIFAR_AUG,
     FastConfig,
     fast_recipe,
     fast_train,
-    maybe_compile,
     eager,
-    train_packed,
-    distill_packed,
-    Packed,
-    EnsembleGroups,
     BenchConfig,
     bench_speed,
     bench_packed,
-    relative_state_gap,
     fake_cifar,
 )
 from kdnotes.cifar import make_model, TEACHER_FORWARD  # a forward pass, in units of a training step
 
 UNITS = ('U1', 'U2', 'U3', 'U4')
 RESULTS = ROOT / 'nbs' / 'results' / 'gpu'
-AUG = Augment(pad=4, flip=True, **CIFAR_NORM)
 
 
 # ---------------------------------------------------------------- scale: the GPU plan and the CPU dry run
@@ -199,7 +194,7 @@ def _probe_bf16(scale, data, dev):
     "One training step's loss and gradients with bf16 autocast + channels-last against fp32."
     torch.manual_seed(0)
     m = make_model(scale.probe_arch, (3, 32, 32)).to(dev)
-    x = augment(data['train'].x[:64].to(dev), AUG, train=False)
+    x = augment(data['train'].x[:64].to(dev), CIFAR_AUG, train=False)
     y = data['train'].y[:64].to(dev)
 
     def grads(low):
@@ -236,7 +231,7 @@ def _probe_compile(scale, data, dev):
         c.compile(
             backend='eager'
         )  # Inductor on 2 CPU cores would take minutes; this still traces with dynamo
-    x = augment(data['train'].x[:64].to(dev), AUG, train=False)
+    x = augment(data['train'].x[:64].to(dev), CIFAR_AUG, train=False)
     y = data['train'].y[:64].to(dev)
     outs = []
     for mm in (m, c):
@@ -264,10 +259,10 @@ def _probe_packed(scale, data, dev):
     separate = [copy.deepcopy(mdl) for mdl in inits]
     for mdl in separate:
         seed_everything(0)
-        fit(mdl, DeviceLoader(train, n, AUG, device=dev, seed=0), cfg)
-    packed, _ = train_packed([copy.deepcopy(mdl) for mdl in inits], train, cfg, AUG, method='vmap')
+        fit(mdl, DeviceLoader(train, n, CIFAR_AUG, device=dev, seed=0), cfg)
+    packed, _ = train_packed([copy.deepcopy(mdl) for mdl in inits], train, cfg, CIFAR_AUG, method='vmap')
     gaps = [relative_state_gap(a.cpu(), b.cpu(), m0) for a, b, m0 in zip(separate, packed, inits)]
-    x = augment(train.x[:32].to(dev), AUG, train=False)
+    x = augment(train.x[:32].to(dev), CIFAR_AUG, train=False)
     pk = Packed([mdl.to(dev).eval() for mdl in separate]).eval()
     with torch.no_grad():
         fwd = rel(pk(x), torch.stack([mdl(x) for mdl in separate]))
@@ -296,7 +291,7 @@ def _probe_resume(scale, data, dev, tmp: Path):
 
         seed_everything(0)
         try:
-            hist = fit(mdl, DeviceLoader(train, 64, AUG, device=dev, seed=0), cfg, loss, ckpt)
+            hist = fit(mdl, DeviceLoader(train, 64, CIFAR_AUG, device=dev, seed=0), cfg, loss, ckpt)
         except _Stop:
             return mdl, None
         return mdl, hist
@@ -383,11 +378,11 @@ def calibrate(scale: Scale, data: dict, log: Log) -> dict:
     sub = data['train'][: min(scale.calib_images, N)]
     fc = FastConfig(batch_size=scale.batch_size, compile='off')
     torch.manual_seed(0)
-    h1 = fast_train(make_model(scale.arch, (3, 32, 32)), sub, 2, fc, AUG, device=str(dev))
+    h1 = fast_train(make_model(scale.arch, (3, 32, 32)), sub, 2, fc, CIFAR_AUG, device=str(dev))
     used = len(sub) // scale.batch_size * scale.batch_size or len(sub)
     e1 = h1[-1]['seconds'] * N / used
     cfg = fast_recipe(2, fc, device=str(dev), progress=False)
-    _, h4 = train_packed([make_model(scale.arch, (3, 32, 32)) for _ in range(4)], sub, cfg, AUG)
+    _, h4 = train_packed([make_model(scale.arch, (3, 32, 32)) for _ in range(4)], sub, cfg, CIFAR_AUG)
     p4 = h4[-1]['seconds'] * N / used / (4 * e1)  # packed K=4 epoch over 4 single epochs
     dc = DDPMConfig(
         dataset='cifar10',
@@ -432,8 +427,8 @@ def _teachers(scale, data, seeds, epochs, dev):
         device=str(dev),
         progress=False,
     )
-    models, hist = train_packed(inits, data['train'], cfg, AUG)
-    return models, [dict(seed=s) | evaluate(m, data['test'], AUG) for s, m in zip(seeds, models)], hist
+    models, hist = train_packed(inits, data['train'], cfg, CIFAR_AUG)
+    return models, [dict(seed=s) | evaluate(m, data['test'], CIFAR_AUG) for s, m in zip(seeds, models)], hist
 
 
 def _student_init(scale, seed):
@@ -459,7 +454,7 @@ def _distill_pair(scale, data, teacher, epochs, dev, extra, seeds=(0, 1)):
         data['train'],
         data['test'],
         dcfg,
-        AUG,
+        CIFAR_AUG,
         extra_x=extra,
     )
     return students, res
@@ -467,8 +462,8 @@ def _distill_pair(scale, data, teacher, epochs, dev, extra, seeds=(0, 1)):
 
 def _pair_records(teachers, students, res, test, extra=None) -> list[dict]:
     "Per replicate: accuracy, fidelity, and the control (this teacher against the other replicate's student)."
-    t_logits = [predict(t, test, AUG) for t in teachers]
-    s_logits = [predict(s, test, AUG) for s in students]
+    t_logits = [predict(t, test, CIFAR_AUG) for t in teachers]
+    s_logits = [predict(s, test, CIFAR_AUG) for s in students]
     out = []
     for r in range(len(students)):
         others = [o for o in range(len(students)) if o != r]
@@ -480,7 +475,7 @@ def _pair_records(teachers, students, res, test, extra=None) -> list[dict]:
         )
         if extra is not None and len(extra):
             rec['synth_agreement'] = agreement(
-                predict(teachers[r], extra, AUG), predict(students[r], extra, AUG)
+                predict(teachers[r], extra, CIFAR_AUG), predict(students[r], extra, CIFAR_AUG)
             )
         out.append(rec)
     return out
@@ -603,7 +598,7 @@ def _profile(bc: BenchConfig, d: dict) -> str:
         m = m.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
     loader = DeviceLoader(
-        d['train'], bc.batch_size, AUG, device=dev, seed=0, drop_last=len(d['train']) >= bc.batch_size
+        d['train'], bc.batch_size, CIFAR_AUG, device=dev, seed=0, drop_last=len(d['train']) >= bc.batch_size
     )
     acts = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if dev.type == 'cuda' else []
@@ -654,13 +649,13 @@ def unit_synthetic(scale, data, calib, log, saver, rec, budget, ensemble: bool) 
     log('teachers', [round(t['acc'], 4) for t in trec])
     teachers = [models[0], models[1]] if not ensemble else EnsembleGroups(models, [[0, 1, 2], [3, 4, 5]])
     per_rep = teachers if not ensemble else teachers.ensembles()
-    rec['pieces']['teacher_acc'] = [evaluate(t, data['test'], AUG)['acc'] for t in per_rep]
+    rec['pieces']['teacher_acc'] = [evaluate(t, data['test'], CIFAR_AUG)['acc'] for t in per_rep]
     synth, info = _ddpm_and_samples(scale, data, dev, scale.ddpm_seconds, n_max, calib, log)
     from kdnotes.synthetic import sample_quality
 
     if len(synth):
         info['quality'] = sample_quality(
-            predict(per_rep[0], synth, AUG), predict(per_rep[0], data['test'], AUG)
+            predict(per_rep[0], synth, CIFAR_AUG), predict(per_rep[0], data['test'], CIFAR_AUG)
         )
     rec['pieces']['ddpm'] = info
     rec['pieces']['students'] = []
@@ -717,11 +712,11 @@ def unit_ensemble(scale, data, calib, log, saver, rec, budget) -> dict:
         ),
     )
     students, res = distill_packed(
-        eg, [_student_init(scale, s) for s in seeds], data['train'], data['test'], dcfg, AUG
+        eg, [_student_init(scale, s) for s in seeds], data['train'], data['test'], dcfg, CIFAR_AUG
     )
     ens = eg.ensembles()
-    t_logits = [predict(t, data['test'], AUG) for t in ens]
-    s_logits = [predict(s, data['test'], AUG) for s in students]
+    t_logits = [predict(t, data['test'], CIFAR_AUG) for t in ens]
+    s_logits = [predict(s, data['test'], CIFAR_AUG) for s in students]
     rows = []
     for i, (g, r) in enumerate(zip(groups, res)):
         rep, k = i // len(sizes), len(g)
