@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_dml.ipynb #e6a9b193
 from __future__ import annotations
-import argparse, json, math, os, time
+import math, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -14,34 +14,34 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .data import (Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10,
                           stratified_split)
-from .models import get_model, Ensemble, MODELS
+from .models import get_model, MODELS, mean_probs_logits
 from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, seed_everything,
                            pick_device, predict, train_classifier)
-from .metrics import accuracy, nll, ece, agreement, check_logits
+from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_entropy, check_whole,
+                             check_number, check_choice, check_seeds)
 from .distill import kd_loss, frozen
 from .launch import launch_sweep, add_launch_options, launch_from_options
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
+from .options import positive_int, nonneg_int, positive_float
 
 # %% auto #0
-__all__ = ['METHODS', 'DATASETS', 'COLS', 'dml_loss', 'fit_cohort', 'check_whole', 'check_number', 'check_choice', 'CohortConfig',
-           'cohort_loss', 'train_cohort', 'prediction_entropy', 'cohort_metrics', 'DMLExperiment', 'load_data',
-           'run_dml', 'check_seeds', 'dml_grid', 'label', 'summarize', 'plot_comparison', 'plot_loss_curves',
-           'whole_arg', 'positive_arg', 'add_cli']
+__all__ = ['DML_METHODS', 'DML_DATASETS', 'DML_COLS', 'dml_loss', 'fit_cohort', 'CohortConfig', 'cohort_loss', 'train_cohort',
+           'cohort_metrics', 'DMLConfig', 'dml_data', 'dml_run', 'dml_configs', 'dml_label', 'dml_table',
+           'plot_comparison', 'plot_loss_curves', 'add_cli']
 
 # %% ../nbs/12_dml.ipynb #775fae20
 def _peer_targets(logits: list[torch.Tensor], k: int, ensemble: bool) -> list[torch.Tensor]:
     "Detached teacher logits for student `k`: every peer, or one log-mean-probability ensemble of the peers."
     peers = [z.detach().float() for j, z in enumerate(logits) if j != k]
     if not ensemble: return peers
-    logp = torch.stack([z.log_softmax(-1) for z in peers])
-    return [torch.logsumexp(logp, 0) - math.log(len(peers))]
+    return [mean_probs_logits(peers)]
 
 def _check_cohort_inputs(logits: list[torch.Tensor], labels: torch.Tensor, weight: float, T: float):
     "Raise ValueError naming the fix unless every student's logits, the labels, `weight` and `T` are usable."
     if len(logits) < 2: raise ValueError(f"DML needs a cohort of at least 2 students, got {len(logits)}")
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"the mimicry weight must be a finite number >= 0, got {weight}")
-    if not (math.isfinite(T) and T > 0): 
+    if not (math.isfinite(T) and T > 0):
         raise ValueError(f"the temperature T must be a finite number > 0, got {T}")
     for k in range(1, len(logits)):  # every student: a NaN in the third one must not slip through
         check_logits(logits[0], logits[k], names=('student 0', f'student {k}'))
@@ -134,45 +134,20 @@ def fit_cohort(models: list[nn.Module], # the K students, trained in place
         )
     return history
 
-# %% ../nbs/12_dml.ipynb #ee521719
-def check_whole(name: str, # the field, as the message names it
-                value, # the value to check
-                lo: int = 0, # the smallest allowed value
-               ):
-    "Raise ValueError unless `value` is a whole number >= `lo` (True/False refused)."
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name} must be a whole number >= {lo}, got {value!r}")
-
-def check_number(name: str, # the field, as the message names it
-                 value, # the value to check
-                 lo: float = 0.0, # lower bound
-                 strict: bool = True, # `value` > `lo` (else >= `lo`)
-                 hi: float = math.inf, # upper bound, inclusive
-                ):
-    "Raise ValueError unless `value` is a finite number above `lo` (or equal, if not `strict`), at most `hi`."
-    real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (real and (value > lo if strict else value >= lo) and value <= hi):
-        bound = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi < math.inf else '')
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-
-def check_choice(name: str, value, choices):
-    "Raise ValueError unless `value` is one of `choices`."
-    if value not in choices: raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
-
 # %% ../nbs/12_dml.ipynb #de39f49e
-METHODS = ('independent', 'dml', 'dml_e', 'kd')
+DML_METHODS = ('independent', 'dml', 'dml_e', 'kd')
 
 @dataclass
 class CohortConfig:
     "How a cohort learns: the method, its mimicry weight and temperature, update order and optimisation."
-    method: str = 'dml'  # one of METHODS
+    method: str = 'dml'  # one of DML_METHODS
     k: int = 2  # students in the cohort
     weight: float = 1.0  # weight w of the KL term
     T: float = 1.0  # temperature of the KL term
     alternate: bool = False  # alternating (paper) or simultaneous (default) updates
     train: TrainConfig = field(default_factory=TrainConfig)
     def __post_init__(self):  # checks only: the fields (and so config hashes) stay as they are
-        check_choice('method', self.method, METHODS)
+        check_choice('method', self.method, DML_METHODS)
         check_whole('k (students in the cohort)', self.k, 2)
         check_number('weight', self.weight, strict=False)
         check_number('T', self.T)
@@ -214,29 +189,23 @@ def train_cohort(
     return fit_cohort(models, loader, cfg.train, cohort_loss(cfg, teacher), cfg.alternate)
 
 # %% ../nbs/12_dml.ipynb #d54fb5cd
-def prediction_entropy(logits: torch.Tensor) -> float:
-    "Mean entropy of the predicted distributions, in nats."
-    check_logits(logits, names=('model',))
-    logp = logits.float().log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1).mean().item()
-
 def cohort_metrics(logits: list[torch.Tensor], labels: torch.Tensor) -> dict:
     "Mean per-student acc/nll/ece/entropy, mean pairwise agreement, and the cohort ensemble's acc and ece."
     if not logits: raise ValueError("cohort_metrics needs the logits of at least one student")
     per = {f: [fn(z, labels) for z in logits] for f, fn in (('acc', accuracy), ('nll', nll), ('ece', ece))}
     per['entropy'] = [prediction_entropy(z) for z in logits]
     pairs = [agreement(a, b) for i, a in enumerate(logits) for b in logits[i + 1:]]
-    ens = torch.logsumexp(torch.stack([z.log_softmax(-1) for z in logits]), 0) - math.log(len(logits))
+    ens = mean_probs_logits(logits)  # (N, C) the cohort's mixture
     return {k: sum(v) / len(v) for k, v in per.items()} | dict(
         agreement=sum(pairs) / max(1, len(pairs)), ens_acc=accuracy(ens, labels), ens_ece=ece(ens, labels)
     )
 
 # %% ../nbs/12_dml.ipynb #c0544b2a
-DATASETS = ('mnist5k', 'cifar10')
+DML_DATASETS = ('mnist5k', 'cifar10')
 
 @dataclass
-class DMLExperiment:
-    "One cohort run: data, students, method and seed (see `run_dml`)."
+class DMLConfig:
+    "One cohort run: data, students, method and seed (see `dml_run`)."
     method: str = 'dml'
     seed: int = 0
     k: int = 2
@@ -251,10 +220,10 @@ class DMLExperiment:
         default_factory=lambda: TrainConfig(epochs=20, batch_size=64, lr=0.02, progress=False)
     )
     def __post_init__(self):  # checks only: the fields (and so the committed runs' hashes) stay
-        check_choice('method', self.method, METHODS)
+        check_choice('method', self.method, DML_METHODS)
         check_whole('seed', self.seed)
         check_whole('k', self.k, 2)
-        check_choice('dataset', self.dataset, DATASETS)
+        check_choice('dataset', self.dataset, DML_DATASETS)
         check_whole('train_per_class', self.train_per_class, 1)
         check_choice('student', self.student, MODELS)
         check_choice('teacher', self.teacher, MODELS)
@@ -264,13 +233,13 @@ class DMLExperiment:
         check_train_config(self.train)  # again: a TrainConfig can be changed after it is built
 
 # %% ../nbs/12_dml.ipynb #20bcbafa
-def load_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
-              train_per_class: int = 100, # labelled training examples per class
-              val_per_class: int = 50, # validation examples per class
-             ) -> tuple[dict, Augment, tuple]:
+def dml_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
+             train_per_class: int = 100, # labelled training examples per class
+             val_per_class: int = 50, # validation examples per class
+            ) -> tuple[dict, Augment, tuple]:
     ("{'train', 'val', 'test'} Splits, the training augmentation "
      "and the image shape of `dataset` ('mnist5k' or 'cifar10').")
-    check_choice('dataset', dataset, DATASETS)
+    check_choice('dataset', dataset, DML_DATASETS)
     check_whole('train_per_class', train_per_class, 1)
     check_whole('val_per_class', val_per_class, 1)
     if dataset == 'mnist5k':
@@ -288,10 +257,10 @@ def load_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
     return splits, Augment(pad=4, flip=True, **CIFAR_NORM), (3, 32, 32)
 
 # %% ../nbs/12_dml.ipynb #63785d43
-def run_dml(cfg: DMLExperiment) -> dict:
+def dml_run(cfg: DMLConfig) -> dict:
     ("Train one cohort as `cfg` says; test metrics (`cohort_metrics`), "
      "the teacher's accuracy for 'kd', and the history.")
-    data, aug, shape = load_data(cfg.dataset, cfg.train_per_class)
+    data, aug, shape = dml_data(cfg.dataset, cfg.train_per_class)
     teacher, out = None, {}
     if cfg.method == 'kd':
         seed_everything(cfg.seed + 1000)
@@ -315,15 +284,7 @@ def run_dml(cfg: DMLExperiment) -> dict:
     )
 
 # %% ../nbs/12_dml.ipynb #352e4d9f
-def check_seeds(seeds):
-    "Raise ValueError unless `seeds` is a non-empty collection of distinct whole numbers >= 0."
-    if isinstance(seeds, (int, str)) or not len(seeds):
-        raise ValueError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
-    for s in seeds: check_whole('every seed', s)
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds repeat in {list(seeds)}; give each seed once (a repeat counts a run twice)")
-
-def dml_grid(seeds=(0, 1, 2), base: DMLExperiment = DMLExperiment()) -> list[DMLExperiment]:
+def dml_configs(seeds=(0, 1, 2), base: DMLConfig = DMLConfig()) -> list[DMLConfig]:
     ("The chapter's comparison: independent, DML (simultaneous "
      "and alternating), DML_e (K=3) and KD, for every seed.")
     check_seeds(seeds)
@@ -336,28 +297,28 @@ def dml_grid(seeds=(0, 1, 2), base: DMLExperiment = DMLExperiment()) -> list[DML
     ]
     return [replace(base, seed=s, **v) for v in variants for s in seeds]
 
-def label(rec_cfg: dict) -> str:
+def dml_label(rec_cfg: dict) -> str:
     "Display name of a run's method from its config."
     m = rec_cfg['method'] + (' (alternating)' if rec_cfg.get('alternate') else '')
     return m + f" (K={rec_cfg['k']})" if rec_cfg['method'] == 'dml_e' else m
 
 # %% ../nbs/12_dml.ipynb #dbdb95c1
-COLS = ['acc', 'nll', 'ece', 'entropy', 'agreement', 'ens_acc']
+DML_COLS = ['acc', 'nll', 'ece', 'entropy', 'agreement', 'ens_acc']
 
-def summarize(records: list[dict]):
+def dml_table(records: list[dict]):
     "Mean ± std over seeds of the cohort metrics, one row per method."
     if not records: raise ValueError("no DML records to summarise: run the sweep (run_sweep or kdnotes dml)")
     df = to_frame(records)
-    df['method'] = [label(r['config']) for r in records]
-    out = mean_std(df, ['method'], COLS)
-    return out.iloc[
-        sorted(range(len(out)), key=lambda i: (METHODS.index(out['method'][i].split()[0]), out['method'][i]))
-    ].reset_index(drop=True)
+    df['method'] = [dml_label(r['config']) for r in records]
+    out = mean_std(df, ['method'], DML_COLS)
+    names = out['method']  # 'dml (alternating)', 'dml_e (K=3)': ordered by DML_METHODS, then by name
+    order = sorted(range(len(out)), key=lambda i: (DML_METHODS.index(names[i].split()[0]), names[i]))
+    return out.iloc[order].reset_index(drop=True)
 
 # %% ../nbs/12_dml.ipynb #362ca84c
 def plot_comparison(table, metrics: list[str] = ('acc', 'agreement', 'entropy', 'ece')) -> plt.Figure:
-    "Bar charts of `metrics` per method, mean ± std over seeds (`summarize`'s table)."
-    for m in metrics: check_choice('metric', m, COLS)
+    "Bar charts of `metrics` per method, mean ± std over seeds (`dml_table`'s table)."
+    for m in metrics: check_choice('metric', m, DML_COLS)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.0))
     for ax, m in zip(list(axes) if len(metrics) > 1 else [axes], metrics):
         ax.bar(
@@ -386,7 +347,7 @@ def plot_loss_curves(records: list[dict]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     groups = {}
     for r in records:
-        groups.setdefault(label(r['config']), []).append(torch.tensor(r['result']['train_ce']).mean(1))
+        groups.setdefault(dml_label(r['config']), []).append(torch.tensor(r['result']['train_ce']).mean(1))
     for name, curves in groups.items():
         c = torch.stack(curves)
         mu, sd = c.mean(0), c.std(0) if len(c) > 1 else torch.zeros(c.shape[1])
@@ -396,29 +357,11 @@ def plot_loss_curves(records: list[dict]) -> plt.Figure:
     ax.legend(fontsize=7)
     return fig
 
-# %% ../nbs/12_dml.ipynb #7a00557b
-def whole_arg(lo: int): # the smallest allowed value
-    "An argparse `type`: a whole number >= `lo`, refused by argparse with a message naming the bound."
-    def parse(s: str) -> int:
-        try: v = int(s)
-        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-        if v < lo: raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-    return parse
-
-def positive_arg(s: str) -> float:
-    "An argparse `type`: a finite number > 0."
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
-    return v
-
 # %% ../nbs/12_dml.ipynb #b8d2e3f4
 def _cli_dml(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a folder")
-    base = DMLExperiment(
+    base = DMLConfig(
         dataset=args.dataset,
         train_per_class=args.train_per_class,
         k=args.k,
@@ -427,11 +370,11 @@ def _cli_dml(args):
     if args.dataset == 'cifar10':
         base = replace(base, student='resnet20', teacher='resnet56', teacher_kwargs={})
     # every config is built, and so checked, here: before any run
-    cfgs = [c for c in dml_grid(tuple(args.seeds), base) if c.method in args.methods]
+    cfgs = [c for c in dml_configs(tuple(args.seeds), base) if c.method in args.methods]
     store = ResultStore(out)
-    launch_sweep('dml', cfgs, run_dml, store, launch_from_options(args), desc='dml')
+    launch_sweep('dml', cfgs, dml_run, store, launch_from_options(args), desc='dml')
     recs = [store.get('dml', c) for c in cfgs]
-    table = summarize(recs)
+    table = dml_table(recs)
     write_json(out / 'dml_summary.json', table.to_dict(orient='records'))  # atomic: no half-written file
     for fig, name in ((plot_comparison(table), 'dml.png'), (plot_loss_curves(recs), 'dml_loss_curves.png')):
         save_figure(fig, out / name, dpi=120, bbox_inches='tight')
@@ -448,18 +391,24 @@ def add_cli(subparsers):
         'DML_e and KD; report accuracy, agreement, entropy, ECE.',
     )
     p.add_argument(
-        '--methods', nargs='+', default=list(METHODS), choices=METHODS, help='methods to run (default: all)'
+        '--methods',
+        nargs='+',
+        default=list(DML_METHODS),
+        choices=DML_METHODS,
+        help='methods to run (default: all)',
     )
-    p.add_argument('--seeds', nargs='+', type=whole_arg(0), default=[0, 1, 2],
+    p.add_argument('--seeds', nargs='+', type=nonneg_int, default=[0, 1, 2],
                    help='distinct seeds >= 0 (default: 0 1 2)')
-    p.add_argument('--dataset', default='mnist5k', choices=DATASETS, help='cifar10 (JPEG copy) is for a GPU')
-    p.add_argument('--train-per-class', type=whole_arg(1), default=100,
+    p.add_argument(
+        '--dataset', default='mnist5k', choices=DML_DATASETS, help='cifar10 (JPEG copy) is for a GPU'
+    )
+    p.add_argument('--train-per-class', type=positive_int, default=100,
                    help='labelled training examples per class (default: 100)')
-    p.add_argument('--k', type=whole_arg(2), default=2,
-                   help='students per cohort, >= 2 (default: 2; DML_e runs use 3)')
-    p.add_argument('--epochs', type=whole_arg(1), default=20, help='training epochs (default: 20)')
-    p.add_argument('--batch-size', type=whole_arg(1), default=64, help='batch size (default: 64)')
-    p.add_argument('--lr', type=positive_arg, default=0.02,
+    p.add_argument('--k', type=positive_int, default=2,
+                   help='students per cohort, >= 2, checked by DMLConfig (default: 2; DML_e runs use 3)')
+    p.add_argument('--epochs', type=positive_int, default=20, help='training epochs (default: 20)')
+    p.add_argument('--batch-size', type=positive_int, default=64, help='batch size (default: 64)')
+    p.add_argument('--lr', type=positive_float, default=0.02,
                    help='SGD learning rate, every method (default: 0.02)')
     p.add_argument(
         '--out', default='.', help='folder for the per-run JSON files, dml_summary.json and dml.png'

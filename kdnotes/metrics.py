@@ -4,12 +4,15 @@
 
 # %% ../nbs/03_metrics.ipynb #8d4f9703
 from __future__ import annotations
+import math
 import torch
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['check_logits', 'check_labels', 'accuracy', 'nll', 'agreement', 'predictive_kl', 'ece', 'plot_reliability']
+__all__ = ['check_logits', 'check_whole', 'check_number', 'check_choice', 'check_seeds', 'check_labels', 'accuracy', 'nll',
+           'agreement', 'predictive_kl', 'ece', 'plot_reliability', 'prediction_entropy', 'fit_temperature',
+           'calibration_report']
 
 # %% ../nbs/03_metrics.ipynb #59299f27
 def check_logits(*logits: torch.Tensor, names=('teacher', 'student')):
@@ -33,6 +36,39 @@ def check_logits(*logits: torch.Tensor, names=('teacher', 'student')):
             else f"{a[0]} vs {b[0]} examples: predict on the same inputs"
         )
         raise ValueError(f"{names[0]} and {names[1]} logits differ, {what}")
+
+# %% ../nbs/03_metrics.ipynb #ee521719
+def check_whole(name: str, # the field, as the message names it
+                value, # the value to check
+                lo: int = 0, # the smallest allowed value
+               ):
+    "Raise ValueError unless `value` is a whole number >= `lo` (True/False refused)."
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be a whole number >= {lo}, got {value!r}")
+
+def check_number(name: str, # the field, as the message names it
+                 value, # the value to check
+                 lo: float = 0.0, # lower bound
+                 strict: bool = True, # `value` > `lo` (else >= `lo`)
+                 hi: float = math.inf, # upper bound, inclusive
+                ):
+    "Raise ValueError unless `value` is a finite number above `lo` (or equal, if not `strict`), at most `hi`."
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (real and (value > lo if strict else value >= lo) and value <= hi):
+        bound = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi < math.inf else '')
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+def check_choice(name: str, value, choices):
+    "Raise ValueError unless `value` is one of `choices`."
+    if value not in choices: raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+
+def check_seeds(seeds):
+    "Raise ValueError unless `seeds` is a non-empty collection of distinct whole numbers >= 0."
+    if isinstance(seeds, (int, str)) or not len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
+    for s in seeds: check_whole('every seed', s)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat in {list(seeds)}; give each seed once (a repeat counts a run twice)")
 
 # %% ../nbs/03_metrics.ipynb #4f49aac5
 def check_labels(labels: torch.Tensor, # (N,) integer class labels
@@ -82,8 +118,7 @@ def _bin_stats(logits, labels, n_bins):
     "Per-bin (count, accuracy, confidence) of the top-label confidence, equal-width bins."
     check_logits(logits, names=('model',))
     check_labels(labels, logits)
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be a whole number >= 1, got {n_bins!r}")
+    check_whole('n_bins', n_bins, 1)
     prob = logits.float().softmax(-1)
     conf, pred = prob.max(-1)
     correct = (pred == labels).float()
@@ -127,3 +162,50 @@ def plot_reliability(
     )
     ax.legend(loc='upper left', fontsize=7)
     return ax
+
+# %% ../nbs/03_metrics.ipynb #d54fb5ce
+def prediction_entropy(logits: torch.Tensor) -> float:
+    "Mean entropy of the predicted distributions, in nats."
+    check_logits(logits, names=('model',))
+    logp = logits.float().log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1).mean().item()
+
+# %% ../nbs/03_metrics.ipynb #bc5ee012
+def fit_temperature(logits: torch.Tensor, # (N, C) validation logits
+                    labels: torch.Tensor, # (N,) validation labels
+                    lo: float = 0.01, hi: float = 100.0, # search interval for T
+                    iters: int = 80, # golden-section steps (each shrinks the interval by 0.618)
+                   ) -> float:
+    "The temperature T > 0 minimising the NLL of softmax(logits / T) on a validation split (Guo et al. 2017)."
+    check_number('lo (the smallest temperature searched)', lo)
+    check_number('hi (the largest temperature searched)', hi, lo=lo)
+    check_whole('iters', iters, 1)
+    check_logits(logits, names=('validation',))
+    if labels.shape != (len(logits),) or (labels < 0).any():
+        raise ValueError(
+            f"labels must be (N,) = ({len(logits)},) class indices >= 0, got shape {tuple(labels.shape)}"
+        )
+    z = logits.detach().double()  # float32 rounds the NLL of very confident logits to 0, hiding the slope
+    f = lambda s: F.cross_entropy(z / math.exp(s), labels).item()
+    g, a, b = (math.sqrt(5) - 1) / 2, math.log(lo), math.log(hi)
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)  # ties go to the smaller T (flat NLL: already certain)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return math.exp((a + b) / 2)
+
+# %% ../nbs/03_metrics.ipynb #eae3cfea
+def calibration_report(
+    test_logits: torch.Tensor, test_y: torch.Tensor, val_logits: torch.Tensor, val_y: torch.Tensor
+) -> dict:
+    "Test acc/nll/ece, the temperature fitted on the validation split, and test nll/ece after scaling by it."
+    T = fit_temperature(val_logits, val_y)
+    return dict(acc=accuracy(test_logits, test_y), nll=nll(test_logits, test_y), ece=ece(test_logits, test_y),
+                T_fit=T, nll_ts=nll(test_logits / T, test_y), ece_ts=ece(test_logits / T, test_y))

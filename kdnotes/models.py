@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreActBasic', 'PreActBottleneck', 'PreActResNet',
-           'resnet20', 'resnet56', 'Ensemble', 'LoopPacked', 'get_model']
+           'resnet20', 'resnet56', 'mean_probs_logits', 'Ensemble', 'LoopPacked', 'get_model']
 
 # %% ../nbs/01_models.ipynb #485f69aa
 class ImageClassifier(nn.Module):
@@ -157,6 +157,20 @@ class PreActResNet(ImageClassifier):
 def resnet20(n_classes=10, in_shape=(3, 32, 32)): return PreActResNet(20, n_classes, in_shape, 'basic')
 def resnet56(n_classes=10, in_shape=(3, 32, 32)): return PreActResNet(56, n_classes, in_shape, 'bottleneck')
 
+# %% ../nbs/01_models.ipynb #9d5706dc
+def mean_probs_logits(logits: list[torch.Tensor] | torch.Tensor, # K members' (N, C) logits, or one (K, N, C)
+                     ) -> torch.Tensor:
+    "Log of the mean of the members' softmax probabilities (N, C): logsumexp_k log p_k - log K."
+    if isinstance(logits, torch.Tensor) and logits.ndim != 3:
+        raise ValueError(f"a tensor of member logits must be (K, N, C), got shape {tuple(logits.shape)}; "
+                         "stack the members' (N, C) logits or pass them as a list")
+    if len(logits) == 0: raise ValueError("an ensemble needs the logits of at least one member")
+    shapes = [tuple(z.shape) for z in logits]
+    if len(set(shapes)) > 1:  # members without n_classes are only caught here
+        raise ValueError(f"the members give outputs of shapes {shapes}; use members of one task")
+    logp = torch.stack([z.float().log_softmax(-1) for z in logits])  # (K, N, C)
+    return torch.logsumexp(logp, 0) - math.log(len(logits))
+
 # %% ../nbs/01_models.ipynb #19d28287
 class Ensemble(nn.Module):
     "Mixture of `members`: forward returns log of the mean of their softmax probabilities (N, n_classes)."
@@ -171,12 +185,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         if classes: self.n_classes = classes.pop()
     def forward(self, x):
-        outs = [m(x) for m in self.members]
-        if len({tuple(o.shape) for o in outs}) > 1:  # members without n_classes, checked here
-            shapes = [tuple(o.shape) for o in outs]
-            raise ValueError(f"Ensemble members give outputs of shapes {shapes}; use members of one task")
-        logp = torch.stack([o.float().log_softmax(-1) for o in outs])  # (K, N, C)
-        return torch.logsumexp(logp, 0) - math.log(len(self.members))
+        return mean_probs_logits([m(x) for m in self.members])
 
 # %% ../nbs/01_models.ipynb #745a00e5
 class LoopPacked(nn.Module):

@@ -4,29 +4,29 @@
 
 # %% ../nbs/13_tfkd.ipynb #0de3aca3
 from __future__ import annotations
-import argparse, json, math
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .data import Split, Augment
+from .data import Augment, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10, stratified_split
 from .models import get_model, MODELS
 from .train import TrainConfig, check_train_config, seed_everything, train_classifier, predict
-from .metrics import accuracy, nll, ece, check_logits, plot_reliability
+from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check_number, check_choice,
+                             check_seeds)
 from .distill import kd_loss, DistillConfig, distill
 from .launch import launch_sweep, add_launch_options, launch_from_options
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
-from .dml import (load_data, DATASETS, check_whole, check_number, check_choice, check_seeds, whole_arg,
-                         positive_arg)
+from .options import positive_int, nonneg_int
 
 # %% auto #0
-__all__ = ['TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'ls_loss', 'virtual_teacher_logits', 'plot_virtual_teacher',
-           'tfkd_virtual_loss', 'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'fit_temperature',
-           'TfKDExperiment', 'calibration_report', 'run_tfkd', 'tfkd_grid', 'TfKDRegExperiment', 'run_tfkd_reg',
-           'tfkd_reg_grid', 'tfkd_label', 'summarize_tfkd', 'plot_calibration_bars', 'LowRes', 'CrossQExperiment',
-           'run_crossq', 'crossq_grid', 'plot_crossq', 'add_cli']
+__all__ = ['TFKD_DATASETS', 'TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'ls_loss', 'virtual_teacher_logits',
+           'plot_virtual_teacher', 'tfkd_virtual_loss', 'tfkd_reg_official_loss', 'tfkd_reg_effective_target',
+           'tfkd_data', 'TfKDConfig', 'tfkd_run', 'tfkd_configs', 'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs',
+           'tfkd_label', 'tfkd_table', 'plot_calibration_bars', 'LowRes', 'CrossQConfig', 'crossq_run',
+           'crossq_configs', 'plot_crossq', 'add_cli']
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
 def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)
@@ -119,36 +119,23 @@ def tfkd_reg_effective_target(n_classes: int = 10, # number of classes C
     t = ((1 - alpha) * F.one_hot(torch.tensor(0), n_classes) + w * q) / c
     return t, c, n_classes * t[1].item()  # LS with epsilon puts epsilon/C on every wrong class
 
-# %% ../nbs/13_tfkd.ipynb #bc5ee012
-def fit_temperature(logits: torch.Tensor, # (N, C) validation logits
-                    labels: torch.Tensor, # (N,) validation labels
-                    lo: float = 0.01, hi: float = 100.0, # search interval for T
-                    iters: int = 80, # golden-section steps (each shrinks the interval by 0.618)
-                   ) -> float:
-    "The temperature T > 0 minimising the NLL of softmax(logits / T) on a validation split (Guo et al. 2017)."
-    check_number('lo (the smallest temperature searched)', lo)
-    check_number('hi (the largest temperature searched)', hi, lo=lo)
-    check_whole('iters', iters, 1)
-    check_logits(logits, names=('validation',))
-    if labels.shape != (len(logits),) or (labels < 0).any():
-        raise ValueError(
-            f"labels must be (N,) = ({len(logits)},) class indices >= 0, got shape {tuple(labels.shape)}"
-        )
-    z = logits.detach().double()  # float32 rounds the NLL of very confident logits to 0, hiding the slope
-    f = lambda s: F.cross_entropy(z / math.exp(s), labels).item()
-    g, a, b = (math.sqrt(5) - 1) / 2, math.log(lo), math.log(hi)
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(iters):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = f(c)  # ties go to the smaller T (flat NLL: already certain)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = f(d)
-    return math.exp((a + b) / 2)
+# %% ../nbs/13_tfkd.ipynb #9672a501
+TFKD_DATASETS = ('mnist5k', 'cifar10')
+
+def tfkd_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
+              train_per_class: int = 100, # labelled training examples per class
+             ) -> tuple[dict, Augment, tuple]:
+    "{'train', 'val', 'test'} Splits (val: 50 per class), the training augmentation and the image shape."
+    check_choice('dataset', dataset, TFKD_DATASETS)
+    check_whole('train_per_class', train_per_class, 1)
+    if dataset == 'mnist5k':
+        s = mnist5k_splits(teacher_per_class=train_per_class, test_per_class=100, val_per_class=50, seed=0)
+        splits = dict(train=s['teacher'], val=s['val'], test=s['test'])
+        return splits, Augment(pad=2, **MNIST_NORM), (1, 28, 28)
+    d = cifar10()
+    idx = stratified_split(d['train'].y, {'train': train_per_class, 'val': 50}, seed=0)
+    splits = dict(train=d['train'][idx['train']], val=d['train'][idx['val']], test=d['test'])
+    return splits, Augment(pad=4, flip=True, **CIFAR_NORM), (3, 32, 32)
 
 # %% ../nbs/13_tfkd.ipynb #3c255fbe
 TFKD_METHODS = ('ce', 'ls', 'tfkd_self', 'tfkd_virtual', 'tfkd_virtual_naive')
@@ -156,14 +143,14 @@ TFKD_METHODS = ('ce', 'ls', 'tfkd_self', 'tfkd_virtual', 'tfkd_virtual_naive')
 def _check_run(cfg):
     "Check the fields every run of this chapter has: seed, dataset, train_per_class, model and train."
     check_whole('seed', cfg.seed)
-    check_choice('dataset', cfg.dataset, DATASETS)
+    check_choice('dataset', cfg.dataset, TFKD_DATASETS)
     check_whole('train_per_class', cfg.train_per_class, 1)
     check_choice('model', cfg.model, MODELS)
     check_train_config(cfg.train)  # again: a TrainConfig can be changed after it is built
 
 @dataclass
-class TfKDExperiment:
-    "One teacher-free run: data, model, method, its hyper-parameters and the seed (see `run_tfkd`)."
+class TfKDConfig:
+    "One teacher-free run: data, model, method, its hyper-parameters and the seed (see `tfkd_run`)."
     method: str = 'ce'  # one of TFKD_METHODS
     seed: int = 0
     dataset: str = 'mnist5k'
@@ -186,14 +173,6 @@ class TfKDExperiment:
         check_number('alpha', self.alpha, strict=False, hi=1.0)
 
 # %% ../nbs/13_tfkd.ipynb #eae3cfe9
-def calibration_report(
-    test_logits: torch.Tensor, test_y: torch.Tensor, val_logits: torch.Tensor, val_y: torch.Tensor
-) -> dict:
-    "Test acc/nll/ece, the temperature fitted on the validation split, and test nll/ece after scaling by it."
-    T = fit_temperature(val_logits, val_y)
-    return dict(acc=accuracy(test_logits, test_y), nll=nll(test_logits, test_y), ece=ece(test_logits, test_y),
-                T_fit=T, nll_ts=nll(test_logits / T, test_y), ece_ts=ece(test_logits / T, test_y))
-
 def _report(net, data, aug, seed: int) -> dict:
     "`calibration_report` of a trained `net`, plus its test logits for seed 0 (the reliability diagrams)."
     zt, zv = predict(net, data['test'], aug), predict(net, data['val'], aug)
@@ -201,12 +180,12 @@ def _report(net, data, aug, seed: int) -> dict:
     if seed != 0: return out
     return out | {'test_logits': zt.round(decimals=3).tolist(), 'test_y': data['test'].y.tolist()}
 
-def run_tfkd(cfg: TfKDExperiment) -> dict:
+def tfkd_run(cfg: TfKDConfig) -> dict:
     ("Train one model with `cfg.method`; `calibration_report` "
      "on the test split (plus the test logits for seed 0).")
     if cfg.method not in TFKD_METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {TFKD_METHODS}")
-    data, aug, shape = load_data(cfg.dataset, cfg.train_per_class)
+    data, aug, shape = tfkd_data(cfg.dataset, cfg.train_per_class)
     tc = replace(cfg.train, seed=cfg.seed)
     seed_everything(cfg.seed)
     net = get_model(cfg.model, in_shape=shape)
@@ -228,14 +207,14 @@ def run_tfkd(cfg: TfKDExperiment) -> dict:
     return _report(net, data, aug, cfg.seed)
 
 # %% ../nbs/13_tfkd.ipynb #7a97c2f7
-def tfkd_grid(seeds=(0, 1, 2), base: TfKDExperiment = TfKDExperiment()) -> list[TfKDExperiment]:
+def tfkd_configs(seeds=(0, 1, 2), base: TfKDConfig = TfKDConfig()) -> list[TfKDConfig]:
     "Every method of TFKD_METHODS for every seed."
     check_seeds(seeds)
     return [replace(base, method=m, seed=s) for m in TFKD_METHODS for s in seeds]
 
 # %% ../nbs/13_tfkd.ipynb #e7f8091a
 @dataclass
-class TfKDRegExperiment:
+class TfKDRegConfig:
     "One run of the published Tf-KD_reg loss (`tfkd_reg_official_loss`), this chapter's data and training."
     method: str = 'tfkd_reg_official'  # the row name in the tables (this value only)
     seed: int = 0
@@ -255,19 +234,19 @@ class TfKDRegExperiment:
         tfkd_reg_official_loss(self.a, self.T, self.alpha, self.multiplier)  # checks T, alpha and m
         if not 0.1 < self.a < 1: raise ValueError(f"a must be in (1/K, 1) = (0.1, 1), got {self.a}")
 
-def run_tfkd_reg(cfg: TfKDRegExperiment) -> dict:
+def tfkd_reg_run(cfg: TfKDRegConfig) -> dict:
     "Train one model with the published Tf-KD_reg loss; its `calibration_report` (test logits for seed 0)."
-    data, aug, shape = load_data(cfg.dataset, cfg.train_per_class)
+    data, aug, shape = tfkd_data(cfg.dataset, cfg.train_per_class)
     seed_everything(cfg.seed)  # the same initialisation as the 'ce' run of this seed
     net = get_model(cfg.model, in_shape=shape)
     loss = tfkd_reg_official_loss(cfg.a, cfg.T, cfg.alpha, cfg.multiplier)
     train_classifier(net, data['train'], replace(cfg.train, seed=cfg.seed), aug, loss_fn=loss)
     return _report(net, data, aug, cfg.seed)
 
-def tfkd_reg_grid(seeds=(0, 1, 2), # distinct seeds
-                  multipliers=(100.0, 10.0), # the authors' ResNet-18 value, and its balance at C = 10
-                  base: TfKDRegExperiment = TfKDRegExperiment(), # everything else
-                 ) -> list[TfKDRegExperiment]:
+def tfkd_reg_configs(seeds=(0, 1, 2), # distinct seeds
+                     multipliers=(100.0, 10.0), # the authors' ResNet-18 value, and its balance at C = 10
+                     base: TfKDRegConfig = TfKDRegConfig(), # everything else
+                    ) -> list[TfKDRegConfig]:
     "The published Tf-KD_reg for every multiplier and seed."
     check_seeds(seeds)
     return [replace(base, multiplier=m, seed=s) for m in multipliers for s in seeds]
@@ -279,7 +258,7 @@ def tfkd_label(cfg: dict) -> str:
     "Display name of a run from its config: the method, and the multiplier for the published Tf-KD_reg."
     return f"{cfg['method']} (m={cfg['multiplier']:g})" if 'multiplier' in cfg else cfg['method']
 
-def summarize_tfkd(records: list[dict]):
+def tfkd_table(records: list[dict]):
     "Mean ± std over seeds of `TFKD_COLS`, one row per method (`tfkd_label`), in the order first seen."
     if not records: raise ValueError("no Tf-KD records to summarise: run the sweep (run_sweep, kdnotes tfkd)")
     df = to_frame(records)
@@ -323,8 +302,8 @@ class LowRes(nn.Module):
 CROSSQ_METHODS = ('full_res', 'alone', 'kd')
 
 @dataclass
-class CrossQExperiment:
-    "One cross-quality run: method, low resolution, KD settings, seed (see `run_crossq`)."
+class CrossQConfig:
+    "One cross-quality run: method, low resolution, KD settings, seed (see `crossq_run`)."
     method: str = 'kd'  # one of CROSSQ_METHODS
     seed: int = 0
     size: int = 14  # side of the student's images
@@ -345,12 +324,12 @@ class CrossQExperiment:
         check_number('alpha', self.alpha, strict=False, hi=1.0)
         check_train_config(self.train)
 
-def run_crossq(cfg: CrossQExperiment) -> dict:
+def crossq_run(cfg: CrossQConfig) -> dict:
     ("Train the full-resolution model, the low-resolution "
      "student alone, or distil one into the other (MNIST-5k).")
     if cfg.method not in CROSSQ_METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {CROSSQ_METHODS}")
-    data, aug, shape = load_data('mnist5k', cfg.train_per_class)
+    data, aug, shape = tfkd_data('mnist5k', cfg.train_per_class)
     tc = replace(cfg.train, seed=cfg.seed)
     seed_everything(cfg.seed + 1000 if cfg.method == 'full_res' else cfg.seed)
     net = (
@@ -376,7 +355,7 @@ def run_crossq(cfg: CrossQExperiment) -> dict:
     z = predict(net, data['test'], aug)
     return dict(acc=accuracy(z, data['test'].y), nll=nll(z, data['test'].y), ece=ece(z, data['test'].y))
 
-def crossq_grid(seeds=(0, 1, 2), base: CrossQExperiment = CrossQExperiment()) -> list[CrossQExperiment]:
+def crossq_configs(seeds=(0, 1, 2), base: CrossQConfig = CrossQConfig()) -> list[CrossQConfig]:
     "Every method of CROSSQ_METHODS for every seed."
     check_seeds(seeds)
     return [replace(base, method=m, seed=s) for m in CROSSQ_METHODS for s in seeds]
@@ -405,11 +384,11 @@ def plot_crossq(table) -> plt.Figure:
 
 # %% ../nbs/13_tfkd.ipynb #978082b9
 def _cli_common(p, default_epochs=20):
-    p.add_argument('--seeds', nargs='+', type=whole_arg(0), default=[0, 1, 2],
+    p.add_argument('--seeds', nargs='+', type=nonneg_int, default=[0, 1, 2],
                    help='distinct seeds >= 0 (default: 0 1 2)')
-    p.add_argument('--train-per-class', type=whole_arg(1), default=100,
+    p.add_argument('--train-per-class', type=positive_int, default=100,
                    help='labelled MNIST-5k training digits per class (default: 100)')
-    p.add_argument('--epochs', type=whole_arg(1), default=default_epochs,
+    p.add_argument('--epochs', type=positive_int, default=default_epochs,
                    help=f'training epochs (default: {default_epochs})')
     p.add_argument('--out', default='.', help='folder for per-run JSON files, the summary JSON and the PNG')
     add_launch_options(p)
@@ -418,14 +397,14 @@ def _cli_configs(args):
     "(kind, configs, run function) for every run of the command, built (so checked) before any run starts."
     train = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.02, progress=False)
     if args.kind == 'crossq':
-        base = CrossQExperiment(size=args.size, train_per_class=args.train_per_class, train=train)
-        return [('crossq', crossq_grid(tuple(args.seeds), base), run_crossq)]
+        base = CrossQConfig(size=args.size, train_per_class=args.train_per_class, train=train)
+        return [('crossq', crossq_configs(tuple(args.seeds), base), crossq_run)]
     model = {'model': 'resnet20'} if args.dataset == 'cifar10' else {}
-    base = TfKDExperiment(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
-    cfgs = [c for c in tfkd_grid(tuple(args.seeds), base) if c.method in args.methods]
-    reg = TfKDRegExperiment(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
-    regs = tfkd_reg_grid(tuple(args.seeds), base=reg) if 'tfkd_reg_official' in args.methods else []
-    return [('tfkd', cfgs, run_tfkd), ('tfkd_reg', regs, run_tfkd_reg)]
+    base = TfKDConfig(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
+    cfgs = [c for c in tfkd_configs(tuple(args.seeds), base) if c.method in args.methods]
+    reg = TfKDRegConfig(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
+    regs = tfkd_reg_configs(tuple(args.seeds), base=reg) if 'tfkd_reg_official' in args.methods else []
+    return [('tfkd', cfgs, tfkd_run), ('tfkd_reg', regs, tfkd_reg_run)]
 
 def _cli_run(args):
     out = Path(args.out)
@@ -433,7 +412,7 @@ def _cli_run(args):
     jobs, store = _cli_configs(args), ResultStore(out)
     for kind, cfgs, fn in jobs: launch_sweep(kind, cfgs, fn, store, launch_from_options(args))
     recs = [store.get(kind, c) for kind, cfgs, _ in jobs for c in cfgs]
-    if args.kind == 'tfkd': table, plot = summarize_tfkd(recs), plot_calibration_bars
+    if args.kind == 'tfkd': table, plot = tfkd_table(recs), plot_calibration_bars
     else: table, plot = mean_std(to_frame(recs), ['method'], ['acc', 'nll', 'ece']), plot_crossq
     write_json(out / f'{args.kind}_summary.json', table.to_dict(orient='records'))  # atomic
     fig = plot(table)
@@ -447,13 +426,18 @@ def add_cli(subparsers):
     p = subparsers.add_parser('tfkd', help='label smoothing, Tf-KD self/virtual/reg, temperature scaling')
     methods = TFKD_METHODS + ('tfkd_reg_official',)
     p.add_argument('--methods', nargs='+', default=list(methods), choices=methods, help='default: all')
-    p.add_argument('--dataset', default='mnist5k', choices=DATASETS, help='cifar10 (JPEG copy) is for a GPU')
+    p.add_argument(
+        '--dataset', default='mnist5k', choices=TFKD_DATASETS, help='cifar10 (JPEG copy) is for a GPU'
+    )
     _cli_common(p)
     p.set_defaults(func=_cli_run, kind='tfkd')
     q = subparsers.add_parser(
         'crossq', help='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)'
     )
-    q.add_argument('--size', type=whole_arg(12), default=14, help="student's image side, 12-28 (default: 14)")
+    q.add_argument(
+        '--size', type=positive_int, default=14,
+        help="student's image side, 12-28, checked by CrossQConfig (default: 14)"
+    )
     _cli_common(q)
     q.set_defaults(func=_cli_run, kind='crossq')
     return p

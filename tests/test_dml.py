@@ -4,8 +4,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from kdnotes.dml import (dml_loss, cohort_loss, CohortConfig, fit_cohort, train_cohort, prediction_entropy, cohort_metrics,
-                         DMLExperiment, dml_grid, load_data, add_cli, METHODS, summarize)
+from kdnotes.dml import (dml_loss, cohort_loss, CohortConfig, fit_cohort, train_cohort, cohort_metrics, DMLConfig,
+                         dml_configs, dml_data, add_cli, DML_METHODS, dml_table)
+from kdnotes.metrics import prediction_entropy, ece
+from kdnotes.models import mean_probs_logits
 from kdnotes.cli import main
 from kdnotes.data import Split, DeviceLoader
 from kdnotes.train import TrainConfig
@@ -56,9 +58,20 @@ def test_cohort_loss_validation():
 
 def test_entropy_and_metrics():
     assert math.isclose(prediction_entropy(torch.zeros(2, 4)), math.log(4), rel_tol=1e-6)
-    z = torch.tensor([[5., 0.], [0., 5.]]); y = torch.tensor([0, 1])
+    z, y = torch.tensor([[5., 0.], [0., 5.]]), torch.tensor([0, 1])
     m = cohort_metrics([z, z.clone()], y)
     assert m['acc'] == 1.0 and m['agreement'] == 1.0 and m['ens_acc'] == 1.0
+
+
+def test_cohort_ensemble_is_the_mixture_bit_for_bit():
+    torch.manual_seed(2)
+    zs, y = [torch.randn(30, 4) * 3 for _ in range(3)], torch.randint(0, 4, (30,))
+    # the expression the committed runs were made with, before mean_probs_logits existed
+    old = torch.logsumexp(torch.stack([z.log_softmax(-1) for z in zs]), 0) - math.log(len(zs))
+    assert torch.equal(mean_probs_logits(zs), old)
+    assert cohort_metrics(zs, y)['ens_ece'] == ece(old, y)
+    mix = sum(z.softmax(-1) for z in zs) / 3
+    assert torch.allclose(mean_probs_logits(zs).exp(), mix, atol=1e-6)
 
 
 @pytest.mark.parametrize('alternate', [False, True])
@@ -78,15 +91,15 @@ def test_train_cohort_checks_k():
 
 
 def test_grid_and_data():
-    g = dml_grid(seeds=(0, 1, 2))
-    assert len(g) == 15 and {c.method for c in g} == set(METHODS)
+    g = dml_configs(seeds=(0, 1, 2))
+    assert len(g) == 15 and {c.method for c in g} == set(DML_METHODS)
     assert all(c.k == 3 for c in g if c.method == 'dml_e')
-    with pytest.raises(ValueError, match="choose one of \\('mnist5k', 'cifar10'\\)"): load_data('svhn')
+    with pytest.raises(ValueError, match="choose one of \\('mnist5k', 'cifar10'\\)"): dml_data('svhn')
 
 
 def test_cli_smoke(tmp_path):
-    parser = argparse.ArgumentParser(); sub = parser.add_subparsers()
-    add_cli(sub)
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
     args = parser.parse_args(['dml', '--methods', 'independent', 'kd', '--seeds', '0', '--epochs', '1', '--train-per-class', '5', '--out', str(tmp_path)])
     args.func(args)
     summary = json.loads((tmp_path / 'dml_summary.json').read_text())
@@ -109,25 +122,24 @@ def test_dml_loss_checks_every_student_and_the_labels():
                                       (dict(train_per_class=0), 'train_per_class must be'), (dict(student='vgg'), "unknown student 'vgg'"),
                                       (dict(T=0.0), 'T must be'), (dict(dataset='svhn'), 'unknown dataset')])
 def test_dml_experiment_checks_itself(bad, msg):
-    with pytest.raises(ValueError, match=msg): DMLExperiment(**bad)
+    with pytest.raises(ValueError, match=msg): DMLConfig(**bad)
 
 
 def test_configs_refuse_untrainable_settings():
     train = TrainConfig(epochs=1)
     train.epochs = -1  # changed after it was built: the experiment checks again
-    with pytest.raises(ValueError, match='epochs must be'): DMLExperiment(train=train)
+    with pytest.raises(ValueError, match='epochs must be'): DMLConfig(train=train)
     with pytest.raises(ValueError, match='epochs must be'): CohortConfig(train=train)
-    with pytest.raises(ValueError, match='no DML records'): summarize([])
-    with pytest.raises(ValueError, match='give each seed once'): dml_grid((0, 0))
+    with pytest.raises(ValueError, match='no DML records'): dml_table([])
+    with pytest.raises(ValueError, match='give each seed once'): dml_configs((0, 0))
 
 
-@pytest.mark.parametrize('argv, msg', [(['--epochs', '-1'], 'argument --epochs: must be >= 1, got -1'),
-                                       (['--epochs', '0'], 'argument --epochs: must be >= 1'),
-                                       (['--k', '1'], 'argument --k: must be >= 2'),
-                                       (['--lr', '0'], 'argument --lr: must be a finite number > 0'),
-                                       (['--batch-size', '0'], 'argument --batch-size: must be >= 1'),
-                                       (['--seeds', '-2'], 'argument --seeds: must be >= 0'),
-                                       (['--train-per-class', 'ten'], "'ten' is not a whole number"),
+@pytest.mark.parametrize('argv, msg', [(['--epochs', '-1'], 'argument --epochs: expected an integer >= 1, got -1'),
+                                       (['--epochs', '0'], 'argument --epochs: expected an integer >= 1'),
+                                       (['--lr', '0'], 'argument --lr: expected a finite number > 0'),
+                                       (['--batch-size', '0'], 'argument --batch-size: expected an integer >= 1'),
+                                       (['--seeds', '-2'], 'argument --seeds: expected an integer >= 0'),
+                                       (['--train-per-class', 'ten'], "argument --train-per-class: expected an integer >= 1, got 'ten'"),
                                        (['--methods', 'mutual'], "invalid choice: 'mutual'")])
 def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, argv, msg):
     with pytest.raises(SystemExit) as e: main(['dml', *argv, '--out', str(tmp_path)])
@@ -138,6 +150,9 @@ def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, argv, msg):
 def test_cli_config_errors_are_one_line_before_any_work(tmp_path, capsys):
     assert main(['dml', '--seeds', '0', '0', '--epochs', '1', '--out', str(tmp_path)]) == 2
     assert 'give each seed once' in capsys.readouterr().err and not list(tmp_path.iterdir())
+    # --k parses as an integer >= 1; DMLConfig refuses a cohort of one, still before any run
+    assert main(['dml', '--k', '1', '--out', str(tmp_path)]) == 2
+    assert 'k must be a whole number >= 2, got 1' in capsys.readouterr().err and not list(tmp_path.iterdir())
     f = tmp_path / 'afile'
     f.write_text('x')
     assert main(['dml', '--out', str(f)]) == 2 and 'is a file' in capsys.readouterr().err

@@ -5,10 +5,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import warnings
-from kdnotes.tfkd import (ls_loss, virtual_teacher_logits, tfkd_virtual_loss, fit_temperature, calibration_report, LowRes,
-                          run_tfkd, TfKDExperiment, tfkd_grid, crossq_grid, CROSSQ_METHODS, TFKD_METHODS, add_cli,
-                          tfkd_reg_official_loss, tfkd_reg_effective_target, TfKDRegExperiment, tfkd_reg_grid, CrossQExperiment,
-                          summarize_tfkd)
+import subprocess, sys
+from kdnotes.tfkd import (ls_loss, virtual_teacher_logits, tfkd_virtual_loss, LowRes, tfkd_run, TfKDConfig,
+                          tfkd_configs, crossq_configs, CROSSQ_METHODS, TFKD_METHODS, add_cli, tfkd_reg_official_loss,
+                          tfkd_reg_effective_target, TfKDRegConfig, tfkd_reg_configs, CrossQConfig, tfkd_table, tfkd_data)
+from kdnotes.metrics import fit_temperature, calibration_report
 from kdnotes.cli import main
 from kdnotes.distill import kd_loss
 from kdnotes.train import TrainConfig
@@ -72,6 +73,17 @@ def test_calibration_report_keys():
     assert set(r) == {'acc', 'nll', 'ece', 'T_fit', 'nll_ts', 'ece_ts'} and r['nll_ts'] <= r['nll'] + 1e-6
 
 
+def test_data_are_the_dml_chapters_splits_without_importing_it():
+    from kdnotes.dml import dml_data  # the splits the committed runs were made with
+    (mine, aug, shape), (theirs, aug2, shape2) = tfkd_data('mnist5k', 20), dml_data('mnist5k', 20)
+    assert shape == shape2 and aug == aug2
+    for k in ('train', 'val', 'test'):
+        assert torch.equal(mine[k].x, theirs[k].x) and torch.equal(mine[k].y, theirs[k].y)
+    code = 'import sys, kdnotes.tfkd; assert "kdnotes.dml" not in sys.modules'
+    assert subprocess.run([sys.executable, '-c', code]).returncode == 0
+    with pytest.raises(ValueError, match="choose one of"): tfkd_data('svhn')
+
+
 def test_lowres_downscales_and_refuses_upscaling():
     net = nn.Sequential(nn.Flatten(), nn.Linear(49, 3))
     x = torch.rand(2, 1, 28, 28)
@@ -81,13 +93,14 @@ def test_lowres_downscales_and_refuses_upscaling():
 
 
 def test_grids():
-    assert len(tfkd_grid()) == 3 * len(TFKD_METHODS) and len(crossq_grid()) == 3 * len(CROSSQ_METHODS)
-    with pytest.raises(ValueError, match='choose one of'): run_tfkd(TfKDExperiment('virtual'))
+    assert len(tfkd_configs()) == 3 * len(TFKD_METHODS) and len(crossq_configs()) == 3 * len(CROSSQ_METHODS)
+    with pytest.raises(ValueError, match='choose one of'): tfkd_run(TfKDConfig('virtual'))
 
 
 @pytest.mark.parametrize('cmd', [['tfkd', '--methods', 'ce', 'tfkd_virtual_naive'], ['crossq']])
 def test_cli_smoke(tmp_path, cmd):
-    parser = argparse.ArgumentParser(); add_cli(parser.add_subparsers())
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
     args = parser.parse_args(cmd + ['--seeds', '0', '--epochs', '1', '--train-per-class', '5', '--out', str(tmp_path)])
     args.func(args)
     summary = json.loads((tmp_path / f'{cmd[0]}_summary.json').read_text())
@@ -137,21 +150,21 @@ def test_fit_temperature_bad_interval():
     with pytest.raises(ValueError, match='iters must be'): fit_temperature(z, y, iters=0)
 
 
-@pytest.mark.parametrize('make, msg', [(lambda: TfKDExperiment(seed=-1), 'seed must be'), (lambda: TfKDExperiment(model='vgg'), "unknown model 'vgg'"),
-                                       (lambda: TfKDExperiment(T_virtual=0), 'T_virtual must be'), (lambda: TfKDExperiment(a=0.05), 'a must be in'),
-                                       (lambda: TfKDRegExperiment(method='ce'), 'choose one of'), (lambda: TfKDRegExperiment(T=-1.0), 'T must be'),
-                                       (lambda: CrossQExperiment(size=40), r'size must be a whole number in \[12, 28\]'),
-                                       (lambda: CrossQExperiment(alpha=1.5), 'alpha must be'), (lambda: tfkd_reg_grid(()), 'non-empty'),
-                                       (lambda: summarize_tfkd([]), 'no Tf-KD records')])
+@pytest.mark.parametrize('make, msg', [(lambda: TfKDConfig(seed=-1), 'seed must be'), (lambda: TfKDConfig(model='vgg'), "unknown model 'vgg'"),
+                                       (lambda: TfKDConfig(T_virtual=0), 'T_virtual must be'), (lambda: TfKDConfig(a=0.05), 'a must be in'),
+                                       (lambda: TfKDRegConfig(method='ce'), 'choose one of'), (lambda: TfKDRegConfig(T=-1.0), 'T must be'),
+                                       (lambda: CrossQConfig(size=40), r'size must be a whole number in \[12, 28\]'),
+                                       (lambda: CrossQConfig(alpha=1.5), 'alpha must be'), (lambda: tfkd_reg_configs(()), 'non-empty'),
+                                       (lambda: tfkd_table([]), 'no Tf-KD records')])
 def test_configs_check_themselves(make, msg):
     with pytest.raises(ValueError, match=msg): make()
 
 
-@pytest.mark.parametrize('argv, msg', [(['tfkd', '--epochs', '-1'], 'argument --epochs: must be >= 1, got -1'),
-                                       (['tfkd', '--seeds', '-1'], 'argument --seeds: must be >= 0'),
-                                       (['tfkd', '--train-per-class', '0'], 'argument --train-per-class: must be >= 1'),
+@pytest.mark.parametrize('argv, msg', [(['tfkd', '--epochs', '-1'], 'argument --epochs: expected an integer >= 1, got -1'),
+                                       (['tfkd', '--seeds', '-1'], 'argument --seeds: expected an integer >= 0'),
+                                       (['tfkd', '--train-per-class', '0'], 'argument --train-per-class: expected an integer >= 1'),
                                        (['tfkd', '--methods', 'trap'], "invalid choice: 'trap'"),
-                                       (['crossq', '--size', '8'], 'argument --size: must be >= 12')])
+                                       (['crossq', '--size', 'eight'], "argument --size: expected an integer >= 1")])
 def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, argv, msg):
     with pytest.raises(SystemExit) as e: main([*argv, '--out', str(tmp_path)])
     assert e.value.code == 2 and msg in capsys.readouterr().err
@@ -159,6 +172,7 @@ def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, argv, msg):
 
 
 @pytest.mark.parametrize('argv, msg', [(['crossq', '--size', '40'], 'size must be a whole number in [12, 28]'),
+                                       (['crossq', '--size', '8'], 'size must be a whole number in [12, 28]'),
                                        (['tfkd', '--seeds', '1', '1'], 'give each seed once')])
 def test_cli_config_errors_are_one_line_before_any_work(tmp_path, capsys, argv, msg):
     assert main([*argv, '--epochs', '1', '--out', str(tmp_path)]) == 2
