@@ -55,7 +55,7 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
 
 def provenance(commit: str | None = None, # the git commit, if already known (default: ask `git_commit`)
               ) -> dict:
-    "Device name, torch version, git commit, Python, host platform and UTC time."
+    "Device name, CPU kernel level, torch version, git commit, Python, host platform and UTC time."
     dev = (
         torch.cuda.get_device_name()
         if torch.cuda.is_available()
@@ -64,6 +64,8 @@ def provenance(commit: str | None = None, # the git commit, if already known (de
     )
     return dict(
         device=dev,
+        # the CPU kernels torch chose (e.g. AVX512): float results, and so training, can differ between them
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
         torch=torch.__version__,
         git_commit=commit or git_commit(),
         python=platform.python_version(),

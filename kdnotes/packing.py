@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.func import stack_module_state, functional_call, vmap
 from .data import Split, Augment, DeviceLoader
-from .models import LoopPacked, Ensemble
+from .models import LoopPacked, Ensemble, mean_probs_logits
 from .train import TrainConfig, fit, ce_loss, pick_device, seed_everything, predict
 from .distill import DistillConfig, KD, frozen, compare
 
@@ -196,8 +196,8 @@ class EnsembleGroups(nn.Module):
         self.pool, self.groups, self._members = Packed(members), [list(g) for g in groups], [list(members)]
 
     def forward(self, x):
-        logp = self.pool(x).float().log_softmax(-1)  # (M, N, C)
-        return torch.stack([torch.logsumexp(logp[g], 0) - math.log(len(g)) for g in self.groups])  # (K, N, C)
+        z = self.pool(x)  # (M, N, C): every distinct member once
+        return torch.stack([mean_probs_logits(z[g]) for g in self.groups])  # (K, N, C)
 
     def ensembles(self) -> list[nn.Module]:
         "The K ensembles as ordinary `Ensemble` modules (single members as themselves), for evaluation."
