@@ -20,7 +20,7 @@ from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, 
 from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_entropy, check_whole,
                              check_number, check_choice, check_seeds)
 from .distill import kd_loss, frozen
-from .launch import launch_sweep, add_launch_options, launch_from_options
+from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 from .options import positive_int, nonneg_int, positive_float
 

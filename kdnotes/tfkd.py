@@ -17,7 +17,7 @@ from .train import TrainConfig, check_train_config, seed_everything, train_class
 from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check_number, check_choice,
                              check_seeds)
 from .distill import kd_loss, DistillConfig, distill
-from .launch import launch_sweep, add_launch_options, launch_from_options
+from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 from .options import positive_int, nonneg_int
 
