@@ -1,0 +1,137 @@
+"Edge cases and a CLI smoke test for kdnotes.kdbench (the KD bench) and kdnotes.zoo_outputs (zoo I)."
+import argparse, json, math
+from dataclasses import replace
+import pytest
+import torch
+import torch.nn.functional as F
+from kdnotes.distill import kd_loss, get_method
+from kdnotes.kdbench import (KDBenchConfig, check_kdbench_config, kdbench_configs, kdbench_run, kdbench_sweep,
+                             kdbench_table, plot_leaderboard)
+from kdnotes.zoo_outputs import (dkd_terms, dkd_loss, dist_loss, pearson_rows, perturb_logits, tang_target,
+                                 zoo_configs, add_cli, ZOO_LABELS, DKD, ChainConfig, chain_run,
+                                 chain_sweep)
+
+torch.set_num_threads(1)
+TINY = KDBenchConfig(teacher_epochs=1, epochs=1, teacher_kwargs=dict(hidden=[32], dropout=0.0))
+
+
+def _logits(seed=0, n=32, c=7):
+    g = torch.Generator().manual_seed(seed)
+    zs, zt = torch.randn(n, c, generator=g) * 2, torch.randn(n, c, generator=g) * 3
+    return zs, zt, torch.randint(0, c, (n,), generator=g)
+
+
+@pytest.mark.parametrize('T', [1.0, 4.0, 10.0])
+def test_dkd_decomposes_kd(T):
+    zs, zt, y = _logits()
+    tckd, nckd = dkd_terms(zs, zt, y, T)
+    kl = F.kl_div((zs / T).log_softmax(1), (zt / T).log_softmax(1), log_target=True, reduction='none')
+    kd = T**2 * kl.sum(1)
+    pt = (zt / T).softmax(1)[torch.arange(len(y)), y]
+    assert torch.allclose(kd, tckd + (1 - pt) * nckd, atol=1e-4)
+    assert torch.allclose(dkd_loss(zs, zt, y, alpha=1.0, beta=1.0, T=T), (tckd + nckd).mean())
+
+
+def test_dkd_rejects_unlabelled_and_bad_shapes():
+    zs, zt, y = _logits()
+    with pytest.raises(ValueError, match='drop unlabelled'): dkd_loss(zs, zt, torch.full_like(y, -1))
+    with pytest.raises(ValueError, match=r'\(N, C\)'): dkd_loss(zs, zt[:, :5], y)
+    with pytest.raises(ValueError, match='warmup_steps'): DKD(warmup_steps=-1)
+
+
+def test_dist_matches_corrcoef_and_is_affine_invariant_per_row():
+    zs, zt, _ = _logits(1)
+    ys, yt = (zs / 4).softmax(1), (zt / 4).softmax(1)
+    ref = torch.stack([torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(ys, yt)])
+    assert torch.allclose(pearson_rows(ys, yt), ref, atol=1e-5)
+    scale, shift = torch.rand(len(ys), 1) + 0.5, torch.randn(len(ys), 1)
+    assert torch.allclose(pearson_rows(scale * ys + shift, yt), ref, atol=1e-4)
+    assert dist_loss(zt, zt).abs() < 1e-5
+    with pytest.raises(ValueError, match='N >= 2'): dist_loss(zs[:1], zt[:1])
+
+
+def test_noise_scale_and_fraction():
+    torch.manual_seed(0)
+    z = torch.randn(40000, 5) + 3
+    zn = perturb_logits(z, sigma=0.3, p=0.25)
+    rows = (zn != z).any(1)
+    assert abs(rows.float().mean() - 0.25) < 0.01
+    assert abs((zn[rows] / z[rows] - 1).std() - 0.3) < 0.005
+    with pytest.raises(ValueError, match=r'\[0, 1\]'): perturb_logits(z, 0.1, p=1.5)
+
+
+@pytest.mark.parametrize('keep', ['full', 'pt', 'sim', 'ls'])
+def test_tang_targets_are_distributions(keep):
+    _, zt, y = _logits(2)
+    q = tang_target(zt, y, 2.0, keep)
+    assert torch.allclose(q.sum(1), torch.ones(len(y)), atol=1e-5) and (q >= 0).all()
+
+
+def test_every_zoo_method_builds_and_gives_a_finite_loss():
+    zs, zt, y = _logits(3, c=10)
+    for cfg in zoo_configs(seeds=[0]):
+        check_kdbench_config(cfg)
+        kwargs = {k: v for k, v in cfg.method_kwargs.items() if k != 'label'}
+        assert torch.isfinite(get_method(cfg.method, **kwargs)(zs, zt, y, {}, {})), cfg.method
+
+
+def test_bench_refuses_bad_configs_before_training():
+    with pytest.raises(ValueError, match='unknown method'): check_kdbench_config(replace(TINY, method='crd'))
+    with pytest.raises(ValueError, match='do not fit'):
+        check_kdbench_config(replace(TINY, method_kwargs=dict(beta=1)))
+    with pytest.raises(ValueError, match='unknown data'): check_kdbench_config(replace(TINY, data='svhn'))
+
+
+def test_same_init_same_batches_for_student_and_control(tmp_path):
+    # with the labels-only method the teacher is never used: student and control student must coincide
+    r = kdbench_run(replace(TINY, method='labels', method_kwargs={}), tmp_path)
+    assert (r['agreement'], r['kl']) == (r['control_agreement'], r['control_kl'])
+
+
+def test_sweep_table_and_leaderboard(tmp_path):
+    cfgs = kdbench_configs(['labels', 'kd'], seeds=[0, 1], base=TINY)
+    recs = kdbench_sweep(cfgs, tmp_path, progress=False)
+    table = kdbench_table(tmp_path)
+    assert table['method'].tolist() == ['labels', 'kd'] and table['n'].tolist() == [2, 2]
+    assert table['acc_mean'].iloc[1] == pytest.approx(sum(r['result']['acc'] for r in recs[2:]) / 2)
+    assert plot_leaderboard(table).axes[0].get_title().endswith('2 seeds')
+
+
+def test_cli_zoo_tiny(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    args = parser.parse_args(['zoo', '--methods', 'labels', 'kd', 'kd_pt', '--seeds', '1', '--epochs', '1',
+                              '--teacher-epochs', '1', '--out', str(tmp_path)])
+    summary = args.func(args)
+    assert [row['method'] for row in summary['table']] == ['labels', 'kd', 'kd_pt']
+    assert json.loads((tmp_path / 'zoo_summary.json').read_text())['seeds'] == 1
+    assert (tmp_path / 'zoo_leaderboard.png').stat().st_size > 0
+    assert 'kd_pt' in capsys.readouterr().out
+    with pytest.raises(SystemExit): parser.parse_args(['zoo', '--methods', 'crd'])
+    with pytest.raises(SystemExit): parser.parse_args(['zoo', '--seeds', '0'])
+    assert set(ZOO_LABELS) >= {'labels', 'kd', 'dkd', 'dist'}
+
+
+def test_cli_zoo_chains_tiny(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    args = parser.parse_args(['zoo', '--methods', 'kd', '--chains', '--seeds', '1', '--epochs', '1',
+                              '--teacher-epochs', '1', '--out', str(tmp_path)])
+    summary = args.func(args)
+    assert sorted(row['method'] for row in summary['table']) == ['ban_gen1', 'ban_gen2', 'kd', 'ta']
+    assert len(list(tmp_path.glob('chain-*.json'))) == 3
+
+
+def test_empty_chain_is_the_bench(tmp_path):
+    plain = kdbench_run(TINY, tmp_path)
+    chained = chain_run(ChainConfig(TINY), tmp_path)
+    assert all(plain[k] == chained[k] for k in ('acc', 'agreement', 'kl', 'control_agreement', 'control_kl'))
+    with pytest.raises(ValueError, match='no chains'): chain_sweep([], tmp_path)
+
+
+def test_kdnotes_zoo_through_the_cli(tmp_path):
+    """`kdnotes zoo` is registered: a tiny run through the command's entry point."""
+    from kdnotes.cli import main
+    argv = ['zoo', '--methods', 'labels', 'kd', '--seeds', '1', '--epochs', '1', '--teacher-epochs', '1',
+            '--out', str(tmp_path)]
+    assert main(argv) == 0
