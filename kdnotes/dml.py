@@ -22,12 +22,12 @@ from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_en
 from .distill import kd_loss, frozen
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
-from .options import positive_int, nonneg_int, positive_float
+from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
 
 # %% auto #0
 __all__ = ['DML_METHODS', 'DML_DATASETS', 'DML_COLS', 'dml_loss', 'fit_cohort', 'CohortConfig', 'cohort_loss', 'train_cohort',
            'cohort_metrics', 'DMLConfig', 'dml_data', 'dml_run', 'dml_configs', 'dml_label', 'dml_table',
-           'plot_comparison', 'plot_loss_curves', 'add_cli']
+           'plot_comparison', 'plot_loss_curves', 'DMLMainConfig', 'dml_main', 'add_cli']
 
 # %% ../nbs/12_dml.ipynb #775fae20
 def _peer_targets(logits: list[torch.Tensor], k: int, ensemble: bool) -> list[torch.Tensor]:
@@ -358,21 +358,37 @@ def plot_loss_curves(records: list[dict]) -> plt.Figure:
     return fig
 
 # %% ../nbs/12_dml.ipynb #b8d2e3f4
-def _cli_dml(args):
-    out = Path(args.out)
+@dataclass
+class DMLMainConfig:
+    "What `kdnotes dml` runs: the methods × seeds sweep; its fields are the command's options."
+    methods: tuple = opt(DML_METHODS, choices=DML_METHODS)  # methods to run (default: all)
+    seeds: tuple = opt((0, 1, 2), nonneg_int)  # distinct seeds >= 0
+    dataset: str = opt('mnist5k', choices=DML_DATASETS)  # cifar10 (JPEG copy) is for a GPU
+    train_per_class: int = opt(100, positive_int)  # labelled training examples per class
+    k: int = opt(2, positive_int)  # students per cohort, >= 2, checked by DMLConfig (DML_e runs use 3)
+    epochs: int = opt(20, positive_int)  # training epochs
+    batch_size: int = opt(64, positive_int)  # batch size
+    lr: float = opt(0.02, positive_float)  # SGD learning rate, every method
+    out: str = '.'  # folder for the per-run JSON files, dml_summary.json and dml.png
+
+def dml_main(cfg: DMLMainConfig, # what to run
+             launch: LaunchConfig | None = None, # where the runs execute (default: this process)
+            ) -> None:
+    "Run the sweep, print the table, write dml_summary.json, dml.png and dml_loss_curves.png to `cfg.out`."
+    out = Path(cfg.out)
     if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a folder")
     base = DMLConfig(
-        dataset=args.dataset,
-        train_per_class=args.train_per_class,
-        k=args.k,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False),
+        dataset=cfg.dataset,
+        train_per_class=cfg.train_per_class,
+        k=cfg.k,
+        train=TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, progress=False),
     )
-    if args.dataset == 'cifar10':
+    if cfg.dataset == 'cifar10':
         base = replace(base, student='resnet20', teacher='resnet56', teacher_kwargs={})
     # every config is built, and so checked, here: before any run
-    cfgs = [c for c in dml_configs(tuple(args.seeds), base) if c.method in args.methods]
+    cfgs = [c for c in dml_configs(tuple(cfg.seeds), base) if c.method in cfg.methods]
     store = ResultStore(out)
-    launch_sweep('dml', cfgs, dml_run, store, launch_from_options(args), desc='dml')
+    launch_sweep('dml', cfgs, dml_run, store, launch, desc='dml')
     recs = [store.get('dml', c) for c in cfgs]
     table = dml_table(recs)
     write_json(out / 'dml_summary.json', table.to_dict(orient='records'))  # atomic: no half-written file
@@ -382,7 +398,7 @@ def _cli_dml(args):
     print(table.round(4).to_string(index=False))
 
 def add_cli(subparsers):
-    "Register the `dml` subcommand: a Deep Mutual Learning sweep writing JSON and PNG to --out."
+    "Register `kdnotes dml`: its options are `DMLMainConfig`'s fields and the launcher's."
     p = subparsers.add_parser(
         'dml',
         help='Deep Mutual Learning vs independent training vs KD (JSON + PNG)',
@@ -390,29 +406,11 @@ def add_cli(subparsers):
         '--dataset cifar10, for a GPU) independently, with DML (simultaneous and alternating), '
         'DML_e and KD; report accuracy, agreement, entropy, ECE.',
     )
-    p.add_argument(
-        '--methods',
-        nargs='+',
-        default=list(DML_METHODS),
-        choices=DML_METHODS,
-        help='methods to run (default: all)',
-    )
-    p.add_argument('--seeds', nargs='+', type=nonneg_int, default=[0, 1, 2],
-                   help='distinct seeds >= 0 (default: 0 1 2)')
-    p.add_argument(
-        '--dataset', default='mnist5k', choices=DML_DATASETS, help='cifar10 (JPEG copy) is for a GPU'
-    )
-    p.add_argument('--train-per-class', type=positive_int, default=100,
-                   help='labelled training examples per class (default: 100)')
-    p.add_argument('--k', type=positive_int, default=2,
-                   help='students per cohort, >= 2, checked by DMLConfig (default: 2; DML_e runs use 3)')
-    p.add_argument('--epochs', type=positive_int, default=20, help='training epochs (default: 20)')
-    p.add_argument('--batch-size', type=positive_int, default=64, help='batch size (default: 64)')
-    p.add_argument('--lr', type=positive_float, default=0.02,
-                   help='SGD learning rate, every method (default: 0.02)')
-    p.add_argument(
-        '--out', default='.', help='folder for the per-run JSON files, dml_summary.json and dml.png'
-    )
+    add_options(p, DMLMainConfig)
     add_launch_options(p)
-    p.set_defaults(func=_cli_dml)
+    def run(args):
+        launch = launch_from_options(args)  # checked first: a bad --launcher costs nothing
+        return dml_main(options_to_config(DMLMainConfig, args), launch=launch)
+    p.set_defaults(func=run)
     return p
+

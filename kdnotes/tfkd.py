@@ -19,14 +19,15 @@ from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check
 from .distill import kd_loss, DistillConfig, distill
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
-from .options import positive_int, nonneg_int
+from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
 
 # %% auto #0
-__all__ = ['TFKD_DATASETS', 'TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'ls_loss', 'virtual_teacher_logits',
-           'plot_virtual_teacher', 'tfkd_virtual_loss', 'tfkd_reg_official_loss', 'tfkd_reg_effective_target',
-           'tfkd_data', 'TfKDConfig', 'tfkd_run', 'tfkd_configs', 'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs',
-           'tfkd_label', 'tfkd_table', 'plot_calibration_bars', 'LowRes', 'CrossQConfig', 'crossq_run',
-           'crossq_configs', 'plot_crossq', 'add_cli']
+__all__ = ['TFKD_DATASETS', 'TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'TFKD_MAIN_METHODS', 'ls_loss',
+           'virtual_teacher_logits', 'plot_virtual_teacher', 'tfkd_virtual_loss', 'tfkd_reg_official_loss',
+           'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig', 'tfkd_run', 'tfkd_configs', 'TfKDRegConfig',
+           'tfkd_reg_run', 'tfkd_reg_configs', 'tfkd_label', 'tfkd_table', 'plot_calibration_bars', 'LowRes',
+           'CrossQConfig', 'crossq_run', 'crossq_configs', 'plot_crossq', 'MainOptions', 'TfKDMainConfig',
+           'CrossQMainConfig', 'tfkd_main', 'add_cli']
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
 def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)
@@ -383,61 +384,71 @@ def plot_crossq(table) -> plt.Figure:
     return fig
 
 # %% ../nbs/13_tfkd.ipynb #978082b9
-def _cli_common(p, default_epochs=20):
-    p.add_argument('--seeds', nargs='+', type=nonneg_int, default=[0, 1, 2],
-                   help='distinct seeds >= 0 (default: 0 1 2)')
-    p.add_argument('--train-per-class', type=positive_int, default=100,
-                   help='labelled MNIST-5k training digits per class (default: 100)')
-    p.add_argument('--epochs', type=positive_int, default=default_epochs,
-                   help=f'training epochs (default: {default_epochs})')
-    p.add_argument('--out', default='.', help='folder for per-run JSON files, the summary JSON and the PNG')
-    add_launch_options(p)
+@dataclass
+class MainOptions:
+    "The options `kdnotes tfkd` and `kdnotes crossq` share."
+    seeds: tuple = opt((0, 1, 2), nonneg_int)  # distinct seeds >= 0
+    train_per_class: int = opt(100, positive_int)  # labelled MNIST-5k training digits per class
+    epochs: int = opt(20, positive_int)  # training epochs
+    out: str = '.'  # folder for per-run JSON files, the summary JSON and the PNG
 
-def _cli_configs(args):
+TFKD_MAIN_METHODS = TFKD_METHODS + ('tfkd_reg_official',)  # the chapter's methods and the authors' loss
+
+@dataclass
+class TfKDMainConfig(MainOptions):
+    "What `kdnotes tfkd` runs; its fields are the command's options."
+    methods: tuple = opt(TFKD_MAIN_METHODS, choices=TFKD_MAIN_METHODS)  # methods to run (default: all)
+    dataset: str = opt('mnist5k', choices=TFKD_DATASETS)  # cifar10 (JPEG copy) is for a GPU
+
+@dataclass
+class CrossQMainConfig(MainOptions):
+    "What `kdnotes crossq` runs; its fields are the command's options."
+    size: int = opt(14, positive_int)  # student's image side, 12-28, checked by CrossQConfig
+
+def _main_configs(cfg: MainOptions) -> list:
     "(kind, configs, run function) for every run of the command, built (so checked) before any run starts."
-    train = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.02, progress=False)
-    if args.kind == 'crossq':
-        base = CrossQConfig(size=args.size, train_per_class=args.train_per_class, train=train)
-        return [('crossq', crossq_configs(tuple(args.seeds), base), crossq_run)]
-    model = {'model': 'resnet20'} if args.dataset == 'cifar10' else {}
-    base = TfKDConfig(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
-    cfgs = [c for c in tfkd_configs(tuple(args.seeds), base) if c.method in args.methods]
-    reg = TfKDRegConfig(dataset=args.dataset, train_per_class=args.train_per_class, train=train, **model)
-    regs = tfkd_reg_configs(tuple(args.seeds), base=reg) if 'tfkd_reg_official' in args.methods else []
+    train = TrainConfig(epochs=cfg.epochs, batch_size=64, lr=0.02, progress=False)
+    if isinstance(cfg, CrossQMainConfig):
+        base = CrossQConfig(size=cfg.size, train_per_class=cfg.train_per_class, train=train)
+        return [('crossq', crossq_configs(tuple(cfg.seeds), base), crossq_run)]
+    model = {'model': 'resnet20'} if cfg.dataset == 'cifar10' else {}
+    base = TfKDConfig(dataset=cfg.dataset, train_per_class=cfg.train_per_class, train=train, **model)
+    cfgs = [c for c in tfkd_configs(tuple(cfg.seeds), base) if c.method in cfg.methods]
+    reg = TfKDRegConfig(dataset=cfg.dataset, train_per_class=cfg.train_per_class, train=train, **model)
+    regs = tfkd_reg_configs(tuple(cfg.seeds), base=reg) if 'tfkd_reg_official' in cfg.methods else []
     return [('tfkd', cfgs, tfkd_run), ('tfkd_reg', regs, tfkd_reg_run)]
 
-def _cli_run(args):
-    out = Path(args.out)
+def tfkd_main(cfg: MainOptions, # a TfKDMainConfig or a CrossQMainConfig
+              launch: LaunchConfig | None = None, # where the runs execute (default: this process)
+             ) -> None:
+    "Run `kdnotes tfkd` or `kdnotes crossq`: the sweep, its table, the summary JSON and the PNG in `cfg.out`."
+    kind = 'crossq' if isinstance(cfg, CrossQMainConfig) else 'tfkd'
+    out = Path(cfg.out)
     if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a folder")
-    jobs, store = _cli_configs(args), ResultStore(out)
-    for kind, cfgs, fn in jobs: launch_sweep(kind, cfgs, fn, store, launch_from_options(args))
-    recs = [store.get(kind, c) for kind, cfgs, _ in jobs for c in cfgs]
-    if args.kind == 'tfkd': table, plot = tfkd_table(recs), plot_calibration_bars
+    jobs, store = _main_configs(cfg), ResultStore(out)
+    for k, cfgs, fn in jobs: launch_sweep(k, cfgs, fn, store, launch)
+    recs = [store.get(k, c) for k, cfgs, _ in jobs for c in cfgs]
+    if kind == 'tfkd': table, plot = tfkd_table(recs), plot_calibration_bars
     else: table, plot = mean_std(to_frame(recs), ['method'], ['acc', 'nll', 'ece']), plot_crossq
-    write_json(out / f'{args.kind}_summary.json', table.to_dict(orient='records'))  # atomic
+    write_json(out / f'{kind}_summary.json', table.to_dict(orient='records'))  # atomic
     fig = plot(table)
-    save_figure(fig, out / f'{args.kind}.png', dpi=120, bbox_inches='tight')
+    save_figure(fig, out / f'{kind}.png', dpi=120, bbox_inches='tight')
     plt.close(fig)
     print(table.round(4).to_string(index=False))
 
+
 # %% ../nbs/13_tfkd.ipynb #1a8109df
 def add_cli(subparsers):
-    "Register the `tfkd` (teacher-free KD and calibration) and `crossq` (cross-quality KD) subcommands."
-    p = subparsers.add_parser('tfkd', help='label smoothing, Tf-KD self/virtual/reg, temperature scaling')
-    methods = TFKD_METHODS + ('tfkd_reg_official',)
-    p.add_argument('--methods', nargs='+', default=list(methods), choices=methods, help='default: all')
-    p.add_argument(
-        '--dataset', default='mnist5k', choices=TFKD_DATASETS, help='cifar10 (JPEG copy) is for a GPU'
-    )
-    _cli_common(p)
-    p.set_defaults(func=_cli_run, kind='tfkd')
-    q = subparsers.add_parser(
-        'crossq', help='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)'
-    )
-    q.add_argument(
-        '--size', type=positive_int, default=14,
-        help="student's image side, 12-28, checked by CrossQConfig (default: 14)"
-    )
-    _cli_common(q)
-    q.set_defaults(func=_cli_run, kind='crossq')
+    "Register `kdnotes tfkd` and `kdnotes crossq`: their options are their configs' fields, the launcher's."
+    helps = dict(tfkd='label smoothing, Tf-KD self/virtual/reg, temperature scaling',
+                 crossq='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)')
+    for name, cls in (('tfkd', TfKDMainConfig), ('crossq', CrossQMainConfig)):
+        p = subparsers.add_parser(name, help=helps[name])
+        add_options(p, cls)
+        add_launch_options(p)
+        def run(args, cls=cls):
+            launch = launch_from_options(args)  # checked first: a bad --launcher costs nothing
+            return tfkd_main(options_to_config(cls, args), launch=launch)
+        p.set_defaults(func=run)
     return p
+
