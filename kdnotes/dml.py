@@ -20,7 +20,7 @@ from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, 
 from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_entropy, check_whole,
                              check_number, check_choice, check_seeds)
 from .distill import kd_loss, frozen
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
+from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
 
@@ -399,18 +399,11 @@ def dml_main(cfg: DMLMainConfig, # what to run
 
 def add_cli(subparsers):
     "Register `kdnotes dml`: its options are `DMLMainConfig`'s fields and the launcher's."
-    p = subparsers.add_parser(
-        'dml',
+    return add_config_command(
+        subparsers, 'dml', DMLMainConfig, dml_main,
         help='Deep Mutual Learning vs independent training vs KD (JSON + PNG)',
         description='Train cohorts of LeNet-5 students on MNIST-5k (or ResNet-20 on CIFAR-10 with '
         '--dataset cifar10, for a GPU) independently, with DML (simultaneous and alternating), '
         'DML_e and KD; report accuracy, agreement, entropy, ECE.',
     )
-    add_options(p, DMLMainConfig)
-    add_launch_options(p)
-    def run(args):
-        launch = launch_from_options(args)  # checked first: a bad --launcher costs nothing
-        return dml_main(options_to_config(DMLMainConfig, args), launch=launch)
-    p.set_defaults(func=run)
-    return p
 

@@ -19,7 +19,7 @@ from .experiments import (ResultStore, run_sweep, config_hash, to_frame, mean_st
                                  provenance, write_json, save_figure)
 from .options import (check_writable, positive_int, nonneg_int, positive_float, opt, add_options,
                              options_to_config)
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
+from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 
 # %% auto #0
 __all__ = ['POLICIES', 'MNIST5K_PER_CLASS', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data', 'check_fidelity_config',
@@ -510,15 +510,9 @@ def fidelity_main(cfg: FidelityMainConfig = FidelityMainConfig(), # what to run
 # %% ../nbs/11_fidelity.ipynb #4a799ee1
 def add_cli(subparsers):
     "Register `kdnotes fidelity`: its options are `FidelityMainConfig`'s fields and the launcher's."
-    p = subparsers.add_parser(
-        'fidelity', help="Stanton et al.'s fidelity experiment (the main job): agreement vs data size",
+    return add_config_command(
+        subparsers, 'fidelity', FidelityMainConfig, fidelity_main,
+        help="Stanton et al.'s fidelity experiment (the main job): agreement vs data size",
         description='Distil a LeNet-5 teacher trained on 200 MNIST-5k digits into students with growing '
                     'distillation sets; report accuracy, agreement, KL and the control student.')
-    add_options(p, FidelityMainConfig)
-    add_launch_options(p)
-    def run(args):
-        launch = launch_from_options(args)  # checked first: a bad --launcher costs nothing
-        return fidelity_main(options_to_config(FidelityMainConfig, args), launch=launch)
-    p.set_defaults(func=run)
-    return p
 

@@ -19,7 +19,7 @@ from .experiments import (ResultStore, run_sweep, to_frame, mean_std, format_mea
                                  config_hash, write_json, save_figure)
 from .options import (check_writable, positive_int, nonneg_int, positive_float, unit_float, opt,
                              add_options, options_to_config)
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
+from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 
 # %% auto #0
 __all__ = ['HINTON_AUG', 'METRICS', 'HINTON_2015', 'HintonTeacherConfig', 'hinton_data', 'check_teacher_config', 'hinton_teacher',
@@ -430,12 +430,6 @@ def hinton_main(cfg: HintonMainConfig, # what to run
 # %% ../nbs/10_hinton_kd.ipynb #0b988d9b
 def add_cli(subparsers):
     "Register `kdnotes hinton`: its options are `HintonMainConfig`'s fields and the launcher's."
-    p = subparsers.add_parser('hinton', help='Hinton et al. (2015) on MNIST-5k: T x alpha sweep, no-3s test')
-    add_options(p, HintonMainConfig)
-    add_launch_options(p)
-    def run(args):
-        launch = launch_from_options(args)  # checked first: a bad --threads or --launcher costs nothing
-        return hinton_main(options_to_config(HintonMainConfig, args), launch=launch)
-    p.set_defaults(func=run)
-    return p
+    return add_config_command(subparsers, 'hinton', HintonMainConfig, hinton_main,
+                              help='Hinton et al. (2015) on MNIST-5k: T x alpha sweep, no-3s test')
 

@@ -18,7 +18,7 @@ from .options import add_options, options_to_config, check_writable
 __all__ = ['LAUNCHERS', 'LaunchConfig', 'runs_dir', 'claim_path', 'failure_path', 'claim_state', 'Claim', 'try_claim',
            'record_failure', 'run_claimed', 'worker_loop', 'make_executor', 'submit_workers', 'SweepIncomplete',
            'collect', 'launch_sweep', 'sweep_status', 'status_main', 'add_cli', 'add_launch_options',
-           'launch_from_options']
+           'launch_from_options', 'add_config_command']
 
 # %% ../nbs/06_launch.ipynb #407b493b
 LAUNCHERS = ('serial', 'local', 'slurm')
@@ -313,3 +313,21 @@ def add_launch_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def launch_from_options(args: argparse.Namespace) -> LaunchConfig:
     "The `LaunchConfig` that the parsed options describe."
     return options_to_config(LaunchConfig, args)
+
+# %% ../nbs/06_launch.ipynb #cec4b433
+def add_config_command(subparsers, # from `argparse.ArgumentParser.add_subparsers`
+                       name: str, # the subcommand, `kdnotes NAME`
+                       cls: type, # its config dataclass: one option per field
+                       main: Callable, # main(cfg, launch=LaunchConfig) runs it
+                       help: str, # one line for `kdnotes --help`
+                       description: str | None = None, # the paragraph of `kdnotes NAME --help`
+                      ) -> argparse.ArgumentParser:
+    "Register `kdnotes NAME`: options from `cls`'s fields and the launcher's; runs `main(cfg, launch=...)`."
+    p = subparsers.add_parser(name, help=help, description=description)
+    add_options(p, cls)
+    add_launch_options(p)
+    def run(args):
+        launch = launch_from_options(args)  # first: a bad --launcher or --threads costs nothing
+        return main(options_to_config(cls, args), launch=launch)
+    p.set_defaults(func=run)
+    return p

@@ -17,7 +17,7 @@ from .train import TrainConfig, check_train_config, seed_everything, train_class
 from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check_number, check_choice,
                              check_seeds)
 from .distill import kd_loss, DistillConfig, distill
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
+from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
 
@@ -440,15 +440,9 @@ def tfkd_main(cfg: MainOptions, # a TfKDMainConfig or a CrossQMainConfig
 # %% ../nbs/13_tfkd.ipynb #1a8109df
 def add_cli(subparsers):
     "Register `kdnotes tfkd` and `kdnotes crossq`: their options are their configs' fields, the launcher's."
-    helps = dict(tfkd='label smoothing, Tf-KD self/virtual/reg, temperature scaling',
-                 crossq='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)')
-    for name, cls in (('tfkd', TfKDMainConfig), ('crossq', CrossQMainConfig)):
-        p = subparsers.add_parser(name, help=helps[name])
-        add_options(p, cls)
-        add_launch_options(p)
-        def run(args, cls=cls):
-            launch = launch_from_options(args)  # checked first: a bad --launcher costs nothing
-            return tfkd_main(options_to_config(cls, args), launch=launch)
-        p.set_defaults(func=run)
-    return p
+    add_config_command(subparsers, 'tfkd', TfKDMainConfig, tfkd_main,
+                       help='label smoothing, Tf-KD self/virtual/reg, temperature scaling')
+    return add_config_command(
+        subparsers, 'crossq', CrossQMainConfig, tfkd_main,
+        help='cross-quality KD: 28x28 teacher, low-resolution MNIST-5k student (JSON + PNG)')
 
