@@ -31,6 +31,8 @@ from kdnotes.train import (
 )
 from .experiments import ResultStore, provenance, config_hash, list_mean_std
 from .packing import COMPILE_MODES, PACK_METHODS, maybe_compile, is_compiled, train_packed
+from .options import opt, add_options, options_to_config
+
 
 # %% auto #0
 __all__ = ['CIFAR_AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit', 'FastConfig', 'fast_recipe',
@@ -199,24 +201,23 @@ def fast_train(
 # %% ../nbs/20_fast.ipynb #5de964c9
 @dataclass
 class BenchConfig:
-    "What `kdnotes bench` measures, on which model, data and device."
-    model: str = 'resnet56'
-    # 'cifar10' (JPEG q75 copy) or 'fake' (random uint8 images of CIFAR shape, for CPU tests)
-    dataset: str = 'cifar10'
+    "What `kdnotes bench` measures, on which model, data and device; its fields are the command's options."
+    model: str = 'resnet56'  # architecture, e.g. resnet20, resnet56
+    dataset: str = opt('cifar10', choices=('cifar10', 'fake'))  # the JPEG q75 copy, or random images
     images: int = 50_000  # training images per epoch (the first N of the training set)
-    batch_size: int = 512  # fast path
-    base_batch: int = 128  # baseline (and base of the lr scaling)
-    base_lr: float = 0.1
-    device: str = 'auto'
+    batch_size: int = 512  # fast-path batch size (lr scaled from base_lr at base_batch)
+    base_batch: int = 128  # batch size of the baseline and of the reference lr
+    base_lr: float = 0.1  # learning rate at base_batch
+    device: str = 'auto'  # auto (CUDA if present), cuda or cpu
     workers: int = 4  # baseline DataLoader workers
-    compile: str = 'auto'
+    compile: str = opt('auto', choices=COMPILE_MODES)  # torch.compile mode (auto: on for CUDA, off on CPU)
     k: int = 4  # models per packed step
     repeats: int = 2  # timed epochs after one warm-up epoch
-    epochs: int = 0  # short accuracy check through both pipelines (0 = skip)
-    seeds: int = 3
-    full_epochs: int = 0  # one full-length fast-path run (0 = skip)
-    test_images: int = 10_000
-    parts: tuple = ('speed', 'packed')
+    epochs: int = 0  # short accuracy check through both pipelines (0 = skip; > 0 adds part acc)
+    seeds: int = 3  # seeds of the accuracy check
+    full_epochs: int = 0  # one full-length fast-path run (0 = skip; > 0 adds part full)
+    test_images: int = 10_000  # test images for the accuracy checks
+    parts: tuple = opt(('speed', 'packed'), choices=('speed', 'packed', 'acc', 'full'))  # what to measure
     threads: int = 0  # torch CPU threads for this process (0 = torch's default)
     progress: bool = True  # progress bars over runs
 
@@ -547,89 +548,19 @@ def _summary(results: dict) -> str:
 
 # %% ../nbs/20_fast.ipynb #d3f63c4d
 def add_cli(subparsers):
-    ("Register `kdnotes bench`: baseline vs fast pipeline, packed "
-     "vs sequential training, accuracy checks; JSON + PNG to --out.")
-    d = BenchConfig()
+    "Register `kdnotes bench`: its options are `BenchConfig`'s fields; JSON + PNG to --out."
     p = subparsers.add_parser(
         'bench', help='speed benchmark: common DataLoader pipeline vs the fast path, packed K-model training'
     )
-    p.add_argument(
-        '--model', default=d.model, help=f'architecture, e.g. resnet20, resnet56 (default {d.model})'
-    )
-    p.add_argument(
-        '--dataset',
-        default=d.dataset,
-        choices=['cifar10', 'fake'],
-        help='cifar10: the offline JPEG copy; fake: random images of the same shape',
-    )
-    p.add_argument('--images', type=int, default=d.images, help='training images per epoch')
-    p.add_argument(
-        '--batch-size',
-        type=int,
-        default=d.batch_size,
-        help='fast-path batch size (lr scaled from --base-lr at --base-batch)',
-    )
-    p.add_argument(
-        '--base-batch',
-        type=int,
-        default=d.base_batch,
-        help='batch size of the baseline and of the reference lr',
-    )
-    p.add_argument('--base-lr', type=float, default=d.base_lr, help='learning rate at --base-batch')
-    p.add_argument('--device', default=d.device, help='auto (CUDA if present), cuda or cpu')
-    p.add_argument('--workers', type=int, default=d.workers, help='baseline DataLoader workers')
-    p.add_argument(
-        '--compile',
-        default=d.compile,
-        choices=COMPILE_MODES,
-        help='torch.compile mode (auto: on for CUDA, off on CPU)',
-    )
-    p.add_argument('--k', type=int, default=d.k, help='models per packed step')
-    p.add_argument('--repeats', type=int, default=d.repeats, help='timed epochs after one warm-up epoch')
-    p.add_argument(
-        '--epochs',
-        type=int,
-        default=d.epochs,
-        help='short accuracy check through both pipelines (adds part acc)',
-    )
-    p.add_argument('--seeds', type=int, default=d.seeds, help='seeds of the accuracy check')
-    p.add_argument(
-        '--full-epochs', type=int, default=d.full_epochs, help='one full-length fast run (adds part full)'
-    )
-    p.add_argument(
-        '--test-images', type=int, default=d.test_images, help='test images for the accuracy checks'
-    )
-    p.add_argument('--threads', type=int, default=d.threads, help='torch CPU threads (0 = default)')
-    p.add_argument('--parts', default=','.join(d.parts), help="comma-separated, from speed,packed,acc,full")
+    add_options(p, BenchConfig, exclude=('progress',))
     p.add_argument('--out', default='.', help='results folder: JSON records with provenance and a PNG')
     p.set_defaults(func=_cli_bench)
     return p
 
 def _cli_bench(args):
-    parts = (
-        [s for s in args.parts.split(',') if s]
-        + (['acc'] if args.epochs else [])
-        + (['full'] if args.full_epochs else [])
-    )
-    bc = BenchConfig(
-        args.model,
-        args.dataset,
-        args.images,
-        args.batch_size,
-        args.base_batch,
-        args.base_lr,
-        args.device,
-        args.workers,
-        args.compile,
-        args.k,
-        args.repeats,
-        args.epochs,
-        args.seeds,
-        args.full_epochs,
-        args.test_images,
-        tuple(dict.fromkeys(parts)),
-        args.threads,
-    )
+    bc = options_to_config(BenchConfig, args)
+    extra = (('acc',) if bc.epochs else ()) + (('full',) if bc.full_epochs else ())
+    bc = replace(bc, parts=tuple(dict.fromkeys(bc.parts + extra)))  # epochs / full_epochs imply their parts
     res = run_bench(bc, args.out)
     print(_summary(res))
     return res
