@@ -9,7 +9,9 @@ from kdnotes.kdbench import (KDBenchConfig, check_kdbench_config, kdbench_config
                              kdbench_table, plot_leaderboard)
 from kdnotes.zoo_outputs import (dkd_terms, dkd_loss, dist_loss, pearson_rows, perturb_logits, tang_target,
                                  zoo_configs, add_cli, ZOO_LABELS, DKD, ChainConfig, chain_run,
-                                 chain_sweep)
+                                 chain_sweep, teacher_choice_configs, confusable_subsets, collapse,
+                                 combine_specialists, specialist_configs, specialist_sweep, SpecialistConfig,
+                                 specialist_run)
 
 torch.set_num_threads(1)
 TINY = KDBenchConfig(teacher_epochs=1, epochs=1, teacher_kwargs=dict(hidden=[32], dropout=0.0))
@@ -135,3 +137,57 @@ def test_kdnotes_zoo_through_the_cli(tmp_path):
     argv = ['zoo', '--methods', 'labels', 'kd', '--seeds', '1', '--epochs', '1', '--teacher-epochs', '1',
             '--out', str(tmp_path)]
     assert main(argv) == 0
+
+
+def test_teacher_choices_change_only_the_teacher():
+    base = KDBenchConfig()
+    for c in teacher_choice_configs(seeds=[3]):
+        check_kdbench_config(c)
+        assert (c.seed, c.student_kwargs, c.method_kwargs['T']) == (3, base.student_kwargs, 2.0)
+        assert (c.teacher_epochs, c.teacher_kwargs) != (base.teacher_epochs, base.teacher_kwargs) \
+            or c.method_kwargs['label'] == 't_ep12'
+
+
+def test_combination_is_the_average_when_the_dustbin_is_one_class():
+    # a specialist on classes 0..5 of 7 has a one-class dustbin: min KL(p_g||q) + KL(p_m||q) is the mean
+    zs, zt, _ = _logits(4)
+    zt[:, 6] -= 20  # the generalist's top class is never 6: the specialist is always active
+    q = combine_specialists(zt, [zs], [list(range(6))], steps=600).softmax(1)
+    assert torch.allclose(q, (zt.softmax(1) + zs.softmax(1)) / 2, atol=3e-3)
+    assert torch.allclose(collapse(zs.log_softmax(1), [0, 3]).exp().sum(1), torch.ones(len(zs)), atol=1e-5)
+
+
+def test_confusable_subsets_find_the_confused_pair_and_refuse_too_many():
+    p = torch.full((40, 10), 0.02)
+    p[:, [2, 8]] = 0.42
+    assert confusable_subsets(p, n=1, size=2) == [[2, 8]]
+    with pytest.raises(ValueError, match='n \\* size <= 10'): confusable_subsets(p, n=3, size=4)
+
+
+def test_specialists_tiny(tmp_path):
+    cfgs = specialist_configs([0], base=TINY, n=1, size=2, epochs=1, steps=10)
+    res = specialist_sweep(cfgs, tmp_path, progress=False)[0]
+    assert len(res['subsets'][0]) == 2 and 0 <= res['changed'] <= 1000
+    assert len(list(tmp_path.glob('specialists-*.json'))) == 1
+    with pytest.raises(ValueError, match='n \\* size'): specialist_run(SpecialistConfig(TINY, n=2, size=6))
+    with pytest.raises(ValueError, match='at least one seed'): specialist_sweep([], tmp_path)
+
+
+def test_cli_zoo_teachers_tiny(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    args = parser.parse_args(['zoo', '--methods', 'kd', '--teachers', '--seeds', '1', '--epochs', '1',
+                              '--teacher-epochs', '1', '--out', str(tmp_path)])
+    rows = [row['method'] for row in args.func(args)['table']]
+    assert rows[0] == 'kd' and {'t_ep1', 't_h32', 't_h1024x1024'} <= set(rows)
+    assert len(list((tmp_path / 'teacher_choice').glob('kdbench-*.json'))) == len(rows) - 1
+
+
+def test_multiview_tiny_and_bad_configs():
+    from kdnotes.zoo_outputs import MultiViewConfig, multiview_run, mv_forward
+    res = multiview_run(MultiViewConfig(n_train=60, n_test=100, members=2, epochs=5))
+    assert {'members_acc', 'ensemble_acc', 'distilled_acc'} <= set(res)
+    w, x = torch.randn(6, 4), torch.randn(2, 3, 4)  # K = 3 classes of 2 neurons
+    ref = (F.relu(x @ w.T) ** 3).sum(1).view(2, 3, 2).sum(2)
+    assert torch.allclose(mv_forward(w, x, K=3), ref)
+    with pytest.raises(ValueError, match='members >= 2'): multiview_run(MultiViewConfig(members=1))
