@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 # %% auto #0
 __all__ = ['check_logits', 'check_whole', 'check_number', 'check_choice', 'check_seeds', 'check_labels', 'accuracy', 'nll',
            'agreement', 'predictive_kl', 'ece', 'plot_reliability', 'prediction_entropy', 'fit_temperature',
-           'calibration_report']
+           'calibration_report', 'sample_quality']
 
 # %% ../nbs/03_metrics.ipynb #59299f27
 def check_logits(*logits: torch.Tensor, names=('teacher', 'student')):
@@ -209,3 +209,17 @@ def calibration_report(
     T = fit_temperature(val_logits, val_y)
     return dict(acc=accuracy(test_logits, test_y), nll=nll(test_logits, test_y), ece=ece(test_logits, test_y),
                 T_fit=T, nll_ts=nll(test_logits / T, test_y), ece_ts=ece(test_logits / T, test_y))
+
+# %% ../nbs/03_metrics.ipynb #82a770ab
+def sample_quality(synth_logits: torch.Tensor, # (N, C) teacher logits on the samples
+                   real_logits: torch.Tensor, # (M, C) teacher logits on real held-out images
+                  ) -> dict:
+    ("Teacher's class histograms, their total-variation "
+     "distance, and mean confidence, on samples vs real images.")
+    out = {}
+    for who, z in (('synth', synth_logits), ('real', real_logits)):
+        p = z.float().softmax(1)
+        out[f'{who}_hist'] = torch.bincount(p.argmax(1), minlength=p.shape[1]).div(len(p)).tolist()
+        out[f'{who}_confidence'] = p.max(1).values.mean().item()
+    out['hist_tv'] = 0.5 * sum(abs(a - b) for a, b in zip(out['synth_hist'], out['real_hist']))
+    return out

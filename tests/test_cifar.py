@@ -177,7 +177,7 @@ def test_cli_fails_fast_on_bad_options(tmp_path):
     bad_file = tmp_path / 'notes.txt'
     bad_file.write_text('not a tensor file')
     small = tmp_path / 'small.pt'
-    from kdnotes.synthetic import save_samples
+    from kdnotes.train import save_samples
 
     save_samples(small, torch.zeros(10, 1, 8, 8, dtype=torch.uint8), id='small')
     for extra, msg in (

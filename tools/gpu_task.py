@@ -651,7 +651,7 @@ def unit_synthetic(scale, data, calib, log, saver, rec, budget, ensemble: bool) 
     per_rep = teachers if not ensemble else teachers.ensembles()
     rec['pieces']['teacher_acc'] = [evaluate(t, data['test'], CIFAR_AUG)['acc'] for t in per_rep]
     synth, info = _ddpm_and_samples(scale, data, dev, scale.ddpm_seconds, n_max, calib, log)
-    from kdnotes.synthetic import sample_quality
+    from kdnotes.metrics import sample_quality
 
     if len(synth):
         info['quality'] = sample_quality(
