@@ -17,8 +17,8 @@ from .metrics import check_logits, check_labels, accuracy, agreement, predictive
 
 # %% auto #0
 __all__ = ['METHODS', 'check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'Method', 'register_method', 'get_method', 'KD',
-           'capture_features', 'method_loss', 'teacher_loss', 'Distiller', 'compare', 'distill', 'control_fidelity',
-           'SideBySideLoss', 'distill_side_by_side']
+           'capture_features', 'MethodInputs', 'method_loss', 'teacher_loss', 'Distiller', 'compare', 'distill',
+           'control_fidelity', 'SideBySideLoss', 'distill_side_by_side']
 
 # %% ../nbs/04_distill.ipynb #5fff56a0
 def check_kd_params(T, # temperature
@@ -74,6 +74,7 @@ class Method(nn.Module):
     student_layers: tuple = ()  # names of the student's modules whose outputs forward() reads
     teacher_layers: tuple = ()  # the same for the teacher
     uses_labels: bool = False  # True: the distillation set must be labelled
+    uses_inputs: bool = False  # True: forward also gets inputs=MethodInputs(x, student, teacher)
     def forward(self, student_logits: torch.Tensor, # (N, C)
                 teacher_logits: torch.Tensor, # (N, C), no gradient
                 labels: torch.Tensor, # (N,), -1 = unlabeled
@@ -139,18 +140,30 @@ def capture_features(model: nn.Module, # the network
         for h in handles: h.remove()  # the model is left as it was
 
 # %% ../nbs/04_distill.ipynb #a6c32a22
+@dataclass
+class MethodInputs:
+    "What a `Method` with `uses_inputs = True` gets besides the logits: the batch and both networks."
+    x: torch.Tensor  # (N, ...) the batch the student just saw (after augmentation and transform)
+    student: nn.Module  # the student being trained (a call runs its feature hooks again)
+    teacher: nn.Module  # the frozen teacher
+
 def method_loss(teacher: nn.Module, # frozen teacher
                 method: Method, # how the student learns from it
                 student_feats: dict | None = None, # filled by `capture_features` on the student
                 teacher_feats: dict | None = None, # filled by `capture_features` on the teacher
+                student: nn.Module | None = None, # the student: needed by methods with uses_inputs
                ):
     "The loss_fn for `fit`: the teacher labels the batch the student just saw; `method` scores the student."
+    if method.uses_inputs and student is None:
+        raise ValueError(f"{type(method).__name__} uses the inputs: pass method_loss(..., student=student)")
     student_feats = {} if student_feats is None else student_feats
     teacher_feats = {} if teacher_feats is None else teacher_feats
     def loss_fn(student_logits, x, y):
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
             t = teacher(x).float()
-        return method(student_logits, t, y, student_feats, teacher_feats)
+        if not method.uses_inputs: return method(student_logits, t, y, student_feats, teacher_feats)
+        inputs = MethodInputs(x=x, student=student, teacher=teacher)
+        return method(student_logits, t, y, student_feats, teacher_feats, inputs=inputs)
     return loss_fn
 
 def teacher_loss(teacher: nn.Module, cfg: DistillConfig):
@@ -234,7 +247,7 @@ def distill(teacher: nn.Module, # trained teacher (or `Ensemble`); frozen here
     with hooks_s as sf, capture_features(teacher, method.teacher_layers) as tf:
         own_params = any(True for _ in method.parameters())  # a regressor, say: it trains with the student
         model = Distiller(student, method) if own_params else student
-        history = fit(model, loader, cfg.train, method_loss(teacher, method, sf, tf), ckpt_path)
+        history = fit(model, loader, cfg.train, method_loss(teacher, method, sf, tf, student), ckpt_path)
     report = _distill_report(teacher, student, data, test, aug, extra_x)
     return report | dict(history=history, seconds=time.perf_counter() - t0)
 
