@@ -33,15 +33,16 @@ from kdnotes.experiments import (
     encode_preds,
     decode_preds,
 )
-from .launch import launch_sweep, add_launch_options, launch_from_options
-
+from .launch import launch_sweep, add_launch_options, launch_from_options, LaunchConfig
+from .options import (add_options, options_to_config, opt, field_help, positive_int, nonneg_int,
+                             positive_float)
 
 # %% auto #0
 __all__ = ['STUDENT_SEED_OFFSET', 'TEACHER_FORWARD', 'LABELS', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'member_configs',
            'cifar_data', 'make_model', 'teacher_path', 'train_cifar_teacher', 'cifar_teacher', 'run_student',
            'add_controls', 'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds',
-           'plot_self_distill', 'plot_ensemble', 'cifar_configs', 'check_student_config', 'cifar_summary', 'add_cli',
-           'unit_frame']
+           'plot_self_distill', 'plot_ensemble', 'cifar_configs', 'check_student_config', 'cifar_summary',
+           'CifarMainConfig', 'cifar_main', 'add_cli', 'unit_frame']
 
 # %% ../nbs/22_stanton_cifar.ipynb #516673f6
 @dataclass
@@ -437,109 +438,70 @@ def cifar_summary(store: ResultStore, cfgs: list, sweep: str, out: str | os.Path
     return summary
 
 # %% ../nbs/22_stanton_cifar.ipynb #c1d2a4f8
-def _ints(s: str | None, option: str) -> tuple | None:
-    "A comma-separated option as a tuple of ints, with an error naming the option."
-    if not s:
-        return None
-    try:
-        return tuple(int(v) for v in s.split(','))
-    except ValueError:
-        raise ValueError(f"{option} must be comma-separated integers, e.g. 0,1; got {s!r}") from None
+@dataclass
+class CifarMainConfig:
+    "`kdnotes cifar SWEEP`: a sweep of Stanton et al.'s CIFAR-10 experiments from a preset, resumable."
+    sweep: str = opt('self', choices=('self', 'ensemble'))  # self: synthetic data; ensemble: ensembles
+    preset: str = opt('gpu', choices=tuple(PRESETS))  # gpu: CIFAR-10, ResNet-56; tiny: digits
+    synth: str = ''  # sample file from `kdnotes synth` (needed when n_synth > 0)
+    time_budget: float | None = opt(None, type=positive_float)  # seconds: skip runs that would not fit
+    max_runs: int | None = opt(None, type=positive_int)  # start at most this many runs (resume later)
+    epoch_seconds: float | None = opt(None, type=positive_float)  # seconds per epoch-unit (None: measured)
+    seeds: tuple[int, ...] | None = opt(None, type=nonneg_int)  # replicates, e.g. --seeds 0 1 (None: preset)
+    sizes: tuple[int, ...] | None = opt(None, type=positive_int)  # ensemble sizes (None: preset)
+    n_synth: tuple[int, ...] | None = opt(None, type=nonneg_int)  # synthetic images added (None: preset)
+    n_teachers: tuple[int, ...] | None = opt(None, type=positive_int)  # teacher ensemble sizes (None: preset)
+    epochs: int | None = opt(None, type=positive_int)  # epochs per network (None: preset)
+    device: str = 'auto'  # auto (CUDA if present), cuda or cpu
+    out: str = '.'  # results folder (commit it)
+    ckpt_dir: str = 'runs/cifar'  # teacher checkpoints (not committed)
 
+def _main_configs(cfg: CifarMainConfig, synth: torch.Tensor | None, synth_id: str) -> list:
+    "The student configs a command describes, each checked against the sample file before any training."
+    lists = dict(seeds=cfg.seeds, sizes=cfg.sizes, n_synth=cfg.n_synth, n_teachers=cfg.n_teachers)
+    cfgs = cifar_configs(cfg.sweep, cfg.preset, synth_id, cfg.device, epochs=cfg.epochs, **lists)
+    for c in cfgs: check_student_config(c, None if synth is None else len(synth))
+    return cfgs
 
-def _cmd_cifar(args):
-    "Check every option and config, then run the sweep within the budget and summarise it."
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise ValueError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
-    if args.max_runs is not None and args.max_runs < 1:
-        raise ValueError(f"--max-runs must be >= 1, got {args.max_runs}")
-    if args.epoch_seconds is not None and args.epoch_seconds <= 0:
-        raise ValueError(f"--epoch-seconds must be > 0, got {args.epoch_seconds}")
-    synth, synth_id = None, ''
-    if args.synth:
-        synth, meta = load_samples(args.synth)
-        synth_id = meta.get('id', Path(args.synth).stem)
-    cfgs = cifar_configs(
-        args.sweep,
-        args.preset,
-        synth_id,
-        args.device,
-        epochs=args.epochs,
-        seeds=_ints(args.seeds, '--seeds'),
-        sizes=_ints(args.sizes, '--sizes'),
-        n_synth=_ints(args.n_synth, '--n-synth'),
-        n_teachers=_ints(args.n_teachers, '--n-teachers'),
-    )
-    for c in cfgs:
-        check_student_config(c, None if synth is None else len(synth))
-    store, ckpt_dir = ResultStore(args.out), Path(args.ckpt_dir)
-    n_train = len(cifar_data(cfgs[0].teacher.dataset)['train'])
-    rate = args.epoch_seconds or (estimate_epoch_seconds(cfgs[0]) if args.time_budget else None)
-    launch = launch_from_options(args)
+# %% ../nbs/22_stanton_cifar.ipynb #7c3f1b22
+def cifar_main(cfg: CifarMainConfig, # what to run
+               launch: LaunchConfig | None = None, # where (default: this process, within the budget)
+              ) -> dict:
+    "Check every option and config, then run the sweep (within the budget when serial) and summarise it."
+    launch = launch or LaunchConfig()
+    if launch.launcher != 'serial' and (cfg.time_budget or cfg.max_runs):
+        raise ValueError("--time-budget and --max-runs budget one machine's serial sweep; drop them with "
+                         f"--launcher {launch.launcher}")
+    synth, meta = load_samples(cfg.synth) if cfg.synth else (None, {})
+    cfgs = _main_configs(cfg, synth, meta.get('id', Path(cfg.synth).stem) if cfg.synth else '')
+    store, ckpt_dir = ResultStore(cfg.out), Path(cfg.ckpt_dir)
     if launch.launcher == 'serial':
-        fn = lambda c: run_student(c, ckpt_dir, synth, store)
-        counts = run_budgeted(
-            'student',
-            cfgs,
-            fn,
-            store,
-            cost=lambda c: run_cost(c, ckpt_dir, n_train),
-            time_budget=args.time_budget,
-            max_runs=args.max_runs,
-            unit_seconds=rate,
-        )
-    # workers or a SLURM array: no budget, each worker loads the samples itself (no 150 MB pickle per job)
-    else:
-        if args.time_budget or args.max_runs:
-            raise ValueError("--time-budget and --max-runs budget one machine's serial sweep; drop them with "
-                             f"--launcher {launch.launcher}")
-        synth_path = args.synth
-        fn = lambda c: run_student(c, ckpt_dir, load_samples(synth_path)[0] if synth_path else None, store)
+        n_train = len(cifar_data(cfgs[0].teacher.dataset)['train'])
+        rate = cfg.epoch_seconds or (estimate_epoch_seconds(cfgs[0]) if cfg.time_budget else None)
+        counts = run_budgeted('student', cfgs, lambda c: run_student(c, ckpt_dir, synth, store), store,
+                              cost=lambda c: run_cost(c, ckpt_dir, n_train), time_budget=cfg.time_budget,
+                              max_runs=cfg.max_runs, unit_seconds=rate)
+    else:  # workers or a SLURM array: each worker loads the samples itself (no 150 MB pickle per job)
+        path = cfg.synth
+        fn = lambda c: run_student(c, ckpt_dir, load_samples(path)[0] if path else None, store)
         todo = sum(store.get('student', c) is None for c in cfgs)
         launch_sweep('student', cfgs, fn, store, launch, desc='students')
         counts = dict(ran=todo, skipped=0, remaining=0, total=len(cfgs), launcher=launch.launcher)
-    summary = cifar_summary(store, cfgs, args.sweep, args.out)
+    summary = cifar_summary(store, cfgs, cfg.sweep, cfg.out)
     print(json.dumps(counts | dict(n_runs=summary['n_runs']), indent=1))
     return counts | dict(summary=summary)
 
-
 def add_cli(subparsers):
-    "Register `kdnotes cifar`: Stanton et al.'s synthetic-data and ensemble sweeps, resumable, time-budgeted."
-    p = subparsers.add_parser(
-        'cifar', help="Stanton et al.'s CIFAR-10 sweeps (synthetic data, ensemble teachers)"
-    )
-    p.add_argument(
-        'sweep',
-        choices=['self', 'ensemble'],
-        help='self: self-distillation with synthetic data; ensemble: ensemble teachers of growing size',
-    )
-    p.add_argument(
-        '--preset',
-        default='gpu',
-        choices=sorted(PRESETS),
-        help='gpu: CIFAR-10, ResNet-56; tiny: sklearn digits, resnet8 (a CPU smoke run)',
-    )
-    p.add_argument('--synth', help='sample file from `kdnotes synth` (needed when n_synth > 0)')
-    p.add_argument(
-        '--time-budget', type=float, default=None, help='seconds: skip runs that would not finish within it'
-    )
-    p.add_argument(
-        '--max-runs', type=int, default=None, help='start at most this many runs, then stop (resume later)'
-    )
-    p.add_argument(
-        '--epoch-seconds',
-        type=float,
-        default=None,
-        help='seconds per epoch-unit (default with --time-budget: measured first)',
-    )
-    for o in ('--seeds', '--sizes', '--n-synth', '--n-teachers'):
-        p.add_argument(o, help='comma-separated, overrides the preset')
-    p.add_argument('--epochs', type=int, default=None, help='epochs per network, overrides the preset')
-    p.add_argument('--device', default='auto', help='auto (CUDA if present), cuda or cpu')
-    p.add_argument('--out', default='.', help='results folder (commit it)')
-    p.add_argument('--ckpt-dir', default='runs/cifar', help='teacher checkpoints (not committed)')
+    "Register `kdnotes cifar SWEEP`: its options are `CifarMainConfig`'s fields and the launcher's."
+    p = subparsers.add_parser('cifar', description=CifarMainConfig.__doc__,
+                              help="Stanton et al.'s CIFAR-10 sweeps (synthetic data, ensemble teachers)")
+    p.add_argument('sweep', choices=['self', 'ensemble'], help=field_help(CifarMainConfig)['sweep'])
+    add_options(p, CifarMainConfig, exclude=('sweep',))  # the sweep is the positional argument above
     add_launch_options(p)
-    p.set_defaults(func=_cmd_cifar)
+    def run(args):
+        launch = launch_from_options(args)  # first: a bad --launcher costs nothing
+        return cifar_main(options_to_config(CifarMainConfig, args), launch=launch)
+    p.set_defaults(func=run)
     return p
 
 # %% ../nbs/22_stanton_cifar.ipynb #129ddb23

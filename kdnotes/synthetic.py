@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .data import Split, mnist5k, digits, cifar10, cifar10_path, to_float
 from .train import pick_device, seed_everything, save_checkpoint, load_checkpoint, save_samples, load_samples
-from .experiments import config_hash, to_jsonable, provenance
-from .metrics import sample_quality
+from .experiments import config_hash, to_jsonable, provenance, ResultStore
+from .metrics import sample_quality, check_whole
+from .options import add_options, options_to_config, opt
 
 # %% auto #0
 __all__ = ['IMAGE_SIDE', 'DDPMConfig', 'ddpm_data', 'make_unet', 'make_scheduler', 'ddpm_loss', 'ema_update', 'train_ddpm',
            'sample', 'plot_samples', 'plot_quality', 'load_pretrained', 'SampleConfig', 'check_synth_config',
-           'synthesize', 'add_cli']
+           'synthesize', 'SynthMainConfig', 'synth_configs', 'synth_main', 'add_cli']
 
 # %% ../nbs/21_synthetic.ipynb #e8ed59eb
 @dataclass
@@ -328,23 +329,16 @@ def check_synth_config(ddpm: DDPMConfig, smp: SampleConfig):
     if ddpm.dataset not in IMAGE_SIDE:
         raise ValueError(f"unknown data set {ddpm.dataset!r}; choose one of {sorted(IMAGE_SIDE)}")
     if not ddpm.channels or any(c < 8 or c % 8 for c in ddpm.channels):
-        raise ValueError(f"channels must be multiples of 8, e.g. 64,128,256; got {ddpm.channels}")
+        raise ValueError(f"channels must be multiples of 8, e.g. --channels 64 128 256; got {ddpm.channels}")
     if IMAGE_SIDE[ddpm.dataset] % 2 ** (len(ddpm.channels) - 1):
         raise ValueError(
             f"{ddpm.dataset} images ({IMAGE_SIDE[ddpm.dataset]} px) cannot be halved "
             f"{len(ddpm.channels) - 1} times; use fewer channels entries"
         )
-    for name, v in (
-        ('layers per block', ddpm.layers_per_block),
-        ('batch size', ddpm.batch_size),
-        ('timesteps', ddpm.timesteps),
-        ('max steps', ddpm.max_steps),
-        ('--n', smp.n),
-        ('--steps', smp.steps),
-        ('sampling batch size', smp.batch_size),
-    ):
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+    for name, v in (('layers per block', ddpm.layers_per_block), ('batch size', ddpm.batch_size),
+                    ('timesteps', ddpm.timesteps), ('max steps', ddpm.max_steps), ('--n', smp.n),
+                    ('--steps', smp.steps), ('sampling batch size', smp.batch_size)):
+        check_whole(name, v, 1)
     if smp.steps > ddpm.timesteps:
         raise ValueError(
             f"--steps {smp.steps} exceeds the {ddpm.timesteps} training timesteps; use fewer steps"
@@ -426,84 +420,58 @@ def synthesize(
     )
 
 # %% ../nbs/21_synthetic.ipynb #33589b92
-def _cmd_synth(args):
-    "Check every option (and that the training images exist), then synthesize once and record it."
-    from kdnotes.experiments import ResultStore
+@dataclass
+class SynthMainConfig:
+    "`kdnotes synth`: train a time-budgeted DDPM (or load a pretrained one) and sample a uint8 tensor file."
+    dataset: str = opt('cifar10', choices=tuple(IMAGE_SIDE))  # images the DDPM learns
+    time_budget: float = 420.0  # seconds of DDPM training (sampling comes on top)
+    n: int = 50_000  # number of samples
+    steps: int = 25  # sampler steps per image
+    sampler: str = opt('ddim', choices=('ddim', 'dpm'))  # diffusers scheduler used for sampling
+    seed: int = 0  # seed of training and sampling
+    channels: tuple[int, ...] = (64, 128, 256)  # UNet channels per resolution, e.g. --channels 64 128 256
+    layers: int = 2  # UNet layers per block
+    attention: bool = True  # attention in the UNet's middle block (--no-attention: faster, for tiny CPU runs)
+    batch_size: int = 128  # DDPM training batch size
+    lr: float = 2e-4  # DDPM learning rate (Adam)
+    device: str = 'auto'  # auto (CUDA if present), cuda or cpu
+    pretrained: str = ''  # hub id or directory of a diffusers DDPM pipeline to sample instead of training
+    runs: str = 'runs/synthetic'  # where checkpoints and sample files go (large; not committed)
+    out: str = '.'  # where the JSON record goes (commit it)
 
-    try:
-        channels = tuple(int(c) for c in args.channels.split(','))
-    except ValueError:
-        raise ValueError(
-            f"--channels must be comma-separated integers, e.g. 64,128,256; got {args.channels!r}"
-        ) from None
-    ddpm = DDPMConfig(
-        dataset=args.dataset,
-        channels=channels,
-        layers_per_block=args.layers,
-        attention=not args.no_attention,
-        time_budget=args.time_budget,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        flip=args.dataset == 'cifar10',
-        seed=args.seed,
-        device=args.device,
-    )
-    smp = SampleConfig(
-        n=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed, pretrained=args.pretrained or ''
-    )
+def synth_configs(cfg: SynthMainConfig) -> tuple[DDPMConfig, SampleConfig]:
+    "The DDPM and sampling configs a `kdnotes synth` command describes (random flips for CIFAR-10 only)."
+    ddpm = DDPMConfig(dataset=cfg.dataset, channels=tuple(cfg.channels), layers_per_block=cfg.layers,
+                      attention=cfg.attention, time_budget=cfg.time_budget, batch_size=cfg.batch_size,
+                      lr=cfg.lr, flip=cfg.dataset == 'cifar10', seed=cfg.seed, device=cfg.device)
+    smp = SampleConfig(n=cfg.n, steps=cfg.steps, sampler=cfg.sampler, seed=cfg.seed,
+                       pretrained=cfg.pretrained)
+    return ddpm, smp
+
+# %% ../nbs/21_synthetic.ipynb #5d1e7a01
+def synth_main(cfg: SynthMainConfig, # what to make
+              ) -> dict:
+    "Check every option (and that the training images exist), then synthesize once and record it."
+    ddpm, smp = synth_configs(cfg)
     check_synth_config(ddpm, smp)
-    if args.dataset == 'cifar10' and not smp.pretrained:
+    if cfg.dataset == 'cifar10' and not smp.pretrained:
         cifar10_path()  # the file must exist before the DDPM trains
-    store, key = ResultStore(args.out), dict(ddpm=ddpm, sampling=smp)
+    store, key = ResultStore(cfg.out), dict(ddpm=ddpm, sampling=smp)
     rec = store.get('synth', key)
-    path = Path(args.runs) / f"samples-{config_hash([ddpm, smp])}.pt"
+    path = Path(cfg.runs) / f"samples-{config_hash([ddpm, smp])}.pt"
     if rec is not None and path.exists():
         res = rec['result'] | dict(path=str(path))  # done on this machine
     else:  # new, or recorded by a session whose machine (and samples) are gone: sample again, keep the record
         t0 = time.perf_counter()
-        res = synthesize(ddpm, smp, args.runs)
-        if rec is None:
-            store.put('synth', key, res, time.perf_counter() - t0)
+        res = synthesize(ddpm, smp, cfg.runs)
+        if rec is None: store.put('synth', key, res, time.perf_counter() - t0)
     print(json.dumps({k: v for k, v in res.items() if k != 'loss_curve'}, indent=1))
     return res
 
-
 def add_cli(subparsers):
-    "Register `kdnotes synth`: train a time-budgeted DDPM and sample a uint8 tensor file."
-    p = subparsers.add_parser(
-        'synth', help='train a small DDPM (time budget) and sample synthetic distillation images'
-    )
-    p.add_argument(
-        '--dataset',
-        default='cifar10',
-        choices=['cifar10', 'mnist5k', 'digits'],
-        help='images the DDPM learns (default cifar10)',
-    )
-    p.add_argument(
-        '--time-budget', type=float, default=420, help='seconds of DDPM training (sampling comes on top)'
-    )
-    p.add_argument('--n', type=int, default=50_000, help='number of samples')
-    p.add_argument('--steps', type=int, default=25, help='sampler steps per image')
-    p.add_argument(
-        '--sampler', default='ddim', choices=['ddim', 'dpm'], help='diffusers scheduler used for sampling'
-    )
-    p.add_argument('--seed', type=int, default=0, help='seed of training and sampling')
-    p.add_argument('--channels', default='64,128,256', help='UNet channels per resolution, comma-separated')
-    p.add_argument('--layers', type=int, default=2, help='UNet layers per block')
-    p.add_argument(
-        '--no-attention', action='store_true', help='no attention blocks (faster, for tiny CPU runs)'
-    )
-    p.add_argument('--batch-size', type=int, default=128, help='DDPM training batch size')
-    p.add_argument('--lr', type=float, default=2e-4, help='DDPM learning rate (Adam)')
-    p.add_argument('--device', default='auto', help='auto (CUDA if present), cuda or cpu')
-    p.add_argument(
-        '--pretrained', help='hub id or directory of a diffusers DDPM pipeline to sample instead of training'
-    )
-    p.add_argument(
-        '--runs',
-        default='runs/synthetic',
-        help='where checkpoints and sample files go (large; not committed)',
-    )
-    p.add_argument('--out', default='.', help='where the JSON record goes (commit it)')
-    p.set_defaults(func=_cmd_synth)
+    "Register `kdnotes synth`: its options are `SynthMainConfig`'s fields."
+    p = subparsers.add_parser('synth', help='train a small DDPM (time budget) and sample synthetic '
+                              'distillation images', description=SynthMainConfig.__doc__)
+    add_options(p, SynthMainConfig)
+    p.set_defaults(func=lambda args: synth_main(options_to_config(SynthMainConfig, args)))
     return p

@@ -1,5 +1,5 @@
 "Tests of kdnotes.cifar: the Stanton et al. pipeline end to end at tiny scale (digits, resnet8, 1 epoch), offline."
-import argparse, json
+import argparse, contextlib, io, json
 from dataclasses import replace
 import pytest, torch
 from kdnotes.experiments import ResultStore, config_hash, run_budgeted, encode_preds, decode_preds
@@ -73,10 +73,10 @@ def test_run_student_and_teacher_reuse(tmp_path):
 def test_end_to_end_cli(tmp_path):
     "DDPM on digits -> samples -> self-distillation sweep with controls -> ensemble sweep -> summaries and figures; resumable."
     ap, out, runs = parser(), str(tmp_path / 'res'), str(tmp_path / 'runs')
-    a = ap.parse_args(['synth', '--dataset', 'digits', '--time-budget', '1', '--n', '40', '--steps', '2', '--channels', '8,16',
+    a = ap.parse_args(['synth', '--dataset', 'digits', '--time-budget', '1', '--n', '40', '--steps', '2', '--channels', '8', '16',
                        '--layers', '1', '--no-attention', '--device', 'cpu', '--runs', runs, '--out', out])
     syn = a.func(a)
-    argv = ['cifar', 'self', '--preset', 'tiny', '--epochs', '1', '--n-synth', '0,40', '--n-teachers', '1', '--seeds', '0,1',
+    argv = ['cifar', 'self', '--preset', 'tiny', '--epochs', '1', '--n-synth', '0', '40', '--n-teachers', '1', '--seeds', '0', '1',
             '--synth', syn['path'], '--device', 'cpu', '--out', out, '--ckpt-dir', runs]
     first = ap.parse_args(argv + ['--max-runs', '1']); r1 = first.func(first)
     assert (r1['ran'], r1['remaining']) == (1, 3)  # a --max-runs command stops early ...
@@ -88,7 +88,7 @@ def test_end_to_end_cli(tmp_path):
     assert (tmp_path / 'res' / 'fig-self.png').exists()
     recs = ResultStore(out).records('student'); assert all('provenance' in rec for rec in recs)
     assert {rec['config']['synth_id'] for rec in recs} == {'', syn['id']}
-    e = ap.parse_args(['cifar', 'ensemble', '--preset', 'tiny', '--epochs', '1', '--sizes', '1,2', '--seeds', '0,1', '--device', 'cpu',
+    e = ap.parse_args(['cifar', 'ensemble', '--preset', 'tiny', '--epochs', '1', '--sizes', '1', '2', '--seeds', '0', '1', '--device', 'cpu',
                        '--out', out, '--ckpt-dir', runs])
     re_ = e.func(e); assert (re_['ran'], re_['remaining']) == (2, 0)  # size 1 was already run by the self sweep
     assert (tmp_path / 'res' / 'fig-ensemble.png').exists()
@@ -181,15 +181,19 @@ def test_cli_fails_fast_on_bad_options(tmp_path):
 
     save_samples(small, torch.zeros(10, 1, 8, 8, dtype=torch.uint8), id='small')
     for extra, msg in (
-        (['--seeds', '0,x'], '--seeds must be comma-separated'),
-        (['--time-budget', '0'], '--time-budget must be > 0'),
-        (['--max-runs', '0'], '--max-runs must be >= 1'),
         (['--synth', str(bad_file)], 'notes.txt is not a sample file'),
-        (['--synth', str(small), '--n-synth', '0,40'], 'sample file has 10'),
+        (['--synth', str(small), '--n-synth', '0', '40'], 'sample file has 10'),
+        (['--launcher', 'local', '--max-runs', '1'], "budget one machine's serial sweep"),
     ):
         a = ap.parse_args(base + extra)
         with pytest.raises(ValueError, match=msg):
             a.func(a)
+    for extra, msg in ((['--seeds', '0', 'x'], "argument --seeds: expected an integer >= 0, got 'x'"),
+                       (['--time-budget', '0'], 'argument --time-budget: expected a finite number > 0'),
+                       (['--max-runs', '0'], 'argument --max-runs: expected an integer >= 1')):
+        err = io.StringIO()  # argparse refuses these itself, naming the option
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit): ap.parse_args(base + extra)
+        assert msg in err.getvalue(), err.getvalue()
     assert (
         not (tmp_path / 'runs').exists() and not (tmp_path / 'res').exists()
     )  # nothing trained, nothing written

@@ -94,7 +94,7 @@ def test_load_pretrained_local_dir_offline(tmp_path):
 
 def test_cli_synth_tiny_and_reuse(tmp_path):
     ap = argparse.ArgumentParser(); add_cli(ap.add_subparsers())
-    argv = ['synth', '--dataset', 'digits', '--time-budget', '1', '--n', '6', '--steps', '2', '--channels', '8,16', '--layers', '1',
+    argv = ['synth', '--dataset', 'digits', '--time-budget', '1', '--n', '6', '--steps', '2', '--channels', '8', '16', '--layers', '1',
             '--no-attention', '--device', 'cpu', '--runs', str(tmp_path / 'runs'), '--out', str(tmp_path / 'res')]
     args = ap.parse_args(argv); r1 = args.func(args)
     x, meta = load_samples(r1['path'])
@@ -111,8 +111,8 @@ def test_configs_checked_before_any_training(tmp_path):
     OK = SampleConfig(n=4, steps=2)
     check_synth_config(TINY, OK)
     for ddpm, smp, msg in (
-        (TINY, SampleConfig(n=0), '--n must be >= 1'),
-        (TINY, SampleConfig(steps=0), '--steps must be >= 1'),
+        (TINY, SampleConfig(n=0), '--n must be a whole number >= 1'),
+        (TINY, SampleConfig(steps=0), '--steps must be a whole number >= 1'),
         (TINY, SampleConfig(steps=2000), 'exceeds the 1000 training timesteps'),
         (replace(TINY, channels=(8, 12)), OK, 'multiples of 8'),
         (replace(TINY, channels=(8, 16, 32, 64, 128)), OK, 'fewer channels entries'),
@@ -137,7 +137,8 @@ def test_cli_validates_options_before_training(tmp_path):
         '--time-budget',
         '30',
         '--channels',
-        '8,16',
+        '8',
+        '16',
         '--device',
         'cpu',
         '--runs',
@@ -146,9 +147,9 @@ def test_cli_validates_options_before_training(tmp_path):
         str(tmp_path / 'res'),
     ]
     for extra, msg in (
-        (['--n', '0'], '--n must be >= 1'),
-        (['--steps', '0'], '--steps must be >= 1'),
-        (['--channels', '8,a'], '--channels must be'),
+        (['--n', '0'], '--n must be a whole number >= 1'),
+        (['--steps', '0'], '--steps must be a whole number >= 1'),
+        (['--channels', '8', '12'], 'multiples of 8'),
     ):
         args = ap.parse_args(base + extra)
         t0 = time.perf_counter()
