@@ -32,6 +32,7 @@ from kdnotes.train import (
 from .experiments import ResultStore, provenance, config_hash, list_mean_std
 from .packing import COMPILE_MODES, PACK_METHODS, maybe_compile, is_compiled, train_packed
 from .options import opt, add_options, options_to_config
+from .metrics import check_whole, check_number
 
 
 # %% auto #0
@@ -466,27 +467,14 @@ def check_bench_config(bc: BenchConfig):
         raise ValueError(f"unknown dataset {bc.dataset!r}; choose 'cifar10' or 'fake'")
     if bc.compile not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {bc.compile!r}; choose one of {COMPILE_MODES}")
-    for name, v in (
-        ('--images', bc.images),
-        ('--batch-size', bc.batch_size),
-        ('--base-batch', bc.base_batch),
-        ('--k', bc.k),
-        ('--repeats', bc.repeats),
-        ('--seeds', bc.seeds),
-        ('--test-images', bc.test_images),
-    ):
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    for name, v in (
-        ('--epochs', bc.epochs),
-        ('--full-epochs', bc.full_epochs),
-        ('--workers', bc.workers),
-        ('--threads', bc.threads),
-    ):
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0, got {v}")
-    if not bc.base_lr > 0:
-        raise ValueError(f"--base-lr must be > 0, got {bc.base_lr}")
+    for name, v in (('--images', bc.images), ('--batch-size', bc.batch_size), ('--base-batch', bc.base_batch),
+                    ('--k', bc.k), ('--repeats', bc.repeats), ('--seeds', bc.seeds),
+                    ('--test-images', bc.test_images)):
+        check_whole(name, v, 1)
+    for name, v in (('--epochs', bc.epochs), ('--full-epochs', bc.full_epochs), ('--workers', bc.workers),
+                    ('--threads', bc.threads)):
+        check_whole(name, v, 0)
+    check_number('--base-lr', bc.base_lr)
 
 
 def run_bench(bc: BenchConfig, out: str | os.PathLike = '.') -> dict:

@@ -219,11 +219,11 @@ def test_bench_config_checked_before_work(tmp_path):
 
     check_bench_config(BenchConfig())
     for bad, msg in (
-        (dict(k=0), '--k must be >= 1'),
-        (dict(images=0), '--images must be >= 1'),
+        (dict(k=0), '--k must be a whole number >= 1'),
+        (dict(images=0), '--images must be a whole number >= 1'),
         (dict(model='vgg'), 'unknown model'),
-        (dict(workers=-1), '--workers must be >= 0'),
-        (dict(base_lr=0), '--base-lr must be > 0'),
+        (dict(workers=-1), '--workers must be a whole number >= 0'),
+        (dict(base_lr=0), '--base-lr must be a finite number > 0'),
         (dict(compile='fast'), 'compile mode'),
     ):
         with pytest.raises(ValueError, match=msg):
