@@ -12,9 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CIFAR10_SHA256', 'CIFAR10_CLASSES', 'TORCHVISION_SETS', 'DATASETS', 'MNIST_NORM', 'CIFAR_NORM', 'Split', 'mnist5k',
-           'digits', 'stratified_split', 'mnist5k_splits', 'cifar10_path', 'cifar10', 'torchvision_dataset',
-           'load_dataset', 'random_crop', 'Augment', 'to_float', 'normalize', 'augment', 'cat_images', 'DeviceLoader']
+__all__ = ['CIFAR10_SHA256', 'CIFAR10_CLASSES', 'TORCHVISION_SETS', 'MNIST_NORM', 'CIFAR_NORM', 'DATASETS', 'POOLED', 'TRAIN_AUG',
+           'Split', 'mnist5k', 'digits', 'stratified_split', 'mnist5k_splits', 'cifar10_path', 'cifar10',
+           'torchvision_dataset', 'random_crop', 'Augment', 'to_float', 'normalize', 'augment', 'cat_images', 'Data',
+           'get_data', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #863630e7
 @dataclass
@@ -268,18 +269,6 @@ def torchvision_dataset(
         out[s] = Split(x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long))
     return out
 
-# %% ../nbs/00_data.ipynb #9b0ce80c
-DATASETS = ('mnist5k', 'digits', 'cifar10', 'tv-mnist', 'tv-fashionmnist', 'tv-cifar10', 'tv-cifar100')
-
-def load_dataset(name: str, **kwargs) -> dict[str, Split]:
-    ("A data set by name (see `DATASETS`): mnist5k and digits "
-     "come as {'all'}, the others as {'train', 'test'}.")
-    if name == 'mnist5k': return {'all': mnist5k()}
-    if name == 'digits': return {'all': digits()}
-    if name == 'cifar10': return cifar10(**kwargs)
-    if name.startswith('tv-') and name in DATASETS: return torchvision_dataset(name[3:], **kwargs)
-    raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
-
 # %% ../nbs/00_data.ipynb #a1cc575f
 def random_crop(
     x: torch.Tensor, pad: int, generator: torch.Generator | None = None, offsets: torch.Tensor | None = None
@@ -351,6 +340,60 @@ def cat_images(x: torch.Tensor, # (N, C, H, W) images, uint8 (0-255) or float in
     if x.dtype == extra.dtype: return torch.cat([x, extra])
     # never cast float to uint8 (zeros) or uint8 to float (0-255)
     return torch.cat([to_float(x), to_float(extra)])
+
+# %% ../nbs/00_data.ipynb #a0d5e7c2
+DATASETS = ('mnist5k', 'digits', 'cifar10', 'tv-mnist', 'tv-fashionmnist', 'tv-cifar10', 'tv-cifar100')
+POOLED = ('mnist5k', 'digits')  # one pool of images, no official test split
+TRAIN_AUG = {  # shifts of about a tenth of the side; flips only for natural images; each set's normalisation
+    'mnist5k': Augment(pad=2, **MNIST_NORM), 'digits': Augment(pad=1),
+    'cifar10': Augment(pad=4, flip=True, **CIFAR_NORM), 'tv-mnist': Augment(pad=2, **MNIST_NORM),
+    'tv-fashionmnist': Augment(pad=2, mean=(0.2860,), std=(0.3530,)),
+    'tv-cifar10': Augment(pad=4, flip=True, **CIFAR_NORM),
+    'tv-cifar100': Augment(pad=4, flip=True, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
+}
+
+@dataclass
+class Data:
+    "A data set ready to train on: named splits, the training augmentation and the input shape."
+    splits: dict  # split name -> Split
+    aug: Augment  # training augmentation (crop, flip) with the data set's normalisation
+    in_shape: tuple  # (C, H, W)
+    def __getitem__(self, name: str) -> Split: return self.splits[name]
+    @property
+    def plain_aug(self) -> Augment:
+        "The normalisation alone: no crop, no flip (students that must see the teacher's exact images)."
+        return Augment(mean=self.aug.mean, std=self.aug.std)
+
+# %% ../nbs/00_data.ipynb #a0d5e7c3
+def _whole_set(name: str, **kwargs) -> dict[str, Split]:
+    "The raw set: {'all'} for the pooled sets, {'train', 'test'} for the others."
+    if name == 'mnist5k': return {'all': mnist5k()}
+    if name == 'digits': return {'all': digits()}
+    if name == 'cifar10': return cifar10(**kwargs)
+    return torchvision_dataset(name[3:], **kwargs)
+
+def get_data(name: str, # one of `DATASETS`
+             per_class: dict | None = None, # split name -> examples per class (None: the rest), in draw order
+             seed: int = 0, # seed of the split
+             **kwargs, # for the loader: cifar10's path/cache_dir, torchvision's root/download
+            ) -> Data:
+    "The one data entry: the `per_class` splits of `name` (drawn with `seed`), its augmentation and shape."
+    if name not in DATASETS: raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
+    per_class = dict(per_class or {})
+    if name not in POOLED and 'test' in per_class:
+        raise ValueError(f"{name} has an official test split, always returned as 'test'; drop 'test' "
+                         "from per_class")
+    raw = _whole_set(name, **kwargs)
+    if name in POOLED:  # default: cifar-style train/test, 100 (MNIST-5k) or 50 (digits) test images a class
+        per_class = per_class or {'test': 100 if name == 'mnist5k' else 50, 'train': None}
+        pool = raw['all']
+        splits = {k: pool[i] for k, i in stratified_split(pool.y, per_class, seed).items()}
+    else:
+        train = raw['train']
+        idx = stratified_split(train.y, per_class, seed) if per_class else {}
+        splits = {k: train[i] for k, i in idx.items()} if idx else {'train': train}
+        splits['test'] = raw['test']
+    return Data(splits=splits, aug=TRAIN_AUG[name], in_shape=tuple(next(iter(splits.values())).shape))
 
 # %% ../nbs/00_data.ipynb #c411dd06
 class DeviceLoader:
