@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
-from .data import Split, Augment, CIFAR_NORM, MNIST_NORM, cifar10, digits, mnist5k, stratified_split
+from .data import Split, Augment, CIFAR_NORM, MNIST_NORM, cifar10, digits, mnist5k, get_data
 from .models import PreActResNet, Ensemble, get_model, MODELS
 from kdnotes.train import (
     TrainConfig,
@@ -86,20 +86,10 @@ def member_configs(cfg: StudentConfig) -> list[CifarTeacherConfig]:
 def cifar_data(dataset: str) -> dict:
     ("{'train', 'test', 'aug', 'in_shape'} for 'cifar10' (JPEG q75 copy, "
      "standard split), 'mnist5k' or 'digits' (stratified held-out test).")
-    if dataset == 'cifar10':
-        d = cifar10()
-        return dict(
-            train=d['train'],
-            test=d['test'],
-            aug=Augment(pad=4, flip=True, **CIFAR_NORM),
-            in_shape=(3, 32, 32),
-        )
-    if dataset not in ('mnist5k', 'digits'):
+    if dataset not in ('cifar10', 'mnist5k', 'digits'):
         raise ValueError(f"unknown data set {dataset!r}; choose 'cifar10', 'mnist5k' or 'digits'")
-    full = mnist5k() if dataset == 'mnist5k' else digits()
-    idx = stratified_split(full.y, {'test': 100 if dataset == 'mnist5k' else 50, 'train': None}, seed=0)
-    aug = Augment(pad=2, **MNIST_NORM) if dataset == 'mnist5k' else Augment(pad=1)
-    return dict(train=full[idx['train']], test=full[idx['test']], aug=aug, in_shape=tuple(full.x.shape[1:]))
+    d = get_data(dataset)  # MNIST-5k, digits: 100 or 50 test images a class, the rest for training
+    return dict(train=d['train'], test=d['test'], aug=d.aug, in_shape=d.in_shape)
 
 def make_model(arch: str, in_shape: tuple, n_classes: int = 10) -> nn.Module:
     "A fresh network: 'resnet8' (tiny, width 8) or any name of kdnotes.models.get_model."
@@ -329,29 +319,12 @@ def plot_ensemble(df, title: str = ''):
     return fig
 
 # %% ../nbs/22_stanton_cifar.ipynb #dc58522e
-PRESETS = {
-    'gpu': dict(
-        dataset='cifar10',
-        arch='resnet56',
-        epochs=30,
-        batch_size=128,
-        lr=0.1,
-        n_synth=(0, 12_500, 25_000, 37_500, 50_000),
-        n_teachers=(1, 3),
-        sizes=(1, 2, 3, 5, 8, 12),
-        seeds=(0, 1),
-    ),
-    'tiny': dict(
-        dataset='digits',
-        arch='resnet8',
-        epochs=5,
-        batch_size=64,
-        lr=0.05,
-        n_synth=(0, 200, 400),
-        n_teachers=(1, 2),
-        sizes=(1, 2, 3),
-        seeds=(0, 1),
-    ),
+PRESETS = {  # gpu: CIFAR-10 on a lent GPU; tiny: sklearn digits, a CPU smoke run
+    'gpu': dict(dataset='cifar10', arch='resnet56', epochs=30, batch_size=128, lr=0.1,
+                n_synth=(0, 12_500, 25_000, 37_500, 50_000), n_teachers=(1, 3),
+                sizes=(1, 2, 3, 5, 8, 12), seeds=(0, 1)),
+    'tiny': dict(dataset='digits', arch='resnet8', epochs=5, batch_size=64, lr=0.05,
+                 n_synth=(0, 200, 400), n_teachers=(1, 2), sizes=(1, 2, 3), seeds=(0, 1)),
 }
 
 def cifar_configs(

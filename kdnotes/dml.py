@@ -12,14 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .data import (Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10,
-                          stratified_split)
+from .data import Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, get_data, mnist5k_splits
 from .models import get_model, MODELS, mean_probs_logits
 from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, seed_everything,
                            pick_device, predict, train_classifier)
 from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_entropy, check_whole,
                              check_number, check_choice, check_seeds)
-from .distill import kd_loss, frozen
+from .distill import KD, frozen
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
@@ -62,13 +61,13 @@ def dml_loss(
     ("Per-student losses CE(y, p_k) + w·mean_j T²·KL(p̄_j ‖ "
      "p_k) with peers detached (or DML_e with their ensemble).")
     _check_cohort_inputs(logits, labels, weight, T)
-    out = []
+    out, mimic = [], KD(T=T)  # the mimicry term is Hinton's KD (alpha 0) towards each peer: T²·KL
     for k, z in enumerate(logits):
         ce = F.cross_entropy(z.float(), labels, ignore_index=-1)
         if weight == 0:
             out.append(ce)
             continue
-        kls = [kd_loss(z, t, T=T, check_finite=False) for t in _peer_targets(logits, k, ensemble)]
+        kls = [mimic(z, t, labels, {}, {}) for t in _peer_targets(logits, k, ensemble)]
         out.append(ce + weight * sum(kls) / len(kls))
     return out
 
@@ -159,11 +158,12 @@ def cohort_loss(cfg: CohortConfig, teacher: nn.Module | None = None) -> Callable
         raise ValueError("method 'kd' needs a teacher, and only 'kd' takes one")
     if cfg.method == 'kd':
         frozen(teacher)
+        method = KD(T=cfg.T)  # Hinton's KD (alpha 0), weighted by cfg.weight beside each student's CE
         def kd(logits, x, y):
             with torch.no_grad(): t = teacher(x).float()
             return [
                 F.cross_entropy(z.float(), y, ignore_index=-1)
-                + cfg.weight * kd_loss(z, t, T=cfg.T, check_finite=False)
+                + cfg.weight * method(z, t, y, {}, {})
                 for z in logits
             ]
         return kd
@@ -242,19 +242,11 @@ def dml_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
     check_choice('dataset', dataset, DML_DATASETS)
     check_whole('train_per_class', train_per_class, 1)
     check_whole('val_per_class', val_per_class, 1)
-    if dataset == 'mnist5k':
-        s = mnist5k_splits(
-            teacher_per_class=train_per_class, test_per_class=100, val_per_class=val_per_class, seed=0
-        )
-        return (
-            dict(train=s['teacher'], val=s['val'], test=s['test']),
-            Augment(pad=2, **MNIST_NORM),
-            (1, 28, 28),
-        )
-    d = cifar10()
-    idx = stratified_split(d['train'].y, {'train': train_per_class, 'val': val_per_class}, seed=0)
-    splits = dict(train=d['train'][idx['train']], val=d['train'][idx['val']], test=d['test'])
-    return splits, Augment(pad=4, flip=True, **CIFAR_NORM), (3, 32, 32)
+    if dataset == 'mnist5k':  # one pool of digits, drawn in this order (the splits of chapters 12 and 13)
+        per_class = {'train': train_per_class, 'test': 100, 'val': val_per_class, 'pool': None}
+    else: per_class = {'train': train_per_class, 'val': val_per_class}  # CIFAR-10 has its own test split
+    d = get_data(dataset, per_class, seed=0)
+    return {k: d[k] for k in ('train', 'val', 'test')}, d.aug, d.in_shape
 
 # %% ../nbs/12_dml.ipynb #63785d43
 def dml_run(cfg: DMLConfig) -> dict:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10, stratified_split
+from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data
 from .models import get_model, Ensemble, MODELS
 from .train import TrainConfig, train_classifier, seed_everything, save_checkpoint, load_checkpoint
 from .distill import DistillConfig, distill, distill_side_by_side, control_fidelity
@@ -57,17 +57,11 @@ POLICIES = ('none', 'crop', 'mixup', 'noise')
 
 def fidelity_data(cfg: FidelityConfig) -> tuple[dict[str, Split], Augment]:
     "Teacher, pool and test splits for `cfg` (seeded by `cfg.seed`), and the augmentation for its data set."
-    if cfg.dataset == 'mnist5k':
-        return mnist5k_splits(cfg.teacher_per_class, cfg.test_per_class, seed=cfg.seed), Augment(**MNIST_NORM)
-    if cfg.dataset == 'cifar10':
-        c = cifar10()
-        idx = stratified_split(c['train'].y, {'teacher': cfg.teacher_per_class, 'pool': None}, seed=cfg.seed)
-        return {
-            'teacher': c['train'][idx['teacher']],
-            'pool': c['train'][idx['pool']],
-            'test': c['test'],
-        }, Augment(flip=True, **CIFAR_NORM)
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
+    if cfg.dataset not in ('mnist5k', 'cifar10'):
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
+    test = {'test': cfg.test_per_class} if cfg.dataset == 'mnist5k' else {}  # CIFAR-10 has its own test split
+    d = get_data(cfg.dataset, {'teacher': cfg.teacher_per_class, **test, 'pool': None}, seed=cfg.seed)
+    return d.splits, replace(d.aug, pad=0)  # no crop here: the policy decides (`policy_inputs`)
 
 def _with_pad(aug: Augment, pad: int) -> Augment: return replace(aug, pad=pad)
 

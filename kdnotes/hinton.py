@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
-from .data import Split, Augment, MNIST_NORM, mnist5k_splits
+from .data import Split, Augment, MNIST_NORM, get_data
 from .models import MLP, count_params
 from .train import TrainConfig, train_classifier, predict, seed_everything
 from .metrics import check_logits, accuracy
@@ -54,9 +54,9 @@ def hinton_data(test_per_class: int = 100, # test digits per class (100 -> 1,000
     if test_per_class + val_per_class > 490:  # leave the train pool at least 9 digits per class
         raise ValueError(f"test_per_class + val_per_class must be <= 490 (MNIST-5k has 500 per class), "
                          f"got {test_per_class + val_per_class}")
-    s = mnist5k_splits(teacher_per_class=1, test_per_class=test_per_class, val_per_class=val_per_class,
-                       seed=seed)
-    pool = [s['teacher'], s['pool']]  # mnist5k_splits always cuts a teacher split: merge it back
+    per_class = dict(teacher=1, test=test_per_class, val=val_per_class, pool=None)  # in draw order
+    s = get_data('mnist5k', per_class, seed=seed)
+    pool = [s['teacher'], s['pool']]  # one digit a class drawn first (as chapter 11's teacher split): merged back
     train = Split(torch.cat([p.x for p in pool]), torch.cat([p.y for p in pool]))
     return dict(train=train, val=s['val'], test=s['test'])
 

@@ -11,22 +11,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .data import Augment, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10, stratified_split
+from .data import Augment, MNIST_NORM, CIFAR_NORM, get_data
 from .models import get_model, MODELS
 from .train import TrainConfig, check_train_config, seed_everything, train_classifier, predict
 from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check_number, check_choice,
                              check_seeds)
-from .distill import kd_loss, DistillConfig, distill
+from .distill import kd_loss, DistillConfig, distill, Method, register_method, get_method
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
 
 # %% auto #0
 __all__ = ['TFKD_DATASETS', 'TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'TFKD_MAIN_METHODS', 'ls_loss',
-           'virtual_teacher_logits', 'plot_virtual_teacher', 'tfkd_virtual_loss', 'tfkd_reg_official_loss',
-           'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig', 'tfkd_run', 'tfkd_configs', 'TfKDRegConfig',
-           'tfkd_reg_run', 'tfkd_reg_configs', 'tfkd_label', 'tfkd_table', 'plot_calibration_bars', 'LowRes',
-           'CrossQConfig', 'crossq_run', 'crossq_configs', 'plot_crossq', 'MainOptions', 'TfKDMainConfig',
+           'virtual_teacher_logits', 'plot_virtual_teacher', 'VirtualTeacherKD', 'tfkd_virtual_loss', 'TfKDReg',
+           'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig', 'tfkd_run', 'tfkd_configs',
+           'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs', 'tfkd_label', 'tfkd_table', 'plot_calibration_bars',
+           'LowRes', 'CrossQConfig', 'crossq_run', 'crossq_configs', 'plot_crossq', 'MainOptions', 'TfKDMainConfig',
            'CrossQMainConfig', 'tfkd_main', 'add_cli']
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
@@ -70,40 +70,59 @@ def plot_virtual_teacher(a: float = 0.9, # virtual teacher's true-class probabil
     return ax.figure
 
 # %% ../nbs/13_tfkd.ipynb #238d6422
-def tfkd_virtual_loss(a: float = 0.9, # virtual teacher's true-class probability
-                      T: float = 2.0, # temperature
-                      alpha: float = 0.5, # weight of the hard-label cross-entropy
-                      calibrated: bool = True, # log p^d as logits (False: p^d, as the authors' code)
-                     ):
-    "The loss_fn for `fit`: KD from Yuan et al.'s virtual teacher, built from the batch's labels."
-    if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
-    check_number('T', T)
-    check_number('alpha', alpha, strict=False, hi=1.0)
-    def loss_fn(logits, x, y):
-        t = virtual_teacher_logits(y, logits.shape[1], a)
-        return kd_loss(logits, t if calibrated else t.exp(), y, T=T, alpha=alpha, check_finite=False)
-    return loss_fn
+@register_method('tfkd_virtual')
+class VirtualTeacherKD(Method):
+    "Yuan et al.'s Tf-KD_virtual: KD from a teacher built from the labels (a on the true class); no network."
+    uses_labels = True
+    def __init__(self, a: float = 0.9, # virtual teacher's true-class probability
+                 T: float = 2.0, # temperature
+                 alpha: float = 0.5, # weight of the hard-label cross-entropy
+                 calibrated: bool = True, # log p^d as logits (False: p^d, as the authors' code)
+                ):
+        super().__init__()
+        if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
+        check_number('T', T)
+        check_number('alpha', alpha, strict=False, hi=1.0)
+        self.a, self.T, self.alpha, self.calibrated = a, T, alpha, calibrated
+    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
+        t = virtual_teacher_logits(labels, student_logits.shape[1], self.a)  # the teacher's logits are unused
+        t = t if self.calibrated else t.exp()
+        return kd_loss(student_logits, t, labels, T=self.T, alpha=self.alpha, check_finite=False)
+
+def tfkd_virtual_loss(a: float = 0.9, T: float = 2.0, alpha: float = 0.5, calibrated: bool = True):
+    "The loss_fn for `fit` (no teacher network): `VirtualTeacherKD` with these settings."
+    method = VirtualTeacherKD(a=a, T=T, alpha=alpha, calibrated=calibrated)
+    return lambda logits, x, y: method(logits, None, y, {}, {})
 
 # %% ../nbs/13_tfkd.ipynb #5e6f7081
-def tfkd_reg_official_loss(a: float = 0.99, # virtual teacher's true-class probability (fixed in their code)
-                           T: float = 20.0, # temperature applied to the teacher's probabilities (10-40 there)
-                           alpha: float = 0.1, # weight of the KL term; the cross-entropy gets 1 - alpha
-                           multiplier: float = 100.0, # scale m of the KL term (1 to 100 in their configs)
-                          ):
-    ("The loss_fn for `fit`: Yuan et al.'s Tf-KD_reg code, "
-     "(1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C.")
-    if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
-    check_number('T', T)
-    check_number('alpha', alpha, strict=False, hi=1.0)
-    check_number('multiplier', multiplier, strict=False)
-    def loss_fn(logits, x, y):
-        p_d = virtual_teacher_logits(y, logits.shape[1], a).exp()  # (N, C) probabilities: a on the true class
-        log_t = (p_d / T).log_softmax(-1)  # probabilities used as logits, as the authors' code does
-        log_q = logits.float().log_softmax(-1)  # the student is not tempered, and there is no T²
+@register_method('tfkd_reg')
+class TfKDReg(Method):
+    "Yuan et al.'s Tf-KD_reg code: (1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C; no teacher network."
+    uses_labels = True
+    def __init__(self, a: float = 0.99, # virtual teacher's true-class probability (fixed in their code)
+                 T: float = 20.0, # temperature applied to the teacher's probabilities (10-40 there)
+                 alpha: float = 0.1, # weight of the KL term; the cross-entropy gets 1 - alpha
+                 multiplier: float = 100.0, # scale m of the KL term (1 to 100 in their configs)
+                ):
+        super().__init__()
+        if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
+        check_number('T', T)
+        check_number('alpha', alpha, strict=False, hi=1.0)
+        check_number('multiplier', multiplier, strict=False)
+        self.a, self.T, self.alpha, self.multiplier = a, T, alpha, multiplier
+    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
+        p_d = virtual_teacher_logits(labels, student_logits.shape[1], self.a).exp()  # (N, C): a on the label
+        log_t = (p_d / self.T).log_softmax(-1)  # probabilities used as logits, as the authors' code does
+        log_q = student_logits.float().log_softmax(-1)  # the student is not tempered, and there is no T²
         # nn.KLDivLoss()'s default reduction: the mean over all N·C elements, not over the N examples
-        kl = F.kl_div(log_q, log_t, log_target=True, reduction='sum') / logits.numel()
-        return (1 - alpha) * F.cross_entropy(logits.float(), y) + alpha * multiplier * kl
-    return loss_fn
+        kl = F.kl_div(log_q, log_t, log_target=True, reduction='sum') / student_logits.numel()
+        ce = F.cross_entropy(student_logits.float(), labels)
+        return (1 - self.alpha) * ce + self.alpha * self.multiplier * kl
+
+def tfkd_reg_official_loss(a: float = 0.99, T: float = 20.0, alpha: float = 0.1, multiplier: float = 100.0):
+    "The loss_fn for `fit` (no teacher network): `TfKDReg` with these settings."
+    method = TfKDReg(a=a, T=T, alpha=alpha, multiplier=multiplier)
+    return lambda logits, x, y: method(logits, None, y, {}, {})
 
 # %% ../nbs/13_tfkd.ipynb #a3b4c5d6
 def tfkd_reg_effective_target(n_classes: int = 10, # number of classes C
@@ -129,14 +148,11 @@ def tfkd_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
     "{'train', 'val', 'test'} Splits (val: 50 per class), the training augmentation and the image shape."
     check_choice('dataset', dataset, TFKD_DATASETS)
     check_whole('train_per_class', train_per_class, 1)
-    if dataset == 'mnist5k':
-        s = mnist5k_splits(teacher_per_class=train_per_class, test_per_class=100, val_per_class=50, seed=0)
-        splits = dict(train=s['teacher'], val=s['val'], test=s['test'])
-        return splits, Augment(pad=2, **MNIST_NORM), (1, 28, 28)
-    d = cifar10()
-    idx = stratified_split(d['train'].y, {'train': train_per_class, 'val': 50}, seed=0)
-    splits = dict(train=d['train'][idx['train']], val=d['train'][idx['val']], test=d['test'])
-    return splits, Augment(pad=4, flip=True, **CIFAR_NORM), (3, 32, 32)
+    if dataset == 'mnist5k':  # one pool of digits, drawn in this order (the splits of chapters 12 and 13)
+        per_class = {'train': train_per_class, 'test': 100, 'val': 50, 'pool': None}
+    else: per_class = {'train': train_per_class, 'val': 50}  # CIFAR-10 has its own test split
+    d = get_data(dataset, per_class, seed=0)
+    return {k: d[k] for k in ('train', 'val', 'test')}, d.aug, d.in_shape
 
 # %% ../nbs/13_tfkd.ipynb #3c255fbe
 TFKD_METHODS = ('ce', 'ls', 'tfkd_self', 'tfkd_virtual', 'tfkd_virtual_naive')

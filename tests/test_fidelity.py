@@ -1,15 +1,12 @@
-"""The main job end to end at tiny scale, through the command line."""
+"""`kdnotes fidelity` (the main job) end to end at tiny scale: table, figure, resuming, bad options, folders.
+Unit tests live in nbs/11_fidelity.ipynb."""
 import json
 import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from kdnotes.cli import main
-from kdnotes.fidelity import (FidelityConfig, EnsembleFidelityConfig, fidelity_run, fidelity_data,
-                              mixup_transform, fidelity_main, FidelityMainConfig, fidelity_sweep, fidelity_configs,
-                              fidelity_point, ensemble_sweep, check_fidelity_config)
 
 
 def test_cli_writes_table_and_figure_and_resumes(tmp_path, capsys):
@@ -87,38 +84,3 @@ def test_read_only_out(tmp_path, capsys):
         assert main(['fidelity', '--seeds', '0', '--out', str(ro)]) == 2
         assert 'choose a writable folder with --out' in capsys.readouterr().err
     finally: ro.chmod(0o755)
-
-
-def test_python_entry_points_check_their_inputs(tmp_path):
-    with pytest.raises(ValueError, match='seeds is empty'):
-        fidelity_main(FidelityMainConfig(seeds=(), out=tmp_path))
-    with pytest.raises(ValueError, match='no configs to run'): fidelity_sweep([], tmp_path)
-    with pytest.raises(ValueError, match="unknown config fields"):
-        fidelity_configs(FidelityConfig(), temprature=[2.0])
-    with pytest.raises(ValueError, match='T must be > 0'): fidelity_point(tmp_path, -1.0, 100)
-    with pytest.raises(FileNotFoundError, match='compute_missing=True'):
-        fidelity_point(tmp_path, 4.0, 100, seeds=(0,), compute_missing=False)
-    with pytest.raises(ValueError, match='n_teachers must be in'):
-        ensemble_sweep([EnsembleFidelityConfig(n_teachers=0)], tmp_path)
-    with pytest.raises(ValueError, match='is not a file'):
-        check_fidelity_config(FidelityConfig(n_extra=3, extra_path=str(tmp_path / 'missing.pt')))
-    assert nothing_written(tmp_path)
-
-
-def test_extra_images_enter_the_distillation_set(tmp_path):
-    extra = torch.rand(40, 1, 28, 28)
-    torch.save(extra, tmp_path / 'extra.pt')
-    res = fidelity_run(FidelityConfig(size=32, steps=5, seed=0, teacher_epochs=1, extra_path=str(tmp_path / 'extra.pt'), n_extra=40, device='cpu'))
-    assert 0 <= res['train_agreement'] <= 1
-
-
-def test_mixup_is_a_convex_combination():
-    x = torch.rand(8, 1, 4, 4)
-    xm, _ = mixup_transform(x, torch.zeros(8, dtype=torch.long), torch.Generator().manual_seed(0))
-    assert xm.min() >= x.min() - 1e-6 and xm.max() <= x.max() + 1e-6
-
-
-def test_splits_are_disjoint():
-    splits, _ = fidelity_data(FidelityConfig(seed=3))
-    seen = [set(map(bytes, s.x.flatten(1).numpy())) for s in splits.values()]
-    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])

@@ -1,4 +1,4 @@
-"""The launcher: parallel workers give the serial results, and a killed worker's run is finished exactly once."""
+"""The launcher: parallel workers give the serial results; a killed worker's run is finished exactly once."""
 import dataclasses, functools, json, os, signal, sys, time
 from pathlib import Path
 

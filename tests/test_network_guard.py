@@ -1,4 +1,4 @@
-"""No test reaches the network: pytest-socket (configured in pyproject.toml) refuses every non-loopback connection."""
+"""No test reaches the network: pytest-socket (pyproject.toml) refuses every non-loopback connection."""
 import socket
 import threading
 
