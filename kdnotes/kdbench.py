@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib
 from matplotlib.figure import Figure
-from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, mnist5k_splits, cifar10
+from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data
 from .models import get_model, MODELS
 from .train import TrainConfig, train_classifier, seed_everything, predict
 from .metrics import accuracy, agreement
@@ -84,17 +84,14 @@ def check_kdbench_config(cfg: KDBenchConfig) -> KDBenchConfig:
 def kdbench_data(data: str = 'mnist5k', # 'mnist5k' or 'cifar10'
                 ) -> dict:
     "{'train', 'test', 'aug' (students, evaluation), 'teacher_aug', 'in_shape'} for the bench's data set."
-    if data == 'mnist5k':
-        s = mnist5k_splits(teacher_per_class=1, test_per_class=100, val_per_class=50, seed=0)
-        pool = [s['teacher'], s['pool']]  # the 1-per-class teacher split merged back, as in chapter 10
-        train = Split(torch.cat([p.x for p in pool]), torch.cat([p.y for p in pool]))
-        return dict(train=train, test=s['test'], aug=Augment(**MNIST_NORM),
-                    teacher_aug=Augment(pad=2, **MNIST_NORM), in_shape=(1, 28, 28))
-    if data == 'cifar10':
-        d = cifar10()
-        aug = Augment(pad=4, flip=True, **CIFAR_NORM)
-        return dict(train=d['train'], test=d['test'], aug=aug, teacher_aug=aug, in_shape=(3, 32, 32))
-    raise ValueError(f"unknown data {data!r}; choose one of {KDBENCH_DATA}")
+    if data not in KDBENCH_DATA: raise ValueError(f"unknown data {data!r}; choose one of {KDBENCH_DATA}")
+    if data == 'cifar10':  # the official split; students and teachers crop and flip
+        d = get_data('cifar10')
+        return dict(train=d['train'], test=d['test'], aug=d.aug, teacher_aug=d.aug, in_shape=d.in_shape)
+    d = get_data('mnist5k', dict(teacher=1, test=100, val=50, pool=None), seed=0)  # chapter 10's splits
+    train = Split(torch.cat([d['teacher'].x, d['pool'].x]), torch.cat([d['teacher'].y, d['pool'].y]))
+    # students see the digits as they are (chapter 10's recipe); the teacher trains with 2-pixel shifts
+    return dict(train=train, test=d['test'], aug=d.plain_aug, teacher_aug=d.aug, in_shape=d.in_shape)
 
 # %% ../nbs/08_kdbench.ipynb #7c291da8
 _TEACHERS: dict = {}  # teacher hash -> trained model, for this process

