@@ -1,13 +1,15 @@
-"Edge cases of kdnotes.zoo_inside (FitNets, relational KD) and a one-epoch bench run of each method."
+"Edge cases of kdnotes.zoo_inside (FitNets, RKD, BYOT, Sobolev, SSKD) and one-epoch bench runs."
 import itertools
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from kdnotes.distill import get_method, kd_loss
-from kdnotes.kdbench import KDBenchConfig, kdbench_sweep, kdbench_table
+from kdnotes.distill import get_method, kd_loss, capture_features, MethodInputs
+from kdnotes.kdbench import KDBenchConfig, kdbench_sweep, kdbench_table, build_model
 from kdnotes.zoo_inside import (fitnet_hint_loss, rkd_distance, rkd_angle, rkd_loss, FitNet, RKD,
-                                inside_configs, inside_methods, INSIDE_LABELS)
+                                inside_configs, inside_methods, INSIDE_LABELS, DEEP_ROWS, byot_loss, BYOT,
+                                ExitsView, byot_exits_sweep, directional_derivative, unit_directions,
+                                sobolev_loss, Sobolev, rotate_copies, similarity, keep_rows, sskd_ss_loss, SSKD)
 
 torch.set_num_threads(1)
 TINY = KDBenchConfig(teacher_epochs=1, epochs=1, teacher_kwargs=dict(hidden=[512, 512], dropout=0.0))
@@ -94,3 +96,105 @@ def test_bench_smoke(tmp_path):
     table = kdbench_table(recs)
     assert table['method'].tolist() == ['fitnet', 'rkd_kd']
     assert (table['acc_mean'] > 0.1).all()
+
+
+def test_byot_loss_formula():
+    g = torch.Generator().manual_seed(4)
+    y = torch.randint(0, 10, (5,), generator=g)
+    z1, zc = torch.randn(5, 10, generator=g), torch.randn(5, 10, generator=g)
+    f1, fc = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    T, a, b = 3.0, 0.2, 0.3
+    kl = F.kl_div(F.log_softmax(z1 / T, 1), F.softmax(zc / T, 1), reduction='batchmean') * T * T
+    ce = F.cross_entropy(z1, y) + F.cross_entropy(zc, y)
+    expected = (1 - a) * ce + a * kl + b * ((f1 - fc) ** 2).sum(1).mean()
+    assert torch.allclose(byot_loss([z1], zc, [f1], fc, y, T, a, b), expected, atol=1e-5)
+    with pytest.raises(ValueError, match='every shallow exit'):
+        byot_loss([], zc, [], fc, y)
+
+
+def test_byot_exits_and_params():
+    student = build_model('mlp', dict(hidden=[16, 16, 16]), (1, 28, 28))
+    m = BYOT()
+    x = torch.randn(3, 1, 28, 28)
+    z = ExitsView(student, m)(x)
+    assert z.shape == (3, 3, 10) and torch.allclose(z[:, -1], student(x))
+    assert len(list(m.parameters())) == 8  # two exits: bottleneck and classifier, weights and biases
+    with pytest.raises(ValueError, match='one width per exit'):
+        BYOT(exit_layers=('net.2',), exit_dims=(16, 16))
+    with pytest.raises(ValueError, match='beta'):
+        BYOT(beta=-1.0)
+
+
+def test_directional_derivative_finite_difference():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Softplus(), nn.Linear(5, 4)).double()
+    x = torch.randn(3, 1, 2, 3, dtype=torch.float64)
+    v = unit_directions(x, 1)[0]
+    assert v.dtype == torch.float64 and torch.allclose(v.flatten(1).norm(dim=1), torch.ones(3, dtype=x.dtype))
+    jv = directional_derivative(net, x, v)
+    h = 1e-6
+    assert torch.allclose(jv, (net(x + h * v) - net(x - h * v)) / (2 * h), atol=1e-8)
+    with pytest.raises(ValueError, match="inputs' shape"):
+        directional_derivative(net, x, v[:2])
+
+
+def test_sobolev_zero_for_identical_nets_and_grad():
+    torch.manual_seed(1)
+    t = build_model('mlp', dict(hidden=[8]), (1, 28, 28)).eval()
+    s = build_model('mlp', dict(hidden=[8]), (1, 28, 28))
+    s.load_state_dict(t.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    assert sobolev_loss(s, t, x, n_dirs=3) < 1e-10  # the same function: the same derivatives
+    s.net[1].weight.data += 0.1 * torch.randn_like(s.net[1].weight)
+    loss = sobolev_loss(s, t, x)
+    loss.backward()
+    assert loss > 0 and s.net[1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='n_dirs'):
+        Sobolev(n_dirs=0)
+
+
+def test_sskd_parts():
+    img = torch.arange(16.).view(1, 1, 4, 4)
+    r = rotate_copies(img)
+    assert r.shape == (3, 1, 4, 4) and torch.equal(r[1], img[0].flip(-1).flip(-2))  # 180°: both axes flipped
+    a = torch.eye(3).repeat(3, 1)  # every copy most similar to its own original
+    target = torch.arange(3).repeat(3)
+    assert torch.allclose(similarity(a, torch.eye(3)), a)
+    assert len(keep_rows(a, target, 0.0)) == 9  # no wrong rows: all kept
+    wrong = a.roll(1, dims=1)  # every row wrong
+    assert len(keep_rows(wrong, target, 0.5)) == 4
+    assert sskd_ss_loss(a, a, target) < 1e-7
+    with pytest.raises(ValueError, match='square'):
+        rotate_copies(torch.randn(2, 1, 3, 4))
+
+
+def test_sskd_needs_inputs():
+    m = SSKD(teacher_dim=8)
+    with pytest.raises(ValueError, match='inputs=MethodInputs'):
+        m(torch.randn(2, 10), torch.randn(2, 10), torch.zeros(2, dtype=torch.long), {}, {})
+    assert SSKD.uses_inputs and Sobolev.uses_inputs and not BYOT.uses_inputs
+
+
+def test_new_rows_smoke(tmp_path):
+    cfgs = inside_configs(['byot', 'sobolev', 'sskd'], seeds=[0], base=TINY)
+    assert cfgs[0].student_kwargs == dict(hidden=[16, 16, 16]) and set(DEEP_ROWS) <= set(INSIDE_LABELS)
+    recs = kdbench_sweep(cfgs, tmp_path, progress=False)
+    table = kdbench_table(recs, order=['byot', 'sobolev', 'sskd'])
+    assert table['method'].tolist() == ['byot', 'sobolev', 'sskd'] and (table['acc_mean'] > 0.1).all()
+    exits = byot_exits_sweep(cfgs[:1], tmp_path, progress=False)[0]['result']
+    assert len(exits['exit_acc']) == 3
+    assert exits['exit_acc'][-1] == pytest.approx(recs[0]['result']['acc'], abs=1e-6)  # the bench's student
+
+
+def test_sobolev_forward_mode_with_batch_norm():
+    torch.manual_seed(2)
+    s = build_model('resnet20', {}, (3, 32, 32)).train()  # batch norm in training mode
+    t = build_model('resnet20', {}, (3, 32, 32)).eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(RuntimeError, match='batch_norm'):  # reverse mode twice needs 3rd derivatives
+        sobolev_loss(s, t, x).backward()
+    loss = sobolev_loss(s, t, x, forward_mode=True)
+    loss.backward()
+    assert torch.isfinite(loss) and s.stem.weight.grad.abs().sum() > 0
