@@ -1,0 +1,88 @@
+"Integration checks of kdnotes.zoo_without: BSS through `distill`, the online losses' gradients, records."
+import math
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from kdnotes.data import Split, Augment
+from kdnotes.distill import DistillConfig, distill, frozen, kd_loss
+from kdnotes.train import TrainConfig
+from kdnotes.models import MLP
+from kdnotes.zoo_without import (BSS, bss_attack, okddip_attention, okddip_loss, one_loss, dml_loss,
+                                 DataFreeConfig, check_datafree_config, OnlineConfig, check_online_config,
+                                 BENCH_KINDS, DATAFREE_KIND, ONLINE_KIND)
+
+torch.set_num_threads(1)
+
+
+def _split(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8),
+                 torch.randint(0, 3, (n,), generator=g))
+
+
+def test_bss_trains_through_distill_and_leaves_teacher_alone():
+    torch.manual_seed(0)
+    teacher = frozen(MLP(n_classes=3, in_shape=(1, 8, 8), hidden=(16,)))
+    before = [p.clone() for p in teacher.parameters()]
+    student = MLP(n_classes=3, in_shape=(1, 8, 8), hidden=(4,))
+    cfg = DistillConfig(train=TrainConfig(epochs=2, batch_size=16, lr=0.05, progress=False, device='cpu'))
+    method = BSS(total_steps=8, attack_size=4, lo=0.0, hi=1.0)
+    res = distill(teacher, student, _split(64, 1), _split(32, 2), cfg, Augment(), method=method)
+    assert method.steps == 8 and math.isfinite(res['history'][-1]['loss'])
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the search moves inputs
+
+
+def test_attack_stays_in_range_and_moves_only_live_examples():
+    torch.manual_seed(0)
+    net = frozen(nn.Sequential(nn.Flatten(), nn.Linear(6, 3)))
+    x = torch.rand(8, 1, 2, 3)
+    adv = bss_attack(net, x, (net(x).argmax(1) + 1) % 3, steps=50, lo=0.0, hi=1.0)
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert bss_attack(net, x, (net(x).argmax(1) + 1) % 3, steps=0).equal(x)  # no step: unchanged
+
+
+def test_online_targets_carry_gradient():
+    torch.manual_seed(0)
+    z = torch.randn(3, 5, 4, requires_grad=True)
+    y = torch.randint(0, 4, (5,))
+    # OKDDip: peer 0's target is peer 1 (peers 1 and 2 their own): peer 1 gets the gradient of being a target
+    att = torch.zeros(5, 3, 3)
+    att[:, 0, 1], att[:, 1, 1], att[:, 2, 2] = 1.0, 1.0, 1.0
+    lead = torch.randn(5, 4)
+    grad = torch.autograd.grad(okddip_loss(z, lead, att, y), z)[0][1]
+    zz = z.detach().clone().requires_grad_(True)
+    expected = torch.autograd.grad(F.cross_entropy(zz[1], y) + kd_loss(z[0].detach(), zz[1], T=3.0)
+                                   + kd_loss(lead, zz.mean(0), T=3.0), zz)[0][1]
+    assert torch.allclose(grad, expected, atol=1e-5)
+    att = okddip_attention(torch.randn(3, 5, 2), torch.randn(3, 5, 2))
+    assert torch.allclose(att.sum(-1), torch.ones(5, 3))  # a distribution over the peers, per peer
+    gate = torch.softmax(torch.randn(5, 3), 1).requires_grad_(True)
+    assert torch.autograd.grad(one_loss(z, gate, y), gate)[0].abs().sum() > 0  # ONE trains its gate
+    assert torch.isfinite(dml_loss(z, y))
+
+
+@pytest.mark.parametrize('bad, match', [(dict(steps=0), 'steps must be >= 1'),
+                                        (dict(batch_size=1), '>= 2'),
+                                        (dict(ie=-1.0), 'loss weights'), (dict(width=[8]), 'two channel')])
+def test_datafree_config_checks(bad, match):
+    with pytest.raises(ValueError, match=match):
+        check_datafree_config(DataFreeConfig(**bad))
+
+
+@pytest.mark.parametrize('bad, match', [(dict(method='kdcl'), 'unknown online method'),
+                                        (dict(peers=1), '>= 2'), (dict(ramp=2.0), 'fraction'),
+                                        (dict(T=0.0), 'temperature')])
+def test_online_config_checks(bad, match):
+    with pytest.raises(ValueError, match=match):
+        check_online_config(OnlineConfig(**bad))
+
+
+def test_records_read_as_bench_rows():
+    from kdnotes.kdbench import bench_record, method_label, student_name
+    from kdnotes.experiments import to_jsonable
+    assert set(BENCH_KINDS) == {DATAFREE_KIND, ONLINE_KIND}
+    rows = ((OnlineConfig(method='okddip', label='okddip_code'), 'okddip_code'), (DataFreeConfig(), 'dafl'))
+    for cfg, label in rows:
+        row = bench_record(dict(config=to_jsonable(cfg), result=dict(acc=0.5)))
+        assert method_label(row['config']) == label and student_name(row['config']) == 'mlp 16'
