@@ -16,7 +16,7 @@ def render(nb_path: Path) -> str:
         src = ''.join(cell['source']).strip()
         if not src or src.startswith('#|') and all(l.startswith('#|') for l in src.splitlines()): continue
         # the notebook lives in nbs/, the README at the root: pictures move with it
-        if cell['cell_type'] == 'markdown': parts.append(src.replace('](images/', '](nbs/images/'))
+        if cell['cell_type'] == 'markdown': parts.append(src.replace('](images/', '](nbs/images/').replace('](results/', '](nbs/results/'))
         elif cell['cell_type'] == 'code':
             parts.append('```python\n' + '\n'.join(l for l in src.splitlines() if not l.startswith('#|')) + '\n```')
             text = ''.join(''.join(o.get('text', '')) or ''.join(o.get('data', {}).get('text/plain', '')) for o in cell.get('outputs', []))
