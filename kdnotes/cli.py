@@ -14,7 +14,8 @@ __all__ = ['SUBCOMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #e9f5b6da
 SUBCOMMAND_MODULES = ('kdnotes.fidelity', 'kdnotes.hinton', 'kdnotes.dml', 'kdnotes.tfkd', 'kdnotes.fast',
-                      'kdnotes.synthetic', 'kdnotes.cifar', 'kdnotes.zoo_outputs', 'kdnotes.launch')
+                      'kdnotes.synthetic', 'kdnotes.cifar', 'kdnotes.zoo_outputs', 'kdnotes.matching',
+                      'kdnotes.launch')
 
 def build_parser() -> argparse.ArgumentParser:
     "The `kdnotes` argument parser with every chapter's subcommand."
