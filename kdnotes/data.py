@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['CIFAR10_SHA256', 'CIFAR10_CLASSES', 'TORCHVISION_SETS', 'MNIST_NORM', 'CIFAR_NORM', 'DATASETS', 'POOLED', 'TRAIN_AUG',
            'Split', 'mnist5k', 'digits', 'stratified_split', 'mnist5k_splits', 'cifar10_path', 'cifar10',
-           'torchvision_dataset', 'random_crop', 'Augment', 'to_float', 'normalize', 'augment', 'cat_images', 'Data',
-           'get_data', 'DeviceLoader']
+           'torchvision_dataset', 'random_crop', 'Augment', 'to_float', 'normalize', 'augment', 'mixup', 'cat_images',
+           'Data', 'get_data', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #863630e7
 @dataclass
@@ -328,6 +328,15 @@ def augment(
             flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return normalize(x, aug)
+
+# %% ../nbs/00_data.ipynb #c1a2b3d2
+def mixup(x: torch.Tensor, # (N, C, H, W) a batch (normalised or not)
+          g: torch.Generator | None = None, # the loader's generator, so the mixing is seeded
+         ) -> torch.Tensor:
+    "Each image mixed with a random partner of the batch, λ ~ U(0, 1) per image: (N, C, H, W)."
+    lam = torch.rand(len(x), 1, 1, 1, generator=g, device=x.device)
+    partner = torch.randperm(len(x), generator=g, device=x.device)
+    return lam * x + (1 - lam) * x[partner]
 
 # %% ../nbs/00_data.ipynb #7f0488a8
 def cat_images(x: torch.Tensor, # (N, C, H, W) images, uint8 (0-255) or float in [0, 1]

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data
+from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data, mixup
 from .models import get_model, Ensemble, MODELS
 from .train import TrainConfig, train_classifier, seed_everything, save_checkpoint, load_checkpoint
 from .distill import DistillConfig, distill, distill_side_by_side, control_fidelity
@@ -102,9 +102,7 @@ def check_fidelity_config(cfg: FidelityConfig) -> FidelityConfig:
 def mixup_transform(x: torch.Tensor, y: torch.Tensor, g: torch.Generator):
     ("Mix each image with a random partner of the batch, λ ~ Beta(1, 1) "
      "= U(0, 1) per image; labels become -1 (the teacher labels them).")
-    lam = torch.rand(len(x), 1, 1, 1, generator=g, device=x.device)
-    partner = torch.randperm(len(x), generator=g, device=x.device)
-    return lam * x + (1 - lam) * x[partner], torch.full_like(y, -1)
+    return mixup(x, g), torch.full_like(y, -1)  # the core's mixup (chapter 00)
 
 def noise_transform(aug: Augment):
     "A transform replacing the second half of each batch with normalised U(0, 1) noise images (label -1)."

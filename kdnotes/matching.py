@@ -11,8 +11,7 @@ import torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
-from .data import (Split, Augment, MNIST_NORM, CIFAR_NORM, DeviceLoader, augment, mnist5k_splits,
-                          cifar10, stratified_split)
+from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, DeviceLoader, augment, get_data, mixup
 from .models import MODELS, LoopPacked
 from .train import TrainConfig, fit, predict, pick_device, seed_everything
 from .metrics import accuracy
@@ -25,10 +24,9 @@ from .launch import LaunchConfig, launch_sweep, add_config_command
 
 # %% auto #0
 __all__ = ['MODES', 'MNIST5K_PER_CLASS', 'KIND', 'RESULTS', 'STEPS', 'METRICS', 'PANELS', 'COLORS', 'MatchingConfig',
-           'check_matching_config', 'matching_data', 'crop_augment', 'matching_teacher', 'mixup', 'teacher_view',
-           'TeachingLoss', 'matching_run', 'matching_report', 'matching_configs', 'matching_sweep', 'same_setup',
-           'matching_table', 'plot_matching', 'matching_point', 'MatchingMainConfig', 'matching_main', 'add_cli',
-           'cifar_matching_config']
+           'check_matching_config', 'matching_data', 'crop_augment', 'matching_teacher', 'teacher_view', 'TeachingLoss',
+           'matching_run', 'matching_report', 'matching_configs', 'matching_sweep', 'same_setup', 'matching_table',
+           'plot_matching', 'matching_point', 'MatchingMainConfig', 'matching_main', 'add_cli', 'cifar_matching_config']
 
 # %% ../nbs/17_function_matching.ipynb #dfba7aad
 MODES = ('fixed', 'independent', 'consistent', 'function_matching')
@@ -77,14 +75,11 @@ def check_matching_config(cfg: MatchingConfig) -> MatchingConfig:
 # %% ../nbs/17_function_matching.ipynb #a17c9aaa
 def matching_data(cfg: MatchingConfig) -> tuple[dict[str, Split], Augment]:
     "Teacher, pool and test splits (seeded by `cfg.seed`) and the normalisation, as in the fidelity chapter."
-    if cfg.dataset == 'mnist5k':
-        return mnist5k_splits(cfg.teacher_per_class, cfg.test_per_class, seed=cfg.seed), Augment(**MNIST_NORM)
-    if cfg.dataset == 'cifar10':
-        c = cifar10()
-        idx = stratified_split(c['train'].y, {'teacher': cfg.teacher_per_class, 'pool': None}, seed=cfg.seed)
-        splits = {'teacher': c['train'][idx['teacher']], 'pool': c['train'][idx['pool']], 'test': c['test']}
-        return splits, Augment(flip=True, **CIFAR_NORM)
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
+    if cfg.dataset not in ('mnist5k', 'cifar10'):
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
+    test = {'test': cfg.test_per_class} if cfg.dataset == 'mnist5k' else {}  # CIFAR-10 has its own test split
+    d = get_data(cfg.dataset, {'teacher': cfg.teacher_per_class, **test, 'pool': None}, seed=cfg.seed)
+    return d.splits, replace(d.aug, pad=0)  # the random shift is the mode's (`crop_augment`)
 
 def crop_augment(cfg: MatchingConfig, aug: Augment) -> Augment:
     "`aug` with the random shift of the fidelity chapter: pad 2 (MNIST) or 4 (CIFAR-10), then crop back."
@@ -105,14 +100,6 @@ def matching_teacher(cfg: MatchingConfig, # the run
     return kdbench_teacher(spec, data, folder, cfg.device)
 
 # %% ../nbs/17_function_matching.ipynb #81f33187
-def mixup(x: torch.Tensor, # (N, C, H, W) a normalised batch
-          g: torch.Generator, # the loader's generator
-         ) -> torch.Tensor:
-    "Each image mixed with a random partner of the batch, λ ~ U(0, 1) per image: (N, C, H, W)."
-    lam = torch.rand(len(x), 1, 1, 1, generator=g, device=x.device)
-    partner = torch.randperm(len(x), generator=g, device=x.device)
-    return lam * x + (1 - lam) * x[partner]
-
 def teacher_view(mode: str, # one of MODES
                  x: torch.Tensor, # (N, C, H, W) the batch the student sees
                  idx: torch.Tensor, # (N,) which distillation images the batch came from
