@@ -769,6 +769,13 @@ def main():
             if f.name not in keep: shutil.rmtree(f) if f.is_dir() else f.unlink()
         # pictures that markdown cells link as `images/x.png` (screenshots): Sphinx copies them into the site
         if (nbs / 'images').is_dir(): shutil.copytree(nbs / 'images', srcdir / 'images')
+        # committed figures that markdown cells link as `results/x/y.png` (the home page's leaderboard)
+        for _, _, nb in loaded:
+            for cell in nb['cells']:
+                if cell['cell_type'] != 'markdown': continue
+                for rel in re.findall(r'\]\((results/[^)\s]+\.png)\)', src(cell['source'])):
+                    (srcdir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(nbs / rel, srcdir / rel)
 
     with Step('API reference pages'):
         apis = api_pages(settings, modidx, srcdir, titles)
