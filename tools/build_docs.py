@@ -532,6 +532,11 @@ def render_symbol(name: str | None, obj, level: int, git_src: str | None) -> str
     return md.strip() + '\n'
 
 
+def _plain(title: str) -> str:
+    "A chapter title without TeX (`$T^2$` -> `T²`): Sphinx's search snippets show API pages' text unrendered."
+    return re.sub(r'\$([^$]+)\$', lambda m: m.group(1).replace('^2', '²').replace('\\', ''), title)
+
+
 def api_pages(settings: dict, modidx: dict, out: Path, chapters: dict) -> list[tuple[str, str, set]]:
     "Write `api/<module>.md` for every module in `_modidx.py`; return [(docname, module, section ids)]."
     git_url = settings.get('git_url', '').rstrip('/')
@@ -547,7 +552,7 @@ def api_pages(settings: dict, modidx: dict, out: Path, chapters: dict) -> list[t
         parts = [f'# {mod}\n', f'{doc.strip()}\n' if doc.strip() else '',
                  f'`from {mod} import ...`: the public functions and classes of this module. ']
         chapter = syms and Path(next(iter(syms.values()))[0].split('#')[0]).stem
-        parts[-1] += f'They are explained, with examples, in the chapter [{chapters[chapter]}](../{chapter}.ipynb).\n' \
+        parts[-1] += f'They are explained, with examples, in the chapter [{_plain(chapters[chapter])}](../{chapter}.ipynb).\n' \
             if chapter in chapters else '\n'
         tops = [q for q in syms if q.count('.') == mod.count('.') + 1]
         tops.sort(key=lambda q: _source_line(getattr(m, q.rsplit('.', 1)[1], None)) or 10**9)

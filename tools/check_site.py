@@ -210,8 +210,10 @@ def main():
                 except PWTimeout:
                     pass
                 hits = page.evaluate(JS_SEARCH)
-                page.wait_for_timeout(500)                      # results are typeset after they appear
-                raw = page.evaluate(JS_MATH)['raw']
+                for _ in range(20):  # summaries arrive one by one and MathJax typesets each after: wait for it
+                    page.wait_for_timeout(500)
+                    raw = page.evaluate(JS_MATH)['raw']
+                    if not raw: break
                 if raw: mine.append(f'raw TeX left in the search results: {raw!r}')
                 if not hits: mine.append(f'search for {args.word!r} finds nothing')
                 else: print(f'  search {args.word!r}: {len(hits)} results, first {urlsplit(hits[0]).path}')
