@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .data import Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, get_data, mnist5k_splits
+from .data import Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, get_data
 from .models import get_model, MODELS, mean_probs_logits
 from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, seed_everything,
                            pick_device, predict, train_classifier)

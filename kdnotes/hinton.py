@@ -56,7 +56,7 @@ def hinton_data(test_per_class: int = 100, # test digits per class (100 -> 1,000
                          f"got {test_per_class + val_per_class}")
     per_class = dict(teacher=1, test=test_per_class, val=val_per_class, pool=None)  # in draw order
     s = get_data('mnist5k', per_class, seed=seed)
-    pool = [s['teacher'], s['pool']]  # one digit a class drawn first (as chapter 11's teacher split): merged back
+    pool = [s['teacher'], s['pool']]  # one digit a class, drawn first (chapter 11's order): merged back
     train = Split(torch.cat([p.x for p in pool]), torch.cat([p.y for p in pool]))
     return dict(train=train, val=s['val'], test=s['test'])
 
