@@ -11,17 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from .data import Split, Augment, CIFAR_NORM, MNIST_NORM, cifar10, digits, mnist5k, get_data
-from .models import PreActResNet, Ensemble, get_model, MODELS
-from kdnotes.train import (
-    TrainConfig,
-    train_classifier,
-    predict,
-    evaluate,
-    seed_everything,
-    save_checkpoint,
-    load_checkpoint,
-    load_samples,
-)
+from .models import Ensemble, get_model, MODELS
+from .train import (TrainConfig, train_classifier, predict, evaluate, seed_everything, load_samples,
+                           TeacherSpec, get_teacher, teacher_path, student_seed)
 from .distill import DistillConfig, distill
 from .metrics import agreement, sample_quality
 from kdnotes.experiments import (
@@ -38,11 +30,10 @@ from .options import (add_options, options_to_config, opt, field_help, positive_
                              positive_float)
 
 # %% auto #0
-__all__ = ['STUDENT_SEED_OFFSET', 'TEACHER_FORWARD', 'LABELS', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'member_configs',
-           'cifar_data', 'make_model', 'teacher_path', 'train_cifar_teacher', 'cifar_teacher', 'run_student',
-           'add_controls', 'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds',
-           'plot_self_distill', 'plot_ensemble', 'cifar_configs', 'check_student_config', 'cifar_summary',
-           'CifarMainConfig', 'cifar_main', 'add_cli', 'unit_frame']
+__all__ = ['TEACHER_FORWARD', 'LABELS', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'teacher_specs', 'cifar_data',
+           'cifar_teacher_path', 'cifar_teacher', 'run_student', 'add_controls', 'self_distill_sweep', 'ensemble_sweep',
+           'run_cost', 'estimate_epoch_seconds', 'plot_self_distill', 'plot_ensemble', 'cifar_configs',
+           'check_student_config', 'cifar_summary', 'CifarMainConfig', 'cifar_main', 'add_cli', 'unit_frame']
 
 # %% ../nbs/22_stanton_cifar.ipynb #516673f6
 @dataclass
@@ -54,14 +45,13 @@ class CifarTeacherConfig:
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 5e-4
-    seed: int = 0
+    seed: int = 0  # not read: a student run's teachers take its replicate's seeds
     device: str = 'auto'
 
 @dataclass
 class StudentConfig:
     ("One distillation run: the teachers (recipe, how many), the "
      "synthetic images added, the student's recipe, the replicate.")
-    # its seed is ignored: members get 100*seed + i
     teacher: CifarTeacherConfig = field(default_factory=CifarTeacherConfig)
     n_teachers: int = 1 # 1 = self-distillation; more = an ensemble teacher
     n_synth: int = 0 # synthetic images added to the distillation set
@@ -71,15 +61,16 @@ class StudentConfig:
     batch_size: int = 128
     lr: float = 0.1
     T: float = 4.0
-    seed: int = 0 # replicate r: teachers get seeds 100r + i, the student 10,000 + r
+    seed: int = 0 # replicate r: member j of its teacher trains from r + 100 j, the student from r + 1
 
 # %% ../nbs/22_stanton_cifar.ipynb #0a79deab
-def member_configs(cfg: StudentConfig) -> list[CifarTeacherConfig]:
-    "The teachers of a student run: seeds 100*seed + i, i < n_teachers."
-    if cfg.n_teachers < 1: raise ValueError(f"n_teachers must be >= 1, got {cfg.n_teachers}")
-    if cfg.n_teachers > 100:
-        raise ValueError("at most 100 teachers per replicate (seeds 100*seed + i would collide)")
-    return [replace(cfg.teacher, seed=100 * cfg.seed + i) for i in range(cfg.n_teachers)]
+def teacher_specs(cfg: StudentConfig) -> list[TeacherSpec]:
+    "The core's specs of the teachers of a student run: members 0..n_teachers-1 of replicate `cfg.seed`."
+    if not 1 <= cfg.n_teachers <= 10:
+        raise ValueError(f"n_teachers must be in 1..10 (members are 100 seeds apart), got {cfg.n_teachers}")
+    t = cfg.teacher
+    return [TeacherSpec(model=t.arch, data=t.dataset, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
+                        weight_decay=t.weight_decay, seed=cfg.seed, member=j) for j in range(cfg.n_teachers)]
 
 # %% ../nbs/22_stanton_cifar.ipynb #d818e2d0
 @functools.lru_cache(maxsize=4)
@@ -91,57 +82,28 @@ def cifar_data(dataset: str) -> dict:
     d = get_data(dataset)  # MNIST-5k, digits: 100 or 50 test images a class, the rest for training
     return dict(train=d['train'], test=d['test'], aug=d.aug, in_shape=d.in_shape)
 
-def make_model(arch: str, in_shape: tuple, n_classes: int = 10) -> nn.Module:
-    "A fresh network: 'resnet8' (tiny, width 8) or any name of kdnotes.models.get_model."
-    if arch == 'resnet8': return PreActResNet(depth=8, n_classes=n_classes, in_shape=tuple(in_shape), width=8)
-    return get_model(arch, n_classes, tuple(in_shape))
-
 # %% ../nbs/22_stanton_cifar.ipynb #da0cefd1
-def teacher_path(cfg: CifarTeacherConfig, ckpt_dir: str | os.PathLike) -> Path:
-    "Where the trained weights of teacher `cfg` live."
-    return Path(ckpt_dir) / f'teacher-{config_hash(cfg)}.pt'
+def cifar_teacher_path(spec: TeacherSpec, ckpt_dir: str | os.PathLike) -> Path:
+    "Where the trained weights of teacher `spec` live (the core's `teacher_path` on its data set)."
+    d = cifar_data(spec.data)
+    return teacher_path(spec, d['train'], d['aug'], ckpt_dir)
 
 # %% ../nbs/22_stanton_cifar.ipynb #71d5f326
-def train_cifar_teacher(cfg: CifarTeacherConfig, ckpt_dir: str | os.PathLike) -> dict:
-    ("Train teacher `cfg`, save its weights to `teacher_path`, "
-     "and return its test accuracy, NLL and predictions.")
-    d = cifar_data(cfg.dataset)
-    seed_everything(cfg.seed)
-    model = make_model(cfg.arch, d['in_shape'])
-    tc = TrainConfig(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        device=cfg.device,
-        progress=False,
-    )
-    path = teacher_path(cfg, ckpt_dir)
-    fit_ckpt = path.with_suffix('.fit.pt')
-    train_classifier(model, d['train'], tc, d['aug'], ckpt_path=fit_ckpt)
-    save_checkpoint(path, model=model.state_dict())
-    fit_ckpt.unlink(missing_ok=True)
-    logits = predict(model, d['test'], d['aug'])
-    return evaluate(model, d['test'], d['aug']) | dict(test_pred=encode_preds(logits))
-
-def cifar_teacher(
-    cfg: CifarTeacherConfig, ckpt_dir: str | os.PathLike, store: ResultStore | None = None
-) -> nn.Module:
-    "Teacher `cfg` from its checkpoint, trained (and recorded in `store`) first if this machine has none."
-    path = teacher_path(cfg, ckpt_dir)
-    if not path.exists():
-        t0 = time.perf_counter()
-        res = train_cifar_teacher(cfg, ckpt_dir)
-        if store is not None and store.get('teacher', cfg) is None:
-            store.put('teacher', cfg, res, time.perf_counter() - t0)
-    model = make_model(cfg.arch, cifar_data(cfg.dataset)['in_shape'])
-    model.load_state_dict(load_checkpoint(path)['model'])
+def cifar_teacher(spec: TeacherSpec, # from `teacher_specs`
+                  ckpt_dir: str | os.PathLike, # teacher checkpoints (machine-local)
+                  store: ResultStore | None = None, # where its record (test accuracy, NLL, predictions) goes
+                  device: str = 'auto', # where it trains
+                 ) -> nn.Module:
+    "Teacher `spec` from the core's `get_teacher` (trained if none is on disk), recorded in `store` once."
+    d, t0 = cifar_data(spec.data), time.perf_counter()
+    model = get_teacher(spec, d['train'], d['aug'], ckpt_dir, device)
+    if store is not None and store.get('teacher', spec) is None:
+        logits = predict(model, d['test'], d['aug'])
+        res = evaluate(model, d['test'], d['aug']) | dict(test_pred=encode_preds(logits))
+        store.put('teacher', spec, res, time.perf_counter() - t0)
     return model
 
 # %% ../nbs/22_stanton_cifar.ipynb #61b70d42
-STUDENT_SEED_OFFSET = 10_000  # students of replicate r use seed 10,000 + r; teachers use 100 r + i < 10,000
-
 def run_student(cfg: StudentConfig, # the run
                 ckpt_dir: str | os.PathLike, # teacher checkpoints (machine-local)
                 synth: torch.Tensor | None = None, # uint8 synthetic images; the first n_synth are used
@@ -155,12 +117,12 @@ def run_student(cfg: StudentConfig, # the run
             f"run needs {cfg.n_synth} synthetic images but got {0 if synth is None else len(synth)}; "
             f"generate them with `kdnotes synth --n {cfg.n_synth}` and pass --synth"
         )
-    members = [cifar_teacher(t, ckpt_dir, store) for t in member_configs(cfg)]
+    members = [cifar_teacher(t, ckpt_dir, store, cfg.teacher.device) for t in teacher_specs(cfg)]
     teacher = members[0] if len(members) == 1 else Ensemble(members)
     # never a teacher's seed: a self-distilled student must not start from its teacher's initialisation
-    seed = STUDENT_SEED_OFFSET + cfg.seed
+    seed = student_seed(cfg.seed)
     seed_everything(seed)
-    student = make_model(cfg.arch, d['in_shape'])
+    student = get_model(cfg.arch, 10, d['in_shape'])
     dcfg = DistillConfig(
         T=cfg.T,
         train=TrainConfig(
@@ -243,7 +205,7 @@ TEACHER_FORWARD = 1 / 3
 def run_cost(cfg: StudentConfig, ckpt_dir: str | os.PathLike, n_train: int) -> float:
     "Epoch-units of a run: epochs over the enlarged set with K teacher forwards, plus missing teachers."
     steps = cfg.epochs * (1 + cfg.n_synth / n_train)
-    missing = sum(t.epochs for t in member_configs(cfg) if not teacher_path(t, ckpt_dir).exists())
+    missing = sum(t.epochs for t in teacher_specs(cfg) if not cifar_teacher_path(t, ckpt_dir).exists())
     return steps * (1 + TEACHER_FORWARD * cfg.n_teachers) + missing
 
 
@@ -254,7 +216,7 @@ def estimate_epoch_seconds(
     "Seconds per epoch-unit (one epoch over the full training set), from one timed epoch on a subset."
     d = cifar_data(cfg.teacher.dataset)
     n = min(n_images, len(d['train']))
-    model = make_model(cfg.arch, d['in_shape'])
+    model = get_model(cfg.arch, 10, d['in_shape'])
     tc = TrainConfig(
         epochs=2, batch_size=cfg.batch_size, lr=cfg.lr, device=cfg.teacher.device, progress=False
     )
@@ -363,9 +325,9 @@ def check_student_config(
     t = cfg.teacher
     if t.dataset not in ('cifar10', 'mnist5k', 'digits'):
         raise ValueError(f"unknown data set {t.dataset!r}; choose 'cifar10', 'mnist5k' or 'digits'")
-    for arch in {t.arch, cfg.arch} - {'resnet8'}:
+    for arch in {t.arch, cfg.arch}:
         if arch not in MODELS:
-            raise ValueError(f"unknown architecture {arch!r}; choose 'resnet8' or one of {sorted(MODELS)}")
+            raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(MODELS)}")
     for name, v in (
         ('epochs', cfg.epochs),
         ('teacher epochs', t.epochs),
@@ -376,7 +338,7 @@ def check_student_config(
             raise ValueError(f"{name} must be >= 1, got {v}")
     if not (cfg.lr > 0 and t.lr > 0 and cfg.T > 0):
         raise ValueError(f"learning rates and T must be > 0, got lr={cfg.lr}, teacher lr={t.lr}, T={cfg.T}")
-    member_configs(cfg)  # 1 <= n_teachers <= 100
+    teacher_specs(cfg)  # 1 <= n_teachers <= 10
     if cfg.n_synth < 0:
         raise ValueError(f"n_synth must be >= 0, got {cfg.n_synth}")
     if cfg.n_synth and n_synth_available is not None and cfg.n_synth > n_synth_available:

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 from .data import Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, get_data
 from .models import get_model, MODELS, mean_probs_logits
 from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, seed_everything,
-                           pick_device, predict, train_classifier)
+                           pick_device, predict, train_classifier, TeacherSpec, get_teacher,
+                           student_seed)
 from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_entropy, check_whole,
                              check_number, check_choice, check_seeds)
 from .distill import KD, frozen
@@ -25,7 +26,7 @@ from .options import positive_int, nonneg_int, positive_float, opt, add_options,
 
 # %% auto #0
 __all__ = ['DML_METHODS', 'DML_DATASETS', 'DML_COLS', 'dml_loss', 'fit_cohort', 'CohortConfig', 'cohort_loss', 'train_cohort',
-           'cohort_metrics', 'DMLConfig', 'dml_data', 'dml_run', 'dml_configs', 'dml_label', 'dml_table',
+           'cohort_metrics', 'DMLConfig', 'dml_data', 'dml_teacher', 'dml_run', 'dml_configs', 'dml_label', 'dml_table',
            'plot_comparison', 'plot_loss_curves', 'DMLMainConfig', 'dml_main', 'add_cli']
 
 # %% ../nbs/12_dml.ipynb #775fae20
@@ -249,25 +250,27 @@ def dml_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
     return {k: d[k] for k in ('train', 'val', 'test')}, d.aug, d.in_shape
 
 # %% ../nbs/12_dml.ipynb #63785d43
+def dml_teacher(cfg: DMLConfig, data: dict, aug: Augment) -> nn.Module:
+    "The 'kd' baseline's teacher: `cfg.teacher` trained alone on the run's data, by the core's `get_teacher`."
+    tc = cfg.train
+    spec = TeacherSpec(model=cfg.teacher, data=f'{cfg.dataset}-train{cfg.train_per_class}', epochs=tc.epochs,
+                       lr=tc.lr, batch_size=tc.batch_size, weight_decay=tc.weight_decay, seed=cfg.seed,
+                       model_kwargs=cfg.teacher_kwargs)
+    return get_teacher(spec, data['train'], aug, device=tc.device)
+
 def dml_run(cfg: DMLConfig) -> dict:
     ("Train one cohort as `cfg` says; test metrics (`cohort_metrics`), "
      "the teacher's accuracy for 'kd', and the history.")
     data, aug, shape = dml_data(cfg.dataset, cfg.train_per_class)
     teacher, out = None, {}
-    if cfg.method == 'kd':
-        seed_everything(cfg.seed + 1000)
-        teacher = get_model(cfg.teacher, in_shape=shape, **cfg.teacher_kwargs)
-        train_classifier(teacher, data['train'], replace(cfg.train, seed=cfg.seed + 1000), aug)
+    if cfg.method == 'kd':  # the teacher trains from the run's seed (chapter 02's rule)
+        teacher = dml_teacher(cfg, data, aug)
         out['teacher_acc'] = accuracy(predict(teacher, data['test'], aug), data['test'].y)
-    seed_everything(cfg.seed)
+    seed = student_seed(cfg.seed)  # the students: never where the teacher starts
+    seed_everything(seed)
     models = [get_model(cfg.student, in_shape=shape) for _ in range(cfg.k)]
-    hist = train_cohort(
-        models,
-        data['train'],
-        CohortConfig(cfg.method, cfg.k, 1.0, cfg.T, cfg.alternate, replace(cfg.train, seed=cfg.seed)),
-        aug,
-        teacher,
-    )
+    ccfg = CohortConfig(cfg.method, cfg.k, 1.0, cfg.T, cfg.alternate, replace(cfg.train, seed=seed))
+    hist = train_cohort(models, data['train'], ccfg, aug, teacher)
     logits = [predict(m, data['test'], aug) for m in models]
     return (
         out

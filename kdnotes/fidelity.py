@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data, mixup
 from .models import get_model, Ensemble, MODELS
-from .train import TrainConfig, train_classifier, seed_everything, save_checkpoint, load_checkpoint
+from .train import (TrainConfig, seed_everything, TeacherSpec, teacher_ensemble, student_seed)
 from .distill import DistillConfig, distill, distill_side_by_side, control_fidelity
 from .experiments import (ResultStore, run_sweep, config_hash, to_frame, mean_std, format_mean_std,
                                  provenance, write_json, save_figure)
@@ -23,12 +23,11 @@ from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_
 
 # %% auto #0
 __all__ = ['POLICIES', 'MNIST5K_PER_CLASS', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data', 'check_fidelity_config',
-           'mixup_transform', 'noise_transform', 'policy_inputs', 'teacher_config', 'fidelity_teacher',
-           'ensemble_teacher', 'interpolate_init', 'fidelity_run', 'fidelity_configs', 'fidelity_sweep',
-           'fidelity_table', 'same_setup', 'plot_fidelity', 'size_sweep_configs', 'temperature_sweep_configs',
-           'plot_by', 'policy_sweep_configs', 'optimization_sweep_configs', 'EnsembleFidelityConfig', 'ensemble_sweep',
-           'ensemble_sweep_configs', 'fidelity_point', 'plot_agreement_vs_size', 'FidelityMainConfig', 'fidelity_main',
-           'add_cli']
+           'mixup_transform', 'noise_transform', 'policy_inputs', 'fidelity_teacher_spec', 'fidelity_teacher',
+           'interpolate_init', 'fidelity_run', 'fidelity_configs', 'fidelity_sweep', 'fidelity_table', 'same_setup',
+           'plot_fidelity', 'size_sweep_configs', 'temperature_sweep_configs', 'plot_by', 'policy_sweep_configs',
+           'optimization_sweep_configs', 'EnsembleFidelityConfig', 'ensemble_sweep', 'ensemble_sweep_configs',
+           'fidelity_point', 'plot_agreement_vs_size', 'FidelityMainConfig', 'fidelity_main', 'add_cli']
 
 # %% ../nbs/11_fidelity.ipynb #ed0743c5
 @dataclass
@@ -128,72 +127,26 @@ def policy_inputs(policy: str, aug: Augment, dataset: str = 'mnist5k') -> tuple[
 
 
 # %% ../nbs/11_fidelity.ipynb #d757dc75
-def teacher_config(cfg: FidelityConfig, control: bool = False, member: int = 0) -> dict:
-    ("The fields that define a teacher; the control teacher, and "
-     "member `member` of an ensemble, differ only in their seed.")
-    return dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        epochs=cfg.teacher_epochs,
-        per_class=cfg.teacher_per_class,
-        test_per_class=cfg.test_per_class,
-        seed=cfg.seed + (1000 if control else 0) + 100 * member,
-        split_seed=cfg.seed,
-    )
+def fidelity_teacher_spec(cfg: FidelityConfig, control: bool = False) -> TeacherSpec:
+    "The core's spec of the (control) teacher of `cfg`: its 'teacher' split, 32-image batches at lr 0.05."
+    return TeacherSpec(model=cfg.model, data=f'{cfg.dataset}-teacher{cfg.teacher_per_class}-split{cfg.seed}',
+                       epochs=cfg.teacher_epochs, lr=0.05, batch_size=32, seed=cfg.seed, control=control)
 
 def _new_model(cfg: FidelityConfig, data: Split) -> nn.Module:
     return get_model(cfg.model, n_classes=10, in_shape=data.shape)
 
 # %% ../nbs/11_fidelity.ipynb #aed50c27
-_TEACHERS: dict = {}
-
-def fidelity_teacher(
-    cfg: FidelityConfig,
-    splits: dict,
-    aug: Augment,
-    control: bool = False,
-    cache_dir: Path | None = None,
-    member: int = 0,
-) -> nn.Module:
-    ("The (control) teacher of `cfg` (or ensemble member `member`): "
-     "from memory, from `cache_dir`, or trained on the 'teacher' split.")
-    tcfg = teacher_config(cfg, control, member)
-    key = config_hash(tcfg)
-    if key in _TEACHERS: return _TEACHERS[key]
-    seed_everything(tcfg['seed'])
-    teacher = _new_model(cfg, splits['teacher'])
-    path = cache_dir / f'teacher-{key}.pt' if cache_dir else None
-    if path is not None and path.exists(): teacher.load_state_dict(load_checkpoint(path)['model'])
-    else:
-        tc = TrainConfig(
-            epochs=cfg.teacher_epochs,
-            batch_size=32,
-            lr=0.05,
-            seed=tcfg['seed'],
-            device=cfg.device,
-            progress=False,
-        )
-        train_classifier(teacher, splits['teacher'], tc, _with_pad(aug, 2 if cfg.dataset == 'mnist5k' else 4))
-        if path is not None: save_checkpoint(path, model=teacher.cpu().state_dict(), config=tcfg)
-    _TEACHERS[key] = teacher.cpu()
-    return teacher
-
-def ensemble_teacher(
-    cfg: FidelityConfig,
-    n: int,
-    splits: dict,
-    aug: Augment,
-    control: bool = False,
-    cache_dir: Path | None = None,
-) -> nn.Module:
-    ("The teacher of `cfg` for n = 1, else an `Ensemble` of `n` teachers "
-     "trained alike from different seeds (all new for the control).")
-    if not 1 <= n <= 9:
-        raise ValueError(
-            f"n_teachers must be in 1..9 (member seeds are 100 apart, the control's 1000), got {n}"
-        )
-    members = [fidelity_teacher(cfg, splits, aug, control, cache_dir, member=j) for j in range(n)]
-    return members[0] if n == 1 else Ensemble(members)
+def fidelity_teacher(cfg: FidelityConfig, # the run
+                     splits: dict, # from `fidelity_data`
+                     aug: Augment, # its normalisation
+                     control: bool = False, # the control teacher
+                     cache_dir: Path | None = None, # checkpoint folder (None: this process's memory only)
+                     n: int = 1, # > 1: an ensemble of members 0..n-1
+                    ) -> nn.Module:
+    "The (control) teacher of `cfg`, trained on the 'teacher' split with random shifts: the core's teachers."
+    crop = _with_pad(aug, 2 if cfg.dataset == 'mnist5k' else 4)
+    spec = fidelity_teacher_spec(cfg, control)
+    return teacher_ensemble(spec, n, splits['teacher'], crop, cache_dir, cfg.device)
 
 # %% ../nbs/11_fidelity.ipynb #71584a78
 def interpolate_init(student: nn.Module, teacher: nn.Module, lam: float) -> nn.Module:
@@ -219,9 +172,9 @@ def _extra_images(cfg: FidelityConfig) -> torch.Tensor | None:
     return x[:cfg.n_extra]
 
 def _new_student(cfg: FidelityConfig, splits: dict, init_from: nn.Module) -> nn.Module:
-    ("A fresh student from seed + 1 (so the student and the "
+    ("A fresh student from `student_seed` (so the student and the "
      "control start alike), λ of the way to `init_from`.")
-    seed_everything(cfg.seed + 1)
+    seed_everything(student_seed(cfg.seed))
     student = _new_model(cfg, splits['teacher'])
     if cfg.init_lambda: interpolate_init(student, init_from, cfg.init_lambda)
     return student
@@ -238,7 +191,6 @@ def _distill_pair(teachers: list, cfg: FidelityConfig, splits: dict, aug: Augmen
                                    extra_x=_extra_images(cfg), transform=transform)
     return students, results
 
-
 # %% ../nbs/11_fidelity.ipynb #4f713647
 def fidelity_run(cfg: FidelityConfig, # the run
                  cache_dir: Path | None = None, # where teachers are cached (None: memory only)
@@ -251,7 +203,7 @@ def fidelity_run(cfg: FidelityConfig, # the run
     if n_teachers > 1 and cfg.init_lambda:
         raise ValueError("init_lambda needs a single teacher to interpolate towards; use n_teachers=1")
     teacher, control_teacher = (
-        ensemble_teacher(cfg, n_teachers, splits, aug, c, cache_dir) for c in (False, True)
+        fidelity_teacher(cfg, splits, aug, c, cache_dir, n_teachers) for c in (False, True)
     )
     (student, control), (res, cres) = _distill_pair([teacher, control_teacher], cfg, splits, aug)
     out = {k: v for k, v in res.items() if k != 'history'} | control_fidelity(
@@ -259,7 +211,6 @@ def fidelity_run(cfg: FidelityConfig, # the run
     )
     return out | dict(control_student_acc=cres['student_acc'], control_teacher_acc=cres['teacher_acc'],
                       final_loss=res['history'][-1]['loss'])
-
 
 # %% ../nbs/11_fidelity.ipynb #b592d7d4
 METRICS = ('teacher_acc', 'student_acc', 'agreement', 'control_agreement', 'kl', 'control_kl',
@@ -397,8 +348,8 @@ def ensemble_sweep(cfgs: list[EnsembleFidelityConfig], root: str | Path, desc: s
     if not cfgs: raise ValueError("no configs to run; give at least one seed and one ensemble size")
     for c in cfgs:  # all checked before the first teacher trains
         check_fidelity_config(c.base)
-        if not 1 <= c.n_teachers <= 9:
-            raise ValueError(f"n_teachers must be in 1..9 (member seeds are 100 apart), got {c.n_teachers}")
+        if not 1 <= c.n_teachers <= 10:
+            raise ValueError(f"n_teachers must be in 1..10 (member seeds are 100 apart), got {c.n_teachers}")
         if c.n_teachers > 1 and c.base.init_lambda:
             raise ValueError("init_lambda needs a single teacher to interpolate towards; use n_teachers=1")
     cache = Path(root) / 'teachers'
@@ -410,7 +361,6 @@ def ensemble_sweep_configs(seeds=(0, 1, 2), sizes=(1, 3, 5)) -> list[EnsembleFid
     "The committed sweep: ensembles of 1, 3 and 5 LeNet-5 teachers, 1,000 distillation digits, T = 4."
     base = EnsembleFidelityConfig().base
     return [EnsembleFidelityConfig(replace(base, seed=s), n) for s in seeds for n in sizes]
-
 
 # %% ../nbs/11_fidelity.ipynb #0a37f8d6
 def fidelity_point(root, # the results folder

@@ -12,7 +12,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from .data import Split, Augment, MNIST_NORM, get_data
 from .models import MLP, count_params
-from .train import TrainConfig, train_classifier, predict, seed_everything
+from .train import TrainConfig, train_classifier, predict, seed_everything, TeacherSpec, get_teacher
 from .metrics import check_logits, accuracy
 from .distill import kd_loss, DistillConfig, distill
 from .experiments import (ResultStore, run_sweep, to_frame, mean_std, format_mean_std, to_jsonable,
@@ -40,7 +40,7 @@ class HintonTeacherConfig:
     epochs: int = 12
     lr: float = 0.05
     batch_size: int = 64
-    seed: int = 0
+    seed: int = 0  # the teacher's seed (chapter 02's rule), one teacher for every student seed
 
 # %% ../nbs/10_hinton_kd.ipynb #2f7a4f1a
 def hinton_data(test_per_class: int = 100, # test digits per class (100 -> 1,000)
@@ -72,15 +72,12 @@ def check_teacher_config(cfg: HintonTeacherConfig) -> HintonTeacherConfig:
     return cfg
 
 def hinton_teacher(cfg: HintonTeacherConfig, train: Split, progress: bool = False) -> nn.Module:
-    "A fresh MLP teacher trained on `train` with dropout and jitter; returned in eval mode."
+    "The MLP teacher trained on `train` with dropout and jitter, by the core's `get_teacher`; in eval mode."
     check_teacher_config(cfg)
-    seed_everything(cfg.seed)
-    model = MLP(hidden=tuple(cfg.hidden), dropout=cfg.dropout)
-    tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                     progress=progress)
-    train_classifier(model, train, tc, Augment(pad=cfg.jitter, **MNIST_NORM))
-    return model.eval()
-
+    spec = TeacherSpec(model='mlp', data='mnist5k-hinton-train', epochs=cfg.epochs, lr=cfg.lr,
+                       batch_size=cfg.batch_size, seed=cfg.seed,
+                       model_kwargs=dict(hidden=tuple(cfg.hidden), dropout=cfg.dropout))
+    return get_teacher(spec, train, Augment(pad=cfg.jitter, **MNIST_NORM), progress=progress)
 
 # %% ../nbs/10_hinton_kd.ipynb #64824772
 def soft_targets(logits: torch.Tensor, # (..., C) logits
@@ -315,14 +312,13 @@ def hinton_sweep(cfgs: list[HintonConfig], # the runs
     "Run (or load) every config; returns records {config, result} for `to_frame`."
     if not cfgs: raise ValueError("no configs to run; give at least one seed")
     for c in cfgs: check_hinton_config(c)  # before the first teacher trains
-    cache = {}  # one (teacher, data) at a time, trained lazily
+    splits = {}  # one split at a time, drawn lazily; the teachers are the core's (cached in memory)
     def fn(cfg):
-        key = config_hash([cfg.teacher, cfg.test_per_class, cfg.val_per_class, cfg.split_seed])
-        if key not in cache:
-            cache.clear()
-            d = hinton_data(cfg.test_per_class, cfg.val_per_class, cfg.split_seed)
-            cache[key] = (hinton_teacher(cfg.teacher, d['train']), d)
-        return hinton_run(cfg, *cache[key])
+        key = (cfg.test_per_class, cfg.val_per_class, cfg.split_seed)
+        if key not in splits:
+            splits.clear()
+            splits[key] = hinton_data(*key)
+        return hinton_run(cfg, hinton_teacher(cfg.teacher, splits[key]['train']), splits[key])
     if store is None: results = run_sweep(kind, cfgs, fn, None, desc=f'hinton {kind}', progress=progress)
     else: results = launch_sweep(kind, cfgs, fn, store, launch, desc=f'hinton {kind}', progress=progress)
     return [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, results)]
@@ -333,7 +329,6 @@ def hinton_configs(Ts=(1, 2, 4, 8, 20), alphas=(0.0, 0.1, 0.5), seeds=(0, 1, 2),
     baseline = [replace(base, T=1.0, alpha=1.0, seed=s) for s in seeds]
     distilled = [replace(base, T=float(T), alpha=float(a), seed=s) for T in Ts for a in alphas for s in seeds]
     return baseline + distilled
-
 
 # %% ../nbs/10_hinton_kd.ipynb #b0535b16
 METRICS = ['student_acc', 'agreement', 'kl', 'student_ece', 'teacher_acc']

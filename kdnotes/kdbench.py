@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import matplotlib
 from matplotlib.figure import Figure
 from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data
-from .models import get_model, MODELS
-from .train import TrainConfig, train_classifier, seed_everything, predict
+from .models import get_model, MODELS, build_model
+from .train import TrainConfig, seed_everything, predict, TeacherSpec, get_teacher, teacher_key
 from .metrics import accuracy, agreement
 from .distill import Method, register_method, get_method, METHODS, DistillConfig, distill, control_fidelity
 from .experiments import ResultStore, config_hash, to_frame, mean_std, format_mean_std, to_jsonable
@@ -22,9 +22,9 @@ from .launch import LaunchConfig, launch_sweep
 
 # %% auto #0
 __all__ = ['KDBENCH_DATA', 'KIND', 'KD_DEFAULTS', 'METRICS', 'BENCH_CHAPTERS', 'KDBENCH_GPU', 'Labels', 'KDBenchConfig',
-           'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'build_model', 'kdbench_teacher', 'kdbench_run',
-           'kdbench_configs', 'kdbench_select', 'kdbench_sweep', 'method_label', 'kdbench_table', 'plot_leaderboard',
-           'bench_chapters', 'method_chapter', 'bench_record', 'student_name', 'leaderboard_records', 'zoo_leaderboard',
+           'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'kdbench_teacher', 'kdbench_run', 'kdbench_configs',
+           'kdbench_select', 'kdbench_sweep', 'method_label', 'kdbench_table', 'plot_leaderboard', 'bench_chapters',
+           'method_chapter', 'bench_record', 'student_name', 'leaderboard_records', 'zoo_leaderboard',
            'leaderboard_headline']
 
 # %% ../nbs/08_kdbench.ipynb #a5d851a9
@@ -50,7 +50,7 @@ class KDBenchConfig:
     student: str = 'mlp'
     student_kwargs: dict = field(default_factory=lambda: dict(hidden=[16]))
     teacher_epochs: int = 12
-    teacher_seed: int = 0  # the control teacher uses teacher_seed + 1
+    teacher_seed: int = 0  # the teacher's seed s (the control's: s + 1000, chapter 02's rule)
     epochs: int = 15  # student epochs
     lr: float = 0.05
     batch_size: int = 64
@@ -94,46 +94,20 @@ def kdbench_data(data: str = 'mnist5k', # 'mnist5k' or 'cifar10'
     return dict(train=train, test=d['test'], aug=d.plain_aug, teacher_aug=d.aug, in_shape=d.in_shape)
 
 # %% ../nbs/08_kdbench.ipynb #7c291da8
-_TEACHERS: dict = {}  # teacher hash -> trained model, for this process
-
-def teacher_spec(cfg: KDBenchConfig, control: bool = False) -> dict:
-    "Everything that defines the (control) teacher of `cfg`; the control teacher's seed is teacher_seed + 1."
-    return dict(data=cfg.data, model=cfg.teacher, kwargs=cfg.teacher_kwargs, epochs=cfg.teacher_epochs,
-                lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.teacher_seed + int(control))
-
-def build_model(name: str, # a name from kdnotes.models.MODELS
-                kwargs: dict, # its keyword arguments (JSON lists become tuples)
-                in_shape: tuple, # (C, H, W)
-               ) -> nn.Module:
-    "A fresh 10-class model from a config's name and kwargs."
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # JSON lists to tuples
-    return get_model(name, n_classes=10, in_shape=in_shape, **kw)
+def teacher_spec(cfg: KDBenchConfig, control: bool = False) -> TeacherSpec:
+    "The core's spec of the (control) teacher of `cfg`: one teacher for every method and student seed."
+    return TeacherSpec(model=cfg.teacher, data=cfg.data, epochs=cfg.teacher_epochs, lr=cfg.lr,
+                       batch_size=cfg.batch_size, seed=cfg.teacher_seed, control=control,
+                       model_kwargs=cfg.teacher_kwargs)
 
 # %% ../nbs/08_kdbench.ipynb #524eb265
-def kdbench_teacher(spec: dict, # from `teacher_spec`
-                data: dict, # from `kdbench_data`
-                folder: str | os.PathLike | None = None, # checkpoint folder (None: memory cache only)
-                device: str = 'auto', # where it trains
-               ) -> nn.Module:
-    "The teacher `spec` describes: from memory, else from `folder`, else trained now (and saved there)."
-    key = config_hash(spec)
-    path = Path(folder) / f'teacher-{key}.pt' if folder is not None else None
-    if key not in _TEACHERS:
-        seed_everything(spec['seed'])  # before the model: its initialisation is the seed's, as in chapter 10
-        model = build_model(spec['model'], spec['kwargs'], data['in_shape'])
-        if path is not None and path.exists():
-            model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
-        else:
-            tc = TrainConfig(epochs=spec['epochs'], batch_size=spec['batch_size'], lr=spec['lr'],
-                             seed=spec['seed'], device=device, progress=False)
-            train_classifier(model, data['train'], tc, data['teacher_aug'])
-        _TEACHERS[key] = model.cpu().eval()
-    if path is not None and not path.exists():  # via a temporary file: no worker reads half a checkpoint
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-        torch.save(_TEACHERS[key].state_dict(), tmp)
-        os.replace(tmp, path)
-    return _TEACHERS[key]
+def kdbench_teacher(spec: TeacherSpec, # from `teacher_spec`
+                    data: dict, # from `kdbench_data`
+                    folder: str | os.PathLike | None = None, # checkpoint folder (None: memory only)
+                    device: str = 'auto', # where it trains
+                   ) -> nn.Module:
+    "The bench's teacher: the core's `get_teacher` on the bench's training data and teacher augmentation."
+    return get_teacher(spec, data['train'], data['teacher_aug'], folder, device)
 
 # %% ../nbs/08_kdbench.ipynb #16d2bc24
 def _student(cfg: KDBenchConfig, data: dict) -> tuple[nn.Module, Method]:
@@ -205,7 +179,7 @@ def kdbench_sweep(cfgs: list[KDBenchConfig], # from `kdbench_configs`
     for m in modules: importlib.import_module(m)
     for c in cfgs: check_kdbench_config(c)  # every config before the first teacher trains
     root = Path(root)
-    specs = {config_hash(teacher_spec(c, k)): (c, k) for c in cfgs for k in (False, True)}
+    specs = {config_hash([teacher_spec(c, k), c.data]): (c, k) for c in cfgs for k in (False, True)}
     for c, control in specs.values():  # each teacher once, here: the workers then only load it
         kdbench_teacher(teacher_spec(c, control), kdbench_data(c.data), root / 'teachers', c.device)
     fn = functools.partial(kdbench_run, teachers_dir=str(root / 'teachers'), modules=tuple(modules))

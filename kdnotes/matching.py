@@ -12,11 +12,11 @@ import torch.nn as nn
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, DeviceLoader, augment, get_data, mixup
-from .models import MODELS, LoopPacked
-from .train import TrainConfig, fit, predict, pick_device, seed_everything
+from .models import MODELS, LoopPacked, build_model
+from .train import (TrainConfig, fit, predict, pick_device, seed_everything, TeacherSpec, get_teacher,
+                           student_seed)
 from .metrics import accuracy
 from .distill import kd_loss, compare, frozen
-from .kdbench import kdbench_teacher, build_model
 from .experiments import (ResultStore, to_frame, mean_std, format_mean_std, provenance, write_json,
                                  save_figure)
 from .options import opt, positive_int, nonneg_int, check_writable
@@ -45,7 +45,7 @@ class MatchingConfig:
     teacher_epochs: int = 30
     teacher_per_class: int = 20  # 20 per class: the fidelity chapter's 200 teacher digits
     test_per_class: int = 100
-    seed: int = 0  # data split and teacher; the control teacher is seed + 1000, the students seed + 1
+    seed: int = 0  # data split and teacher (the core's seed rule: control seed + 1000, students seed + 1)
     device: str = 'auto'  # 'auto' (CUDA if present), 'cpu' or 'cuda'
 
 # %% ../nbs/17_function_matching.ipynb #d56d9853
@@ -92,12 +92,10 @@ def matching_teacher(cfg: MatchingConfig, # the run
                      control: bool = False, # the control teacher: seed + 1000, same data
                      folder: str | Path | None = None, # checkpoint folder (None: this process's memory only)
                     ) -> nn.Module:
-    "The (control) teacher of `cfg`: the fidelity chapter's teacher, trained by the core's `kdbench_teacher`."
-    spec = dict(data=f'{cfg.dataset}-split{cfg.seed}', per_class=cfg.teacher_per_class,
-                test_per_class=cfg.test_per_class, model=cfg.model, kwargs={}, epochs=cfg.teacher_epochs,
-                lr=0.05, batch_size=32, seed=cfg.seed + (1000 if control else 0))
-    data = dict(train=splits['teacher'], teacher_aug=crop_augment(cfg, aug), in_shape=splits['teacher'].shape)
-    return kdbench_teacher(spec, data, folder, cfg.device)
+    "The (control) teacher of `cfg`: the fidelity chapter's spec, trained by the core's `get_teacher`."
+    spec = TeacherSpec(model=cfg.model, data=f'{cfg.dataset}-teacher{cfg.teacher_per_class}-split{cfg.seed}',
+                       epochs=cfg.teacher_epochs, lr=0.05, batch_size=32, seed=cfg.seed, control=control)
+    return get_teacher(spec, splits['teacher'], crop_augment(cfg, aug), folder, cfg.device)
 
 # %% ../nbs/17_function_matching.ipynb #81f33187
 def teacher_view(mode: str, # one of MODES
@@ -140,10 +138,10 @@ class TeachingLoss:
 
 # %% ../nbs/17_function_matching.ipynb #df6ad190
 def _students(cfg: MatchingConfig, shape: tuple) -> list[nn.Module]:
-    "Student and control student: both from seed + 1, identical at the start (as in the fidelity chapter)."
+    "Student and control student: both from `student_seed`, identical at the start (as in chapter 11)."
     out = []
     for _ in range(2):
-        seed_everything(cfg.seed + 1)
+        seed_everything(student_seed(cfg.seed))
         out.append(build_model(cfg.model, {}, shape))
     return out
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreActBasic', 'PreActBottleneck', 'PreActResNet',
-           'resnet20', 'resnet56', 'mean_probs_logits', 'Ensemble', 'LoopPacked', 'get_model']
+           'resnet20', 'resnet56', 'resnet8', 'mean_probs_logits', 'Ensemble', 'LoopPacked', 'get_model', 'build_model']
 
 # %% ../nbs/01_models.ipynb #485f69aa
 class ImageClassifier(nn.Module):
@@ -156,6 +156,8 @@ class PreActResNet(ImageClassifier):
 # %% ../nbs/01_models.ipynb #ea76ccda
 def resnet20(n_classes=10, in_shape=(3, 32, 32)): return PreActResNet(20, n_classes, in_shape, 'basic')
 def resnet56(n_classes=10, in_shape=(3, 32, 32)): return PreActResNet(56, n_classes, in_shape, 'bottleneck')
+def resnet8(n_classes=10, in_shape=(3, 32, 32)):  # width 8: a tiny stand-in for CPU tests of GPU configs
+    return PreActResNet(8, n_classes, in_shape, 'basic', width=8)
 
 # %% ../nbs/01_models.ipynb #9d5706dc
 def mean_probs_logits(logits: list[torch.Tensor] | torch.Tensor, # K members' (N, C) logits, or one (K, N, C)
@@ -212,9 +214,19 @@ class LoopPacked(nn.Module):
         return list(self.members)
 
 # %% ../nbs/01_models.ipynb #a1b9d06a
-MODELS = {'lenet5': LeNet5, 'mlp': MLP, 'resnet20': resnet20, 'resnet56': resnet56}
+MODELS = {'lenet5': LeNet5, 'mlp': MLP, 'resnet8': resnet8, 'resnet20': resnet20, 'resnet56': resnet56}
 
 def get_model(name: str, n_classes: int = 10, in_shape: tuple = (1, 28, 28), **kwargs) -> nn.Module:
     "A fresh model by name (see `MODELS`) for `in_shape` images and `n_classes` classes."
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](n_classes=n_classes, in_shape=tuple(in_shape), **kwargs)
+
+# %% ../nbs/01_models.ipynb #f57d076f
+def build_model(name: str, # a name from `MODELS`
+                kwargs: dict, # its keyword arguments (JSON lists become tuples)
+                in_shape: tuple, # (C, H, W)
+                n_classes: int = 10, # outputs
+               ) -> nn.Module:
+    "A fresh model from a config's name and kwargs, as read back from JSON."
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # JSON lists to tuples
+    return get_model(name, n_classes, in_shape, **kw)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .data import Augment, MNIST_NORM, CIFAR_NORM, get_data
 from .models import get_model, MODELS
-from .train import TrainConfig, check_train_config, seed_everything, train_classifier, predict
+from .train import (TrainConfig, check_train_config, seed_everything, train_classifier, predict,
+                           TeacherSpec, get_teacher, student_seed)
 from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check_number, check_choice,
                              check_seeds)
 from .distill import kd_loss, DistillConfig, distill, Method, register_method, get_method
@@ -24,10 +25,10 @@ from .options import positive_int, nonneg_int, positive_float, opt, add_options,
 # %% auto #0
 __all__ = ['TFKD_DATASETS', 'TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'TFKD_MAIN_METHODS', 'ls_loss',
            'virtual_teacher_logits', 'plot_virtual_teacher', 'VirtualTeacherKD', 'tfkd_virtual_loss', 'TfKDReg',
-           'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig', 'tfkd_run', 'tfkd_configs',
-           'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs', 'tfkd_label', 'tfkd_table', 'plot_calibration_bars',
-           'LowRes', 'CrossQConfig', 'crossq_run', 'crossq_configs', 'plot_crossq', 'MainOptions', 'TfKDMainConfig',
-           'CrossQMainConfig', 'tfkd_main', 'add_cli']
+           'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig', 'tfkd_teacher', 'tfkd_run',
+           'tfkd_configs', 'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs', 'tfkd_label', 'tfkd_table',
+           'plot_calibration_bars', 'LowRes', 'CrossQConfig', 'crossq_run', 'crossq_configs', 'plot_crossq',
+           'MainOptions', 'TfKDMainConfig', 'CrossQMainConfig', 'tfkd_main', 'add_cli']
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
 def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)
@@ -197,19 +198,28 @@ def _report(net, data, aug, seed: int) -> dict:
     if seed != 0: return out
     return out | {'test_logits': zt.round(decimals=3).tolist(), 'test_y': data['test'].y.tolist()}
 
+def tfkd_teacher(cfg, # a run of this chapter: its seed, data and `train` recipe
+                 data: dict, aug: Augment, # from `tfkd_data`
+                 model: str = 'lenet5', # the teacher's architecture
+                ) -> nn.Module:
+    "`model` trained alone on the run's data from the run's seed, by the core's `get_teacher`."
+    tc, dataset = cfg.train, getattr(cfg, 'dataset', 'mnist5k')
+    spec = TeacherSpec(model=model, data=f'{dataset}-train{cfg.train_per_class}', epochs=tc.epochs, lr=tc.lr,
+                       batch_size=tc.batch_size, weight_decay=tc.weight_decay, seed=cfg.seed)
+    return get_teacher(spec, data['train'], aug, device=tc.device)
+
 def tfkd_run(cfg: TfKDConfig) -> dict:
     ("Train one model with `cfg.method`; `calibration_report` "
      "on the test split (plus the test logits for seed 0).")
     if cfg.method not in TFKD_METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {TFKD_METHODS}")
     data, aug, shape = tfkd_data(cfg.dataset, cfg.train_per_class)
-    tc = replace(cfg.train, seed=cfg.seed)
-    seed_everything(cfg.seed)
+    tc = replace(cfg.train, seed=student_seed(cfg.seed))  # every method's model: never the teacher's seed
+    if cfg.method == 'tfkd_self':  # the teacher first: it trains from the run's seed (chapter 02's rule)
+        teacher = tfkd_teacher(cfg, data, aug, cfg.model)
+    seed_everything(tc.seed)
     net = get_model(cfg.model, in_shape=shape)
     if cfg.method == 'tfkd_self':
-        seed_everything(cfg.seed + 1000)
-        teacher = get_model(cfg.model, in_shape=shape)
-        train_classifier(teacher, data['train'], replace(tc, seed=cfg.seed + 1000), aug)
         distill(teacher, net, data['train'], data['test'], DistillConfig(cfg.T_self, cfg.alpha, tc), aug)
     else:
         loss = {
@@ -254,10 +264,10 @@ class TfKDRegConfig:
 def tfkd_reg_run(cfg: TfKDRegConfig) -> dict:
     "Train one model with the published Tf-KD_reg loss; its `calibration_report` (test logits for seed 0)."
     data, aug, shape = tfkd_data(cfg.dataset, cfg.train_per_class)
-    seed_everything(cfg.seed)  # the same initialisation as the 'ce' run of this seed
+    seed_everything(student_seed(cfg.seed))  # the same initialisation as the 'ce' run of this seed
     net = get_model(cfg.model, in_shape=shape)
     loss = tfkd_reg_official_loss(cfg.a, cfg.T, cfg.alpha, cfg.multiplier)
-    train_classifier(net, data['train'], replace(cfg.train, seed=cfg.seed), aug, loss_fn=loss)
+    train_classifier(net, data['train'], replace(cfg.train, seed=student_seed(cfg.seed)), aug, loss_fn=loss)
     return _report(net, data, aug, cfg.seed)
 
 def tfkd_reg_configs(seeds=(0, 1, 2), # distinct seeds
@@ -347,17 +357,14 @@ def crossq_run(cfg: CrossQConfig) -> dict:
     if cfg.method not in CROSSQ_METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {CROSSQ_METHODS}")
     data, aug, shape = tfkd_data('mnist5k', cfg.train_per_class)
-    tc = replace(cfg.train, seed=cfg.seed)
-    seed_everything(cfg.seed + 1000 if cfg.method == 'full_res' else cfg.seed)
-    net = (
-        get_model('lenet5', in_shape=shape)
-        if cfg.method == 'full_res'
-        else LowRes(get_model('lenet5', in_shape=(1, cfg.size, cfg.size)), cfg.size)
-    )
+    if cfg.method == 'full_res':  # the full-resolution model is the teacher of the `kd` run of this seed
+        z = predict(tfkd_teacher(cfg, data, aug), data['test'], aug)
+        return dict(acc=accuracy(z, data['test'].y), nll=nll(z, data['test'].y), ece=ece(z, data['test'].y))
+    tc = replace(cfg.train, seed=student_seed(cfg.seed))  # the student: never the teacher's seed
+    teacher = tfkd_teacher(cfg, data, aug) if cfg.method == 'kd' else None  # before the student's seeding
+    seed_everything(tc.seed)
+    net = LowRes(get_model('lenet5', in_shape=(1, cfg.size, cfg.size)), cfg.size)
     if cfg.method == 'kd':
-        seed_everything(cfg.seed + 1000)
-        teacher = get_model('lenet5', in_shape=shape)
-        train_classifier(teacher, data['train'], replace(tc, seed=cfg.seed + 1000), aug)
         res = distill(teacher, net, data['train'], data['test'], DistillConfig(cfg.T, cfg.alpha, tc), aug)
         return dict(
             acc=res['student_acc'],
@@ -366,9 +373,7 @@ def crossq_run(cfg: CrossQConfig) -> dict:
             teacher_acc=res['teacher_acc'],
             agreement=res['agreement'],
         )
-    train_classifier(
-        net, data['train'], replace(tc, seed=cfg.seed + 1000) if cfg.method == 'full_res' else tc, aug
-    )
+    train_classifier(net, data['train'], tc, aug)
     z = predict(net, data['test'], aug)
     return dict(acc=accuracy(z, data['test'].y), nll=nll(z, data['test'].y), ece=ece(z, data['test'].y))
 

@@ -4,8 +4,9 @@
 
 # %% ../nbs/02_train.ipynb #9f6f2b37
 from __future__ import annotations
-import json, math, numbers, os, random, time
-from dataclasses import dataclass, asdict
+import hashlib, json, math, numbers, os, random, time
+from collections import OrderedDict
+from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -15,12 +16,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .data import Split, Augment, DeviceLoader, augment
 from .metrics import check_labels, accuracy, nll
-from .experiments import to_jsonable
+from .models import Ensemble, build_model
+from .experiments import to_jsonable, config_hash
 
 # %% auto #0
-__all__ = ['DEVICE_CHOICES', 'check_train_config', 'TrainConfig', 'pick_device', 'seed_everything', 'make_optimizer', 'lr_factor',
-           'save_checkpoint', 'load_checkpoint', 'restore_generator', 'save_samples', 'load_samples', 'ce_loss', 'fit',
-           'predict', 'evaluate', 'train_classifier']
+__all__ = ['DEVICE_CHOICES', 'TEACHER_CACHE_SIZE', 'check_train_config', 'TrainConfig', 'pick_device', 'seed_everything',
+           'make_optimizer', 'lr_factor', 'save_checkpoint', 'load_checkpoint', 'restore_generator', 'save_samples',
+           'load_samples', 'ce_loss', 'fit', 'predict', 'evaluate', 'train_classifier', 'teacher_seed', 'student_seed',
+           'TeacherSpec', 'split_fingerprint', 'teacher_key', 'teacher_path', 'get_teacher', 'teacher_ensemble']
 
 # %% ../nbs/02_train.ipynb #0371a561
 def check_train_config(cfg): # a `TrainConfig`
@@ -128,7 +131,7 @@ def save_checkpoint(path: str | os.PathLike, **state):
     "Atomically write `state` (tensors, numbers, lists, dicts) to `path`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
+    tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')  # per process: two workers may write one file
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -298,3 +301,100 @@ def train_classifier(model: nn.Module, data: Split, cfg: TrainConfig, aug: Augme
     device = pick_device(cfg.device)
     loader = DeviceLoader(data, cfg.batch_size, aug, device=device, seed=cfg.seed, extra_x=extra_x)
     return fit(model, loader, cfg, loss_fn, ckpt_path)
+
+# %% ../nbs/02_train.ipynb #197accdb
+def teacher_seed(seed: int, # the teacher's seed s: a run's seed, or a config's `teacher_seed`
+                 member: int = 0, # ensemble member j, 0..9
+                 control: bool = False, # the control teacher: the same recipe from its own seeds
+                ) -> int:
+    "The one seed rule: member j trains from s + 100·j; member j of the control teacher from s + 1000 + 100·j."
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"a teacher's seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member <= 9:
+        raise ValueError(f"member must be in 0..9 (members are 100 seeds apart), got {member!r}; "
+                         "use at most 10 ensemble members")
+    return seed + 100 * member + 1000 * int(control)
+
+def student_seed(seed: int) -> int:
+    "Where a run's students start when its seed also seeds its teacher: seed + 1, no teacher's seed."
+    return seed + 1
+
+# %% ../nbs/02_train.ipynb #0abf2c3d
+@dataclass
+class TeacherSpec:
+    "Everything that defines a trained teacher; with its data and augmentation, it names the cached model."
+    model: str  # a name from kdnotes.models.MODELS
+    data: str  # names the training split (e.g. 'mnist5k-teacher20-split0'); the caller passes the split
+    epochs: int  # training epochs (SGD, Nesterov momentum, cosine schedule: `TrainConfig`'s defaults)
+    lr: float = 0.05  # base learning rate
+    batch_size: int = 32
+    weight_decay: float = 5e-4
+    seed: int = 0  # the teacher's seed s; it trains from `teacher_seed(s, member, control)`
+    member: int = 0  # ensemble member j, 0..9
+    control: bool = False  # the control teacher: the same recipe from its own seeds
+    model_kwargs: dict = field(default_factory=dict)  # e.g. {'hidden': (512, 512), 'dropout': 0.3}
+    def __post_init__(self):
+        teacher_seed(self.seed, self.member, self.control)  # checked when built
+        if self.control in (0, 1): self.control = bool(self.control)  # 0/1 and False/True: one key
+
+def split_fingerprint(data: Split) -> str:
+    "12 hex digits of SHA-1 over a split's images and labels: two different splits never share a teacher."
+    h = hashlib.sha1()
+    for t in (data.x, data.y): h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+def teacher_key(spec: TeacherSpec, aug: Augment, train: Split) -> str:
+    "The cache key of teacher `spec` trained on `train` with augmentation `aug`."
+    return config_hash(dict(spec=spec, aug=aug, split=split_fingerprint(train)))
+
+def teacher_path(spec: TeacherSpec, train: Split, aug: Augment, folder: str | os.PathLike) -> Path:
+    "Where `get_teacher` keeps teacher `spec` (trained on `train` with `aug`) in checkpoint folder `folder`."
+    return Path(folder) / f'teacher-{teacher_key(spec, aug, train)}.pt'
+
+# %% ../nbs/02_train.ipynb #d09e9ac9
+_TEACHERS: OrderedDict = OrderedDict()  # teacher key -> trained model (CPU, eval mode): this process's cache
+TEACHER_CACHE_SIZE = 32  # models kept in memory, least recently used dropped first
+
+def _load_or_train(spec: TeacherSpec, train: Split, aug: Augment, path: Path | None, device: str,
+                   progress: bool) -> nn.Module:
+    "Teacher `spec` from its checkpoint at `path`, else trained now (resumably, when `path` is given)."
+    seed = teacher_seed(spec.seed, spec.member, spec.control)
+    seed_everything(seed)  # before the model: its initialisation is the seed's
+    model = build_model(spec.model, spec.model_kwargs, train.shape)
+    if path is not None and path.exists():
+        model.load_state_dict(load_checkpoint(path)['model'])
+        return model.eval()
+    tc = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                     weight_decay=spec.weight_decay, seed=seed, device=device, progress=progress)
+    resume = path.with_name(f'.{path.stem}.fit.pt') if path is not None else None  # per-epoch state
+    train_classifier(model, train, tc, aug, ckpt_path=resume)
+    return model.cpu().eval()
+
+def get_teacher(spec: TeacherSpec, # what to train
+                train: Split, # its training split (the one `spec.data` names)
+                aug: Augment, # the training augmentation (part of the key)
+                folder: str | os.PathLike | None = None, # checkpoint folder (None: memory only)
+                device: str = 'auto', # where it trains
+                progress: bool = False, # a bar over its epochs
+               ) -> nn.Module:
+    "Teacher `spec`, in eval mode on the CPU: from memory, else from `folder`, else trained now (and saved)."
+    key = teacher_key(spec, aug, train)
+    path = teacher_path(spec, train, aug, folder) if folder is not None else None
+    if key in _TEACHERS: _TEACHERS.move_to_end(key)
+    else: _TEACHERS[key] = _load_or_train(spec, train, aug, path, device, progress)
+    while len(_TEACHERS) > TEACHER_CACHE_SIZE: _TEACHERS.popitem(last=False)
+    if path is not None and not path.exists():  # also a teacher first trained in memory only
+        save_checkpoint(path, model=_TEACHERS[key].state_dict(), spec=to_jsonable(spec), aug=to_jsonable(aug))
+        path.with_name(f'.{path.stem}.fit.pt').unlink(missing_ok=True)
+    return _TEACHERS[key]
+
+# %% ../nbs/02_train.ipynb #06d380cb
+def teacher_ensemble(spec: TeacherSpec, # member 0's spec (its `member` is replaced)
+                     n: int, # members, 1..10
+                     train: Split, aug: Augment, folder=None, device: str = 'auto',  # as for `get_teacher`
+                    ) -> nn.Module:
+    "The teacher of `spec` for n = 1, else an `Ensemble` of members 0..n-1 (seeds by `teacher_seed`)."
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
+        raise ValueError(f"an ensemble has 1..10 members (they are 100 seeds apart), got {n!r}")
+    members = [get_teacher(replace(spec, member=j), train, aug, folder, device) for j in range(n)]
+    return members[0] if n == 1 else Ensemble(members)

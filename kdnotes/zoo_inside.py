@@ -13,10 +13,11 @@ import torch.nn.functional as F
 import torch.autograd.forward_ad as fwAD
 from .distill import (Method, register_method, kd_loss, check_kd_params, get_method, distill,
                              DistillConfig, capture_features)
+from .models import build_model
 from .train import TrainConfig, seed_everything, predict
 from .experiments import ResultStore, format_mean_std, write_json, save_figure, to_jsonable
 from .launch import LaunchConfig, launch_sweep
-from .kdbench import (kdbench_select, kdbench_teacher, teacher_spec, build_model,
+from .kdbench import (kdbench_select, kdbench_teacher, teacher_spec,
                              KDBenchConfig, KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_configs,
                              kdbench_sweep, kdbench_table, plot_leaderboard, zoo_leaderboard,
                              leaderboard_headline)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .train import TrainConfig, seed_everything, predict, train_classifier
 from .data import Split
-from .models import get_model
+from .models import get_model, build_model
 from .distill import (Method, register_method, get_method, kd_loss, check_kd_params, DistillConfig, distill,
                              compare, control_fidelity)
 from .experiments import ResultStore, format_mean_std, write_json, save_figure, to_jsonable, run_sweep
@@ -20,7 +20,7 @@ from .options import positive_int, check_writable, opt
 from .launch import LaunchConfig, launch_sweep, add_config_command
 from .kdbench import (kdbench_select,
                              KDBenchConfig, KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_configs,
-                             kdbench_sweep, kdbench_table, plot_leaderboard, build_model,
+                             kdbench_sweep, kdbench_table, plot_leaderboard,
                              check_kdbench_config, kdbench_teacher, teacher_spec, bench_record,
                              zoo_leaderboard, KDBENCH_GPU)
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .data import DeviceLoader, augment
-from .models import mean_probs_logits
+from .models import mean_probs_logits, build_model
 from .train import TrainConfig, fit, predict, seed_everything, pick_device
 from .metrics import accuracy, agreement, predictive_kl, ece
 from .distill import (Method, register_method, kd_loss, check_kd_params, capture_features, frozen,
@@ -20,7 +20,7 @@ from .distill import (Method, register_method, kd_loss, check_kd_params, capture
 from .experiments import ResultStore, to_jsonable
 from .launch import LaunchConfig, launch_sweep
 from .kdbench import (KDBenchConfig, kdbench_data, kdbench_select, kdbench_sweep, kdbench_teacher,
-                             teacher_spec, build_model)
+                             teacher_spec)
 
 # %% auto #0
 __all__ = ['MNIST_RANGE', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'BENCH_KINDS', 'BENCH_LABELS',

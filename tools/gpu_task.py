@@ -28,7 +28,9 @@ sys.path.insert(0, str(ROOT))  # the device has no installed kdnotes: import it 
 import torch
 import torch.nn.functional as F
 from kdnotes.data import Split, DeviceLoader, augment, cifar10
-from kdnotes.train import TrainConfig, fit, ce_loss, predict, evaluate, pick_device, seed_everything
+from kdnotes.train import (TrainConfig, fit, ce_loss, predict, evaluate, pick_device, seed_everything,
+                           teacher_seed, student_seed)
+from kdnotes.models import get_model
 from kdnotes.distill import DistillConfig
 from kdnotes.metrics import agreement, predictive_kl
 from kdnotes.experiments import provenance, write_json, check_commit
@@ -44,7 +46,7 @@ from kdnotes.fast import (
     bench_packed,
     fake_cifar,
 )
-from kdnotes.cifar import make_model, TEACHER_FORWARD  # a forward pass, in units of a training step
+from kdnotes.cifar import TEACHER_FORWARD  # a forward pass, in units of a training step
 
 UNITS = ('U1', 'U2', 'U3', 'U4')
 RESULTS = ROOT / 'nbs' / 'results' / 'gpu'
@@ -413,6 +415,11 @@ def calibrate(scale: Scale, data: dict, log: Log) -> dict:
     return out
 
 
+def make_model(arch, in_shape):
+    "A fresh 10-class network by name (kdnotes.models)."
+    return get_model(arch, 10, in_shape)
+
+
 # ---------------------------------------------------------------- 2. units
 def _teachers(scale, data, seeds, epochs, dev):
     "Teachers of the given seeds, trained together (vmap-packed), with test accuracy and NLL."
@@ -431,13 +438,19 @@ def _teachers(scale, data, seeds, epochs, dev):
     return models, [dict(seed=s) | evaluate(m, data['test'], CIFAR_AUG) for s, m in zip(seeds, models)], hist
 
 
-def _student_init(scale, seed):
-    torch.manual_seed(10_000 + seed)
+def _student_init(scale, replicate):
+    "The student of `replicate`: from `student_seed`, never where one of its teachers starts."
+    torch.manual_seed(student_seed(replicate))
     return make_model(scale.arch, (3, 32, 32))
 
 
+def _teacher_seeds(members):
+    "Members 0..members-1 of replicates 0 and 1, by the core's one seed rule (s + 100 j)."
+    return [teacher_seed(r, member=j) for r in range(2) for j in range(members)]
+
+
 def _distill_pair(scale, data, teacher, epochs, dev, extra, seeds=(0, 1)):
-    "Students of `seeds` distilled, packed, from `teacher` (one per student: a list, or EnsembleGroups)."
+    "Students of replicates `seeds`, distilled packed from `teacher` (one per student, or EnsembleGroups)."
     dcfg = DistillConfig(
         T=4.0,
         train=fast_recipe(
@@ -635,15 +648,15 @@ def unit_synthetic(scale, data, calib, log, saver, rec, budget, ensemble: bool) 
         n_synth=list(sizes),
         teacher_members=m,
         replicates=2,
-        teacher_seeds=[list(range(r * m, r * m + m)) for r in range(2)],
-        student_seeds=[10_000, 10_001],
+        teacher_seeds=[_teacher_seeds(m)[r * m:(r + 1) * m] for r in range(2)],
+        student_seeds=[student_seed(r) for r in range(2)],
         T=4.0,
         alpha=0.0,
         arch=scale.arch,
         predicted_seconds=round(fixed + 1.2 * epochs * per_epoch, 1),
     )
     log(f"{rec['unit']} plan", rec['plan'])
-    models, trec, _ = _teachers(scale, data, list(range(2 * m)), epochs, dev)
+    models, trec, _ = _teachers(scale, data, _teacher_seeds(m), epochs, dev)
     rec['pieces']['teachers'] = trec
     saver.save(rec['file'], rec)
     log('teachers', [round(t['acc'], 4) for t in trec])
@@ -695,12 +708,12 @@ def unit_ensemble(scale, data, calib, log, saver, rec, budget) -> dict:
         predicted_seconds=round(15 + 1.2 * epochs * per_epoch, 1),
     )
     log('U4 plan', rec['plan'])
-    models, trec, _ = _teachers(scale, data, list(range(2 * M)), epochs, dev)
+    models, trec, _ = _teachers(scale, data, _teacher_seeds(M), epochs, dev)
     rec['pieces']['teachers'] = trec
     saver.save(rec['file'], rec)
     log('teachers', [round(t['acc'], 4) for t in trec])
     eg = EnsembleGroups(models, groups)
-    seeds = [r * 100 + k for r in range(2) for k in sizes]
+    seeds = [r for r in range(2) for k in sizes]  # replicates: a replicate's students start alike
     dcfg = DistillConfig(
         T=4.0,
         train=fast_recipe(
