@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .train import TrainConfig, seed_everything, predict, train_classifier
+from .train import TrainConfig, seed_everything, predict, train_classifier, teacher_seed, student_seed
 from .data import Split
 from .models import get_model, build_model
 from .distill import (Method, register_method, get_method, kd_loss, check_kd_params, DistillConfig, distill,
@@ -484,7 +484,7 @@ def specialist_sweep(cfgs: list[SpecialistConfig], root, launch: LaunchConfig | 
 @dataclass
 class MultiViewConfig:
     "The multi-view toy, in the spirit of Allen-Zhu & Li (2020): K classes with two views each, P patches."
-    seed: int = 0  # features, data and networks
+    seed: int = 0  # features, data and networks (members: seed + 100 i; students: seed + 1)
     K: int = 10  # classes (two views each)
     D: int = 64  # patch dimension (>= 2K: the views are orthonormal)
     P: int = 8  # patches per example (one per feature present)
@@ -506,7 +506,8 @@ class MultiViewConfig:
 
 def check_multiview(cfg: MultiViewConfig) -> MultiViewConfig:
     "Raise a ValueError naming the fix for a toy that cannot be built; return `cfg`."
-    if cfg.members < 2: raise ValueError(f"an ensemble needs members >= 2, got {cfg.members}")
+    if not 2 <= cfg.members <= 10:  # members are 100 seeds apart (chapter 02's seed rule)
+        raise ValueError(f"an ensemble needs 2..10 members, got {cfg.members}")
     if 2 * cfg.K > cfg.D: raise ValueError(f"2K = {2 * cfg.K} orthonormal views need D >= 2K, got D={cfg.D}")
     if cfg.P < 2: raise ValueError(f"P must be >= 2 (both views of a class need a patch), got {cfg.P}")
     if not 0 <= cfg.single <= 1: raise ValueError(f"single must be in [0, 1], got {cfg.single}")
@@ -587,10 +588,11 @@ def multiview_run(cfg: MultiViewConfig) -> dict:
     t0, feats = time.perf_counter(), multiview_views(cfg)
     xtr, ytr, _, _ = multiview_data(cfg, cfg.n_train, 2 * cfg.seed + 1, feats)
     xte, yte, single, _ = multiview_data(cfg, cfg.n_test, 2 * cfg.seed + 2, feats)
-    nets = [mv_train(cfg, 1000 * cfg.seed + i, xtr, ytr) for i in range(cfg.members)]
+    # chapter 02's seed rule: member i from seed + 100 i; both students from seed + 1 (one start, two teachers)
+    nets = [mv_train(cfg, teacher_seed(cfg.seed, member=i), xtr, ytr) for i in range(cfg.members)]
     ensemble = lambda x: torch.stack([mv_forward(w, x, cfg) for w in nets]).mean(0)  # the outputs' average
-    kd = mv_train(cfg, 1000 * cfg.seed + cfg.members, xtr, ytr, teacher=ensemble(xtr))
-    sd = mv_train(cfg, 1000 * cfg.seed + cfg.members + 1, xtr, ytr, teacher=mv_forward(nets[0], xtr, cfg))
+    kd = mv_train(cfg, student_seed(cfg.seed), xtr, ytr, teacher=ensemble(xtr))
+    sd = mv_train(cfg, student_seed(cfg.seed), xtr, ytr, teacher=mv_forward(nets[0], xtr, cfg))
     right = lambda z: (z.argmax(1) == yte).float()  # (N,)
     hits = dict(members=torch.stack([right(mv_forward(w, xte, cfg)) for w in nets]).mean(0),
                 ensemble=right(ensemble(xte)), kd=right(mv_forward(kd, xte, cfg)),
