@@ -249,8 +249,10 @@ def _distil_chain(teacher: nn.Module, cfg: ChainConfig, data: dict) -> tuple[nn.
                      progress=False)
     kwargs = {k: v for k, v in b.method_kwargs.items() if k != 'label'}
     reports = []
-    for v in list(cfg.via) + [dict(model=b.student, kwargs=b.student_kwargs)]:
-        seed_everything(b.seed)  # every network starts from its seed's initialisation, as in the bench
+    for k, v in enumerate(list(cfg.via) + [dict(model=b.student, kwargs=b.student_kwargs)]):
+        # chapter 02's rule along the chain: step k from student_seed(seed) + 100 k, so no network starts where
+        # its teacher did (a born-again copy has the teacher's architecture; generation 2 has generation 1's)
+        seed_everything(student_seed(b.seed) + 100 * k)
         net = build_model(v['model'], v.get('kwargs', {}), data['in_shape'])
         method, dcfg = get_method(b.method, **kwargs), DistillConfig(train=tc)  # a fresh method per step
         reports.append(distill(teacher, net, data['train'], data['test'], dcfg, data['aug'], method=method))
