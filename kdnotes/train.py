@@ -307,7 +307,7 @@ def teacher_seed(seed: int, # the teacher's seed s: a run's seed, or a config's 
                  member: int = 0, # ensemble member j, 0..9
                  control: bool = False, # the control teacher: the same recipe from its own seeds
                 ) -> int:
-    "The one seed rule: member j trains from s + 100·j; member j of the control teacher from s + 1000 + 100·j."
+    "The one seed rule: member j trains from s + 100·j; member j of the control teacher, s + 1000 + 100·j."
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"a teacher's seed must be a whole number >= 0, got {seed!r}")
     if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member <= 9:

@@ -250,8 +250,8 @@ def _distil_chain(teacher: nn.Module, cfg: ChainConfig, data: dict) -> tuple[nn.
     kwargs = {k: v for k, v in b.method_kwargs.items() if k != 'label'}
     reports = []
     for k, v in enumerate(list(cfg.via) + [dict(model=b.student, kwargs=b.student_kwargs)]):
-        # chapter 02's rule along the chain: step k from student_seed(seed) + 100 k, so no network starts where
-        # its teacher did (a born-again copy has the teacher's architecture; generation 2 has generation 1's)
+        # chapter 02's rule along the chain: step k from student_seed(seed) + 100 k, so no network starts
+        # where its teacher did (a born-again copy has its teacher's architecture, generation 2 its parent's)
         seed_everything(student_seed(b.seed) + 100 * k)
         net = build_model(v['model'], v.get('kwargs', {}), data['in_shape'])
         method, dcfg = get_method(b.method, **kwargs), DistillConfig(train=tc)  # a fresh method per step
@@ -590,7 +590,7 @@ def multiview_run(cfg: MultiViewConfig) -> dict:
     t0, feats = time.perf_counter(), multiview_views(cfg)
     xtr, ytr, _, _ = multiview_data(cfg, cfg.n_train, 2 * cfg.seed + 1, feats)
     xte, yte, single, _ = multiview_data(cfg, cfg.n_test, 2 * cfg.seed + 2, feats)
-    # chapter 02's seed rule: member i from seed + 100 i; both students from seed + 1 (one start, two teachers)
+    # chapter 02's seed rule: member i from seed + 100 i; both students from seed + 1 (one start, 2 teachers)
     nets = [mv_train(cfg, teacher_seed(cfg.seed, member=i), xtr, ytr) for i in range(cfg.members)]
     ensemble = lambda x: torch.stack([mv_forward(w, x, cfg) for w in nets]).mean(0)  # the outputs' average
     kd = mv_train(cfg, student_seed(cfg.seed), xtr, ytr, teacher=ensemble(xtr))
