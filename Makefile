@@ -1,6 +1,7 @@
 # kdnotes: these commands set everything up on a fresh machine and run it.
 #   make fidelity   the main job (Stanton et al.'s fidelity experiment on MNIST-5k, CPU, a few minutes)
 #   make test       the whole test suite (export, notebooks, pytest, GPU-task dry run, docs, browser checks)
+#   make export     notebooks -> kdnotes/ (nbdev_export, with its generated parts wrapped at 110 columns)
 #   make gpu-dry-run  the lent-GPU command (tools/gpu_task.sh: probe + every unit) on the CPU, tiny, ~1 min
 # Each creates the virtual environment .venv and installs what is missing first.
 
@@ -9,9 +10,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= results
 
-.PHONY: fidelity test install chromium docs serve-docs lab clean-venv help gpu-dry-run gpu-prepare
+.PHONY: fidelity test export install chromium docs serve-docs lab clean-venv help gpu-dry-run gpu-prepare
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,6p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ chromium:
 WORKERS ?= 2
 fidelity: install
 	$(BIN)/kdnotes fidelity --out $(OUT) --launcher local --workers $(WORKERS) --threads 1
+
+export: install
+	$(BIN)/python tools/export.py
 
 test: install chromium
 	$(BIN)/python tools/run_tests.py

@@ -30,10 +30,11 @@ from .options import (add_options, options_to_config, opt, field_help, positive_
                              positive_float)
 
 # %% auto #0
-__all__ = ['TEACHER_FORWARD', 'LABELS', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'teacher_specs', 'cifar_data',
-           'cifar_teacher_path', 'cifar_teacher', 'run_student', 'add_controls', 'self_distill_sweep', 'ensemble_sweep',
-           'run_cost', 'estimate_epoch_seconds', 'plot_self_distill', 'plot_ensemble', 'cifar_configs',
-           'check_student_config', 'cifar_summary', 'CifarMainConfig', 'cifar_main', 'add_cli', 'unit_frame']
+__all__ = ['TEACHER_FORWARD', 'LABELS', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'teacher_specs',
+           'cifar_data', 'cifar_teacher_path', 'cifar_teacher', 'run_student', 'add_controls',
+           'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds', 'plot_self_distill',
+           'plot_ensemble', 'cifar_configs', 'check_student_config', 'cifar_summary', 'CifarMainConfig',
+           'cifar_main', 'add_cli', 'unit_frame']
 
 # %% ../nbs/22_stanton_cifar.ipynb #516673f6
 @dataclass

@@ -12,10 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CIFAR10_SHA256', 'CIFAR10_CLASSES', 'TORCHVISION_SETS', 'MNIST_NORM', 'CIFAR_NORM', 'DATASETS', 'POOLED', 'TRAIN_AUG',
-           'Split', 'mnist5k', 'digits', 'stratified_split', 'mnist5k_splits', 'cifar10_path', 'cifar10',
-           'torchvision_dataset', 'random_crop', 'Augment', 'to_float', 'normalize', 'augment', 'mixup', 'cat_images',
-           'Data', 'get_data', 'DeviceLoader']
+__all__ = ['CIFAR10_SHA256', 'CIFAR10_CLASSES', 'TORCHVISION_SETS', 'MNIST_NORM', 'CIFAR_NORM', 'DATASETS',
+           'POOLED', 'TRAIN_AUG', 'Split', 'mnist5k', 'digits', 'stratified_split', 'mnist5k_splits',
+           'cifar10_path', 'cifar10', 'torchvision_dataset', 'random_crop', 'Augment', 'to_float',
+           'normalize', 'augment', 'mixup', 'cat_images', 'Data', 'get_data', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #863630e7
 @dataclass

@@ -16,9 +16,9 @@ from .train import TrainConfig, fit, predict, pick_device, seed_everything
 from .metrics import check_logits, check_labels, accuracy, agreement, predictive_kl, ece, nll
 
 # %% auto #0
-__all__ = ['METHODS', 'check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'Method', 'register_method', 'get_method', 'KD',
-           'capture_features', 'MethodInputs', 'method_loss', 'teacher_loss', 'Distiller', 'compare', 'distill',
-           'control_fidelity', 'SideBySideLoss', 'distill_side_by_side']
+__all__ = ['METHODS', 'check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'Method', 'register_method',
+           'get_method', 'KD', 'capture_features', 'MethodInputs', 'method_loss', 'teacher_loss', 'Distiller',
+           'compare', 'distill', 'control_fidelity', 'SideBySideLoss', 'distill_side_by_side']
 
 # %% ../nbs/04_distill.ipynb #5fff56a0
 def check_kd_params(T, # temperature

@@ -25,9 +25,10 @@ from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json,
 from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
 
 # %% auto #0
-__all__ = ['DML_METHODS', 'DML_DATASETS', 'DML_COLS', 'dml_loss', 'fit_cohort', 'CohortConfig', 'cohort_loss', 'train_cohort',
-           'cohort_metrics', 'DMLConfig', 'dml_data', 'dml_teacher', 'dml_run', 'dml_configs', 'dml_label', 'dml_table',
-           'plot_comparison', 'plot_loss_curves', 'DMLMainConfig', 'dml_main', 'add_cli']
+__all__ = ['DML_METHODS', 'DML_DATASETS', 'DML_COLS', 'dml_loss', 'fit_cohort', 'CohortConfig', 'cohort_loss',
+           'train_cohort', 'cohort_metrics', 'DMLConfig', 'dml_data', 'dml_teacher', 'dml_run', 'dml_configs',
+           'dml_label', 'dml_table', 'plot_comparison', 'plot_loss_curves', 'DMLMainConfig', 'dml_main',
+           'add_cli']
 
 # %% ../nbs/12_dml.ipynb #775fae20
 def _peer_targets(logits: list[torch.Tensor], k: int, ensemble: bool) -> list[torch.Tensor]:

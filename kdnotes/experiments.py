@@ -11,9 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['to_jsonable', 'config_hash', 'git_commit', 'provenance', 'strict_json', 'read_json', 'check_commit', 'ResultStore',
-           'run', 'run_sweep', 'run_budgeted', 'to_frame', 'mean_std', 'list_mean_std', 'format_mean_std',
-           'encode_preds', 'decode_preds', 'write_json', 'save_figure']
+__all__ = ['to_jsonable', 'config_hash', 'git_commit', 'provenance', 'strict_json', 'read_json',
+           'check_commit', 'ResultStore', 'run', 'run_sweep', 'run_budgeted', 'to_frame', 'mean_std',
+           'list_mean_std', 'format_mean_std', 'encode_preds', 'decode_preds', 'write_json', 'save_figure']
 
 # %% ../nbs/05_experiments.ipynb #fd267163
 def to_jsonable(obj):

@@ -36,10 +36,10 @@ from .metrics import check_whole, check_number
 
 
 # %% auto #0
-__all__ = ['CIFAR_AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit', 'FastConfig', 'fast_recipe',
-           'plot_recipe', 'eager', 'fast_train', 'BenchConfig', 'fake_cifar', 'bench_data', 'bench_speed',
-           'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config', 'run_bench', 'add_cli',
-           'load_unit']
+__all__ = ['CIFAR_AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit', 'FastConfig',
+           'fast_recipe', 'plot_recipe', 'eager', 'fast_train', 'BenchConfig', 'fake_cifar', 'bench_data',
+           'bench_speed', 'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config',
+           'run_bench', 'add_cli', 'load_unit']
 
 # %% ../nbs/20_fast.ipynb #714dbdc4
 class TorchvisionStyle(torch.utils.data.Dataset):

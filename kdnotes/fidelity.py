@@ -22,10 +22,11 @@ from .options import (check_writable, positive_int, nonneg_int, positive_float, 
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 
 # %% auto #0
-__all__ = ['POLICIES', 'MNIST5K_PER_CLASS', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data', 'check_fidelity_config',
-           'mixup_transform', 'noise_transform', 'policy_inputs', 'fidelity_teacher_spec', 'fidelity_teacher',
-           'interpolate_init', 'fidelity_run', 'fidelity_configs', 'fidelity_sweep', 'fidelity_table', 'same_setup',
-           'plot_fidelity', 'size_sweep_configs', 'temperature_sweep_configs', 'plot_by', 'policy_sweep_configs',
+__all__ = ['POLICIES', 'MNIST5K_PER_CLASS', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data',
+           'check_fidelity_config', 'mixup_transform', 'noise_transform', 'policy_inputs',
+           'fidelity_teacher_spec', 'fidelity_teacher', 'interpolate_init', 'fidelity_run',
+           'fidelity_configs', 'fidelity_sweep', 'fidelity_table', 'same_setup', 'plot_fidelity',
+           'size_sweep_configs', 'temperature_sweep_configs', 'plot_by', 'policy_sweep_configs',
            'optimization_sweep_configs', 'EnsembleFidelityConfig', 'ensemble_sweep', 'ensemble_sweep_configs',
            'fidelity_point', 'plot_agreement_vs_size', 'FidelityMainConfig', 'fidelity_main', 'add_cli']
 

@@ -22,11 +22,12 @@ from .options import (check_writable, positive_int, nonneg_int, positive_float, 
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 
 # %% auto #0
-__all__ = ['HINTON_AUG', 'METRICS', 'HINTON_2015', 'HintonTeacherConfig', 'hinton_data', 'check_teacher_config', 'hinton_teacher',
-           'soft_targets', 'plot_soft_targets', 'plot_soft_targets_grid', 'kd_grad', 'logit_matching_grad',
-           'soft_confusion', 'confused_pairs', 'plot_soft_confusion', 'HintonConfig', 'check_hinton_config',
-           'class_errors', 'choose_bias', 'raise_bias', 'hinton_run', 'hinton_sweep', 'hinton_configs', 'hinton_table',
-           'plot_hinton', 'dark_table', 'HintonMainConfig', 'hinton_main', 'add_cli']
+__all__ = ['HINTON_AUG', 'METRICS', 'HINTON_2015', 'HintonTeacherConfig', 'hinton_data',
+           'check_teacher_config', 'hinton_teacher', 'soft_targets', 'plot_soft_targets',
+           'plot_soft_targets_grid', 'kd_grad', 'logit_matching_grad', 'soft_confusion', 'confused_pairs',
+           'plot_soft_confusion', 'HintonConfig', 'check_hinton_config', 'class_errors', 'choose_bias',
+           'raise_bias', 'hinton_run', 'hinton_sweep', 'hinton_configs', 'hinton_table', 'plot_hinton',
+           'dark_table', 'HintonMainConfig', 'hinton_main', 'add_cli']
 
 # %% ../nbs/10_hinton_kd.ipynb #c9fdb734
 HINTON_AUG = Augment(**MNIST_NORM)  # how students and the evaluation see digits: normalised, no jitter

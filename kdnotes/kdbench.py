@@ -21,11 +21,11 @@ from .experiments import ResultStore, config_hash, to_frame, mean_std, format_me
 from .launch import LaunchConfig, launch_sweep
 
 # %% auto #0
-__all__ = ['KDBENCH_DATA', 'KIND', 'KD_DEFAULTS', 'METRICS', 'BENCH_CHAPTERS', 'KDBENCH_GPU', 'Labels', 'KDBenchConfig',
-           'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'kdbench_teacher', 'kdbench_run', 'kdbench_configs',
-           'kdbench_select', 'kdbench_sweep', 'method_label', 'kdbench_table', 'plot_leaderboard', 'bench_chapters',
-           'method_chapter', 'bench_record', 'student_name', 'leaderboard_records', 'zoo_leaderboard',
-           'leaderboard_headline']
+__all__ = ['KDBENCH_DATA', 'KIND', 'KD_DEFAULTS', 'METRICS', 'BENCH_CHAPTERS', 'KDBENCH_GPU', 'Labels',
+           'KDBenchConfig', 'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'kdbench_teacher',
+           'kdbench_run', 'kdbench_configs', 'kdbench_select', 'kdbench_sweep', 'method_label',
+           'kdbench_table', 'plot_leaderboard', 'bench_chapters', 'method_chapter', 'bench_record',
+           'student_name', 'leaderboard_records', 'zoo_leaderboard', 'leaderboard_headline']
 
 # %% ../nbs/08_kdbench.ipynb #a5d851a9
 @register_method('labels')

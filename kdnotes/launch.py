@@ -15,10 +15,10 @@ from .experiments import ResultStore, config_hash, to_jsonable
 from .options import add_options, options_to_config, check_writable
 
 # %% auto #0
-__all__ = ['LAUNCHERS', 'LaunchConfig', 'runs_dir', 'claim_path', 'failure_path', 'claim_state', 'Claim', 'try_claim',
-           'record_failure', 'run_claimed', 'worker_loop', 'make_executor', 'submit_workers', 'SweepIncomplete',
-           'collect', 'launch_sweep', 'sweep_status', 'status_main', 'add_cli', 'add_launch_options',
-           'launch_from_options', 'add_config_command']
+__all__ = ['LAUNCHERS', 'LaunchConfig', 'runs_dir', 'claim_path', 'failure_path', 'claim_state', 'Claim',
+           'try_claim', 'record_failure', 'run_claimed', 'worker_loop', 'make_executor', 'submit_workers',
+           'SweepIncomplete', 'collect', 'launch_sweep', 'sweep_status', 'status_main', 'add_cli',
+           'add_launch_options', 'launch_from_options', 'add_config_command']
 
 # %% ../nbs/06_launch.ipynb #407b493b
 LAUNCHERS = ('serial', 'local', 'slurm')

@@ -23,10 +23,11 @@ from .options import opt, positive_int, nonneg_int, check_writable
 from .launch import LaunchConfig, launch_sweep, add_config_command
 
 # %% auto #0
-__all__ = ['MODES', 'MNIST5K_PER_CLASS', 'KIND', 'RESULTS', 'STEPS', 'METRICS', 'PANELS', 'COLORS', 'MatchingConfig',
-           'check_matching_config', 'matching_data', 'crop_augment', 'matching_teacher', 'teacher_view', 'TeachingLoss',
-           'matching_run', 'matching_report', 'matching_configs', 'matching_sweep', 'same_setup', 'matching_table',
-           'plot_matching', 'matching_point', 'MatchingMainConfig', 'matching_main', 'add_cli', 'cifar_matching_config']
+__all__ = ['MODES', 'MNIST5K_PER_CLASS', 'KIND', 'RESULTS', 'STEPS', 'METRICS', 'PANELS', 'COLORS',
+           'MatchingConfig', 'check_matching_config', 'matching_data', 'crop_augment', 'matching_teacher',
+           'teacher_view', 'TeachingLoss', 'matching_run', 'matching_report', 'matching_configs',
+           'matching_sweep', 'same_setup', 'matching_table', 'plot_matching', 'matching_point',
+           'MatchingMainConfig', 'matching_main', 'add_cli', 'cifar_matching_config']
 
 # %% ../nbs/17_function_matching.ipynb #dfba7aad
 MODES = ('fixed', 'independent', 'consistent', 'function_matching')

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['check_logits', 'check_whole', 'check_number', 'check_choice', 'check_seeds', 'check_labels', 'accuracy', 'nll',
-           'agreement', 'predictive_kl', 'ece', 'plot_reliability', 'prediction_entropy', 'fit_temperature',
-           'calibration_report', 'sample_quality']
+__all__ = ['check_logits', 'check_whole', 'check_number', 'check_choice', 'check_seeds', 'check_labels',
+           'accuracy', 'nll', 'agreement', 'predictive_kl', 'ece', 'plot_reliability', 'prediction_entropy',
+           'fit_temperature', 'calibration_report', 'sample_quality']
 
 # %% ../nbs/03_metrics.ipynb #59299f27
 def check_logits(*logits: torch.Tensor, names=('teacher', 'student')):

@@ -10,8 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreActBasic', 'PreActBottleneck', 'PreActResNet',
-           'resnet20', 'resnet56', 'resnet8', 'mean_probs_logits', 'Ensemble', 'LoopPacked', 'get_model', 'build_model']
+__all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreActBasic', 'PreActBottleneck',
+           'PreActResNet', 'resnet20', 'resnet56', 'resnet8', 'mean_probs_logits', 'Ensemble', 'LoopPacked',
+           'get_model', 'build_model']
 
 # %% ../nbs/01_models.ipynb #485f69aa
 class ImageClassifier(nn.Module):

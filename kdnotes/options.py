@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['positive_int', 'nonneg_int', 'positive_float', 'unit_float', 'field_help', 'opt', 'add_options', 'options_to_config',
-           'check_writable']
+__all__ = ['positive_int', 'nonneg_int', 'positive_float', 'unit_float', 'field_help', 'opt', 'add_options',
+           'options_to_config', 'check_writable']
 
 # %% ../nbs/07_options.ipynb #5e48c180
 _FIELD_LINE = re.compile(r'^\s*(\w+)\s*:[^#]*#\s*(.*?)\s*$')

@@ -15,8 +15,9 @@ from .train import TrainConfig, fit, ce_loss, pick_device, seed_everything, pred
 from .distill import DistillConfig, KD, frozen, compare
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'PACK_METHODS', 'Packed', 'maybe_compile', 'is_compiled', 'packed_loss', 'packed_kd_loss', 'pack',
-           'train_packed', 'max_state_diff', 'relative_state_gap', 'EnsembleGroups', 'distill_packed']
+__all__ = ['COMPILE_MODES', 'PACK_METHODS', 'Packed', 'maybe_compile', 'is_compiled', 'packed_loss',
+           'packed_kd_loss', 'pack', 'train_packed', 'max_state_diff', 'relative_state_gap', 'EnsembleGroups',
+           'distill_packed']
 
 # %% ../nbs/09_packing.ipynb #f0cbd6bd
 def _check_same_arch(models):

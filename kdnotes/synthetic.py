@@ -18,9 +18,9 @@ from .metrics import sample_quality, check_whole
 from .options import add_options, options_to_config, opt
 
 # %% auto #0
-__all__ = ['IMAGE_SIDE', 'DDPMConfig', 'ddpm_data', 'make_unet', 'make_scheduler', 'ddpm_loss', 'ema_update', 'train_ddpm',
-           'sample', 'plot_samples', 'plot_quality', 'load_pretrained', 'SampleConfig', 'check_synth_config',
-           'synthesize', 'SynthMainConfig', 'synth_configs', 'synth_main', 'add_cli']
+__all__ = ['IMAGE_SIDE', 'DDPMConfig', 'ddpm_data', 'make_unet', 'make_scheduler', 'ddpm_loss', 'ema_update',
+           'train_ddpm', 'sample', 'plot_samples', 'plot_quality', 'load_pretrained', 'SampleConfig',
+           'check_synth_config', 'synthesize', 'SynthMainConfig', 'synth_configs', 'synth_main', 'add_cli']
 
 # %% ../nbs/21_synthetic.ipynb #e8ed59eb
 @dataclass

@@ -24,11 +24,12 @@ from .options import positive_int, nonneg_int, positive_float, opt, add_options,
 
 # %% auto #0
 __all__ = ['TFKD_DATASETS', 'TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'TFKD_MAIN_METHODS', 'ls_loss',
-           'virtual_teacher_logits', 'plot_virtual_teacher', 'VirtualTeacherKD', 'tfkd_virtual_loss', 'TfKDReg',
-           'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig', 'tfkd_teacher', 'tfkd_run',
-           'tfkd_configs', 'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs', 'tfkd_label', 'tfkd_table',
-           'plot_calibration_bars', 'LowRes', 'CrossQConfig', 'crossq_run', 'crossq_configs', 'plot_crossq',
-           'MainOptions', 'TfKDMainConfig', 'CrossQMainConfig', 'tfkd_main', 'add_cli']
+           'virtual_teacher_logits', 'plot_virtual_teacher', 'VirtualTeacherKD', 'tfkd_virtual_loss',
+           'TfKDReg', 'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig',
+           'tfkd_teacher', 'tfkd_run', 'tfkd_configs', 'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs',
+           'tfkd_label', 'tfkd_table', 'plot_calibration_bars', 'LowRes', 'CrossQConfig', 'crossq_run',
+           'crossq_configs', 'plot_crossq', 'MainOptions', 'TfKDMainConfig', 'CrossQMainConfig', 'tfkd_main',
+           'add_cli']
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
 def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)

@@ -20,10 +20,11 @@ from .models import Ensemble, build_model
 from .experiments import to_jsonable, config_hash
 
 # %% auto #0
-__all__ = ['DEVICE_CHOICES', 'TEACHER_CACHE_SIZE', 'check_train_config', 'TrainConfig', 'pick_device', 'seed_everything',
-           'make_optimizer', 'lr_factor', 'save_checkpoint', 'load_checkpoint', 'restore_generator', 'save_samples',
-           'load_samples', 'ce_loss', 'fit', 'predict', 'evaluate', 'train_classifier', 'teacher_seed', 'student_seed',
-           'TeacherSpec', 'split_fingerprint', 'teacher_key', 'teacher_path', 'get_teacher', 'teacher_ensemble']
+__all__ = ['DEVICE_CHOICES', 'TEACHER_CACHE_SIZE', 'check_train_config', 'TrainConfig', 'pick_device',
+           'seed_everything', 'make_optimizer', 'lr_factor', 'save_checkpoint', 'load_checkpoint',
+           'restore_generator', 'save_samples', 'load_samples', 'ce_loss', 'fit', 'predict', 'evaluate',
+           'train_classifier', 'teacher_seed', 'student_seed', 'TeacherSpec', 'split_fingerprint',
+           'teacher_key', 'teacher_path', 'get_teacher', 'teacher_ensemble']
 
 # %% ../nbs/02_train.ipynb #0371a561
 def check_train_config(cfg): # a `TrainConfig`

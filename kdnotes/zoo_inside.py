@@ -23,11 +23,12 @@ from .kdbench import (kdbench_select, kdbench_teacher, teacher_spec,
                              leaderboard_headline)
 
 # %% auto #0
-__all__ = ['EXITS_KIND', 'INSIDE_LABELS', 'BENCH_LABELS', 'FITNET_BETA', 'DEEP_STUDENT', 'DEEP_ROWS', 'fitnet_hint_loss',
-           'FitNet', 'rkd_distance', 'rkd_angle', 'rkd_loss', 'RKD', 'pool_features', 'ExitHead', 'byot_loss', 'BYOT',
-           'ExitsView', 'byot_exits_run', 'byot_exits_sweep', 'directional_derivative', 'unit_directions', 'logits_jvp',
-           'log_softmax_jvp', 'sobolev_loss', 'Sobolev', 'rotate_copies', 'similarity', 'keep_rows', 'sskd_ss_loss',
-           'proj_head', 'SSKD', 'inside_methods', 'inside_configs']
+__all__ = ['EXITS_KIND', 'INSIDE_LABELS', 'BENCH_LABELS', 'FITNET_BETA', 'DEEP_STUDENT', 'DEEP_ROWS',
+           'fitnet_hint_loss', 'FitNet', 'rkd_distance', 'rkd_angle', 'rkd_loss', 'RKD', 'pool_features',
+           'ExitHead', 'byot_loss', 'BYOT', 'ExitsView', 'byot_exits_run', 'byot_exits_sweep',
+           'directional_derivative', 'unit_directions', 'logits_jvp', 'log_softmax_jvp', 'sobolev_loss',
+           'Sobolev', 'rotate_copies', 'similarity', 'keep_rows', 'sskd_ss_loss', 'proj_head', 'SSKD',
+           'inside_methods', 'inside_configs']
 
 # %% ../nbs/15_zoo_inside.ipynb #8c8d41a1
 def fitnet_hint_loss(guided: torch.Tensor, # (N, ...) the student's guided layer

@@ -25,15 +25,16 @@ from .kdbench import (kdbench_select,
                              zoo_leaderboard, KDBENCH_GPU)
 
 # %% auto #0
-__all__ = ['TANG_KEEPS', 'CHAIN_KIND', 'BENCH_KINDS', 'SPECIALIST_KIND', 'MULTIVIEW_KIND', 'MV_ROWS', 'ZOO_LABELS',
-           'BENCH_LABELS', 'dkd_terms', 'dkd_loss', 'DKD', 'pearson_rows', 'dist_loss', 'DIST', 'check_noise',
-           'perturb_logits', 'NoisyTeacher', 'NoisyStudent', 'tang_target', 'TangKD', 'TangLS', 'KDpt', 'KDsim',
-           'ChainConfig', 'chain_run', 'chain_configs', 'chain_sweep', 'zoo_records', 'teacher_choices',
-           'teacher_choice_configs', 'confusable_subsets', 'collapse', 'combine_specialists', 'SpecialistConfig',
-           'train_specialist', 'specialist_run', 'specialist_configs', 'specialist_sweep', 'MultiViewConfig',
-           'check_multiview', 'multiview_views', 'multiview_data', 'smoothed_relu', 'mv_forward', 'mv_train',
-           'views_learned', 'multiview_run', 'zoo_methods', 'zoo_configs', 'ZooMainConfig', 'zoo_main', 'add_cli',
-           'gpu_chains', 'gpu_teacher_choice']
+__all__ = ['TANG_KEEPS', 'CHAIN_KIND', 'BENCH_KINDS', 'SPECIALIST_KIND', 'MULTIVIEW_KIND', 'MV_ROWS',
+           'ZOO_LABELS', 'BENCH_LABELS', 'dkd_terms', 'dkd_loss', 'DKD', 'pearson_rows', 'dist_loss', 'DIST',
+           'check_noise', 'perturb_logits', 'NoisyTeacher', 'NoisyStudent', 'tang_target', 'TangKD', 'TangLS',
+           'KDpt', 'KDsim', 'ChainConfig', 'chain_run', 'chain_configs', 'chain_sweep', 'zoo_records',
+           'teacher_choices', 'teacher_choice_configs', 'confusable_subsets', 'collapse',
+           'combine_specialists', 'SpecialistConfig', 'train_specialist', 'specialist_run',
+           'specialist_configs', 'specialist_sweep', 'MultiViewConfig', 'check_multiview', 'multiview_views',
+           'multiview_data', 'smoothed_relu', 'mv_forward', 'mv_train', 'views_learned', 'multiview_run',
+           'zoo_methods', 'zoo_configs', 'ZooMainConfig', 'zoo_main', 'add_cli', 'gpu_chains',
+           'gpu_teacher_choice']
 
 # %% ../nbs/14_zoo_outputs.ipynb #1d6d3276
 def _check_targets(student_logits, teacher_logits, labels):

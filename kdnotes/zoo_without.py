@@ -23,12 +23,13 @@ from .kdbench import (KDBenchConfig, kdbench_data, kdbench_select, kdbench_sweep
                              teacher_spec)
 
 # %% auto #0
-__all__ = ['MNIST_RANGE', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'BENCH_KINDS', 'BENCH_LABELS',
-           'soft_ce', 'bss_select', 'bss_target_classes', 'bss_attack', 'BSS', 'DAFLGenerator', 'dafl_losses',
-           'DataFreeConfig', 'check_datafree_config', 'dafl_train', 'kd_real', 'encode_images', 'decode_images',
-           'datafree_run', 'dml_loss', 'one_loss', 'okddip_attention', 'okddip_loss', 'ramp_weight', 'peer_diversity',
-           'OnlineConfig', 'check_online_config', 'Cohort', 'embedding', 'OnlineLoss', 'online_run', 'bss_methods',
-           'bss_configs', 'datafree_configs', 'online_configs', 'without_sweep']
+__all__ = ['MNIST_RANGE', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'BENCH_KINDS',
+           'BENCH_LABELS', 'soft_ce', 'bss_select', 'bss_target_classes', 'bss_attack', 'BSS',
+           'DAFLGenerator', 'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'dafl_train', 'kd_real',
+           'encode_images', 'decode_images', 'datafree_run', 'dml_loss', 'one_loss', 'okddip_attention',
+           'okddip_loss', 'ramp_weight', 'peer_diversity', 'OnlineConfig', 'check_online_config', 'Cohort',
+           'embedding', 'OnlineLoss', 'online_run', 'bss_methods', 'bss_configs', 'datafree_configs',
+           'online_configs', 'without_sweep']
 
 # %% ../nbs/16_zoo_without.ipynb #93ce7830
 def soft_ce(student_logits: torch.Tensor, # (N, C)

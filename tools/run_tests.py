@@ -2,7 +2,8 @@
 
 Run it as `make test` (which creates .venv and installs what is missing first), or directly with
 `.venv/bin/python tools/run_tests.py`. Steps:
-  1. nbdev_export, then a check that kdnotes/ did not change (the package matches the notebooks)
+  1. the export (tools/export.py: nbdev_export, generated parts wrapped at 110 columns), then a check that
+     kdnotes/ did not change (the package matches the notebooks)
   2. nbdev_test on every notebook (cells tagged #|slow or #|gpu are skipped)
   3. pytest tests/
   4. gpu-dry-run: the lent-GPU command (tools/gpu_task.sh) on the CPU at tiny size (tools/GPU_TASK.md)
@@ -30,12 +31,12 @@ def sh(*cmd, cwd=ROOT, ok=(0,)) -> int:
 
 def step_export() -> int:
     before = tree_digest(ROOT / 'kdnotes')
-    if sh(BIN / 'nbdev_export'): return 1
+    if sh(BIN / 'python', ROOT / 'tools' / 'export.py'): return 1
     after = tree_digest(ROOT / 'kdnotes')
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     if changed:
         print(f'kdnotes/ did not match the notebooks: {", ".join(changed)} changed on export. '
-              'Run nbdev_export and commit kdnotes/ together with the notebooks.')
+              'Run `make export` and commit kdnotes/ together with the notebooks.')
         return 1
     print('kdnotes/ matches the notebooks')
     return 0
