@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
-from .data import Split, Augment, CIFAR_NORM, MNIST_NORM, cifar10, digits, mnist5k, get_data
+from .data import Split, get_data
 from .models import Ensemble, get_model, MODELS
 from .train import (TrainConfig, train_classifier, predict, evaluate, seed_everything, load_samples,
                            TeacherSpec, get_teacher, teacher_path, student_seed)

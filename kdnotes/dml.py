@@ -12,11 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .data import Split, Augment, DeviceLoader, MNIST_NORM, CIFAR_NORM, get_data
+from .data import Split, Augment, DeviceLoader, get_data
 from .models import get_model, MODELS, mean_probs_logits
 from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, seed_everything,
-                           pick_device, predict, train_classifier, TeacherSpec, get_teacher,
-                           student_seed)
+                           pick_device, predict, spec_from_train, get_teacher, student_seed)
 from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_entropy, check_whole,
                              check_number, check_choice, check_seeds)
 from .distill import KD, frozen
@@ -253,11 +252,9 @@ def dml_data(dataset: str = 'mnist5k', # 'mnist5k' or 'cifar10'
 # %% ../nbs/12_dml.ipynb #63785d43
 def dml_teacher(cfg: DMLConfig, data: dict, aug: Augment) -> nn.Module:
     "The 'kd' baseline's teacher: `cfg.teacher` trained alone on the run's data, by the core's `get_teacher`."
-    tc = cfg.train
-    spec = TeacherSpec(model=cfg.teacher, data=f'{cfg.dataset}-train{cfg.train_per_class}', epochs=tc.epochs,
-                       lr=tc.lr, batch_size=tc.batch_size, weight_decay=tc.weight_decay, seed=cfg.seed,
-                       model_kwargs=cfg.teacher_kwargs)
-    return get_teacher(spec, data['train'], aug, device=tc.device)
+    spec = spec_from_train(cfg.train, model=cfg.teacher, data=f'{cfg.dataset}-train{cfg.train_per_class}',
+                           seed=cfg.seed, model_kwargs=cfg.teacher_kwargs)
+    return get_teacher(spec, data['train'], aug, device=cfg.train.device)
 
 def dml_run(cfg: DMLConfig) -> dict:
     ("Train one cohort as `cfg` says; test metrics (`cohort_metrics`), "

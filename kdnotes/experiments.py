@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['to_jsonable', 'config_hash', 'git_commit', 'provenance', 'strict_json', 'read_json',
            'check_commit', 'ResultStore', 'run', 'run_sweep', 'run_budgeted', 'to_frame', 'mean_std',
-           'list_mean_std', 'format_mean_std', 'encode_preds', 'decode_preds', 'write_json', 'save_figure']
+           'list_mean_std', 'format_mean_std', 'encode_preds', 'decode_preds', 'write_json', 'save_figure',
+           'sweep_report']
 
 # %% ../nbs/05_experiments.ipynb #fd267163
 def to_jsonable(obj):
@@ -285,3 +286,13 @@ def save_figure(fig, # a matplotlib figure
     fmt = kwargs.pop('format', None) or path.suffix.lstrip('.') or 'png'
     _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
     return path
+
+# %% ../nbs/05_experiments.ipynb #c30fa1d7
+def sweep_report(table, # the job's table (a pandas DataFrame)
+                 store: str | os.PathLike, # the job's run store
+                 kind: str, # the record kind of its runs
+                 t0: float, # `time.perf_counter()` when the job started
+                ) -> dict:
+    "{'table', 'runs', 'provenance'}: what a main job writes beside its figure."
+    return dict(table=table.to_dict(orient='records'), runs=ResultStore(store).records(kind),
+                provenance=provenance() | dict(wall_seconds=round(time.perf_counter() - t0, 1)))

@@ -11,14 +11,14 @@ import torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data, mixup
-from .models import get_model, Ensemble, MODELS
+from .data import Split, Augment, get_data, mixup
+from .models import get_model, MODELS
 from .train import (TrainConfig, seed_everything, TeacherSpec, teacher_ensemble, student_seed)
 from .distill import DistillConfig, distill, distill_side_by_side, control_fidelity
-from .experiments import (ResultStore, run_sweep, config_hash, to_frame, mean_std, format_mean_std,
-                                 provenance, write_json, save_figure)
-from .options import (check_writable, positive_int, nonneg_int, positive_float, opt, add_options,
-                             options_to_config)
+from .experiments import (ResultStore, run_sweep, to_frame, mean_std, format_mean_std,
+                                 write_json, save_figure, sweep_report)
+from .options import (check_nonempty, run_folders, positive_int, nonneg_int, positive_float, opt,
+                             add_options, options_to_config)
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 
 # %% auto #0
@@ -420,8 +420,7 @@ def fidelity_main(cfg: FidelityMainConfig = FidelityMainConfig(), # what to run
                   launch: LaunchConfig | None = None, # where the runs execute (default: this process)
                  ) -> dict:
     "Run the sweep sizes × T × seeds, print the table, write fidelity.json and fidelity.png to `cfg.out`."
-    for name in ('sizes', 'T', 'seeds'):
-        if not len(getattr(cfg, name)): raise ValueError(f"{name} is empty; give at least one value")
+    check_nonempty(cfg, ('sizes', 'T', 'seeds'))
     model = cfg.model or ('lenet5' if cfg.dataset == 'mnist5k' else 'resnet56')
     base = FidelityConfig(dataset=cfg.dataset, model=model, steps=cfg.steps, device=cfg.device,
                           teacher_epochs=cfg.teacher_epochs)
@@ -429,8 +428,7 @@ def fidelity_main(cfg: FidelityMainConfig = FidelityMainConfig(), # what to run
     # seeds next to each other: parallel workers start on different teachers
     cfgs.sort(key=lambda c: (c.T, c.size))
     for c in cfgs: check_fidelity_config(c)  # every config, and both folders, before the first teacher trains
-    out = check_writable(cfg.out)
-    store = check_writable(cfg.store, '--store') if cfg.store else out / 'fidelity-runs'
+    out, store = run_folders(cfg.out, cfg.store, 'fidelity-runs')
     t0 = time.perf_counter()
     fidelity_sweep(cfgs, store, launch=launch)
     table = fidelity_table(store, by=('T', 'size'), where=same_setup(base))
@@ -444,11 +442,9 @@ def fidelity_main(cfg: FidelityMainConfig = FidelityMainConfig(), # what to run
         fig = plot_fidelity(table[table['T'] == t_], title=title)
         save_figure(fig, out / ('fidelity.png' if len(cfg.T) == 1 else f'fidelity_T{t_:g}.png'), dpi=120)
         plt.close(fig)
-    report = dict(table=table.to_dict(orient='records'), runs=ResultStore(store).records('fidelity'),
-                  provenance=provenance() | dict(wall_seconds=round(time.perf_counter() - t0, 1)))
+    report = sweep_report(table, store, 'fidelity', t0)
     write_json(out / 'fidelity.json', report)
     return report
-
 
 # %% ../nbs/11_fidelity.ipynb #4a799ee1
 def add_cli(subparsers):

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib
 from matplotlib.figure import Figure
-from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, get_data
-from .models import get_model, MODELS, build_model
-from .train import TrainConfig, seed_everything, predict, TeacherSpec, get_teacher, teacher_key
+from .data import Split, get_data
+from .models import MODELS, build_model
+from .train import TrainConfig, seed_everything, predict, TeacherSpec, get_teacher
 from .metrics import accuracy, agreement
 from .distill import Method, register_method, get_method, METHODS, DistillConfig, distill, control_fidelity
 from .experiments import ResultStore, config_hash, to_frame, mean_std, format_mean_std, to_jsonable
@@ -179,7 +179,7 @@ def kdbench_sweep(cfgs: list[KDBenchConfig], # from `kdbench_configs`
     for m in modules: importlib.import_module(m)
     for c in cfgs: check_kdbench_config(c)  # every config before the first teacher trains
     root = Path(root)
-    specs = {config_hash([teacher_spec(c, k), c.data]): (c, k) for c in cfgs for k in (False, True)}
+    specs = {config_hash(teacher_spec(c, k)): (c, k) for c in cfgs for k in (False, True)}
     for c, control in specs.values():  # each teacher once, here: the workers then only load it
         kdbench_teacher(teacher_spec(c, control), kdbench_data(c.data), root / 'teachers', c.device)
     fn = functools.partial(kdbench_run, teachers_dir=str(root / 'teachers'), modules=tuple(modules))

@@ -4,22 +4,22 @@
 
 # %% ../nbs/17_function_matching.ipynb #649d69d4
 from __future__ import annotations
-import math, time
-from dataclasses import dataclass, replace, asdict
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
-from .data import Split, Augment, MNIST_NORM, CIFAR_NORM, DeviceLoader, augment, get_data, mixup
+from .data import Split, Augment, DeviceLoader, augment, get_data, mixup
 from .models import MODELS, LoopPacked, build_model
 from .train import (TrainConfig, fit, predict, pick_device, seed_everything, TeacherSpec, get_teacher,
                            student_seed)
 from .metrics import accuracy
 from .distill import kd_loss, compare, frozen
-from .experiments import (ResultStore, to_frame, mean_std, format_mean_std, provenance, write_json,
-                                 save_figure)
-from .options import opt, positive_int, nonneg_int, check_writable
+from .experiments import (ResultStore, to_frame, mean_std, format_mean_std, write_json, save_figure,
+                                 sweep_report)
+from .options import opt, positive_int, nonneg_int, check_nonempty, run_folders
 from .launch import LaunchConfig, launch_sweep, add_config_command
 
 # %% auto #0
@@ -305,16 +305,14 @@ def matching_main(cfg: MatchingMainConfig = MatchingMainConfig(), # what to run
                   launch: LaunchConfig | None = None, # where the runs execute (default: this process)
                  ) -> dict:
     "Run modes × steps × seeds, print the table, write matching.json and matching.png to `cfg.out`."
-    for name in ('modes', 'steps', 'seeds'):
-        if not len(getattr(cfg, name)): raise ValueError(f"{name} is empty; give at least one value")
+    check_nonempty(cfg, ('modes', 'steps', 'seeds'))
     model = cfg.model or ('lenet5' if cfg.dataset == 'mnist5k' else 'resnet20')
     base = MatchingConfig(dataset=cfg.dataset, model=model, size=cfg.size, batch_size=cfg.batch_size,
                           teacher_per_class=cfg.teacher_per_class, teacher_epochs=cfg.teacher_epochs,
                           device=cfg.device)
     cfgs = matching_configs(base, cfg.seeds, cfg.modes, cfg.steps)
     for c in cfgs: check_matching_config(c)  # every config, and both folders, before the first teacher trains
-    out = check_writable(cfg.out)
-    store = check_writable(cfg.store, '--store') if cfg.store else out / 'matching-runs'
+    out, store = run_folders(cfg.out, cfg.store, 'matching-runs')
     t0 = time.perf_counter()
     matching_sweep(cfgs, store, launch)
     table = matching_table(store, where=same_setup(base))
@@ -325,8 +323,7 @@ def matching_main(cfg: MatchingMainConfig = MatchingMainConfig(), # what to run
     title = f'{cfg.dataset}, {model}, mean ± std over {len(cfg.seeds)} seeds'
     save_figure(plot_matching(table, title=title), out / 'matching.png', dpi=120)
     plt.close('all')
-    report = dict(table=table.to_dict(orient='records'), runs=ResultStore(store).records(KIND),
-                  provenance=provenance() | dict(wall_seconds=round(time.perf_counter() - t0, 1)))
+    report = sweep_report(table, store, KIND, t0)
     write_json(out / 'matching.json', report)
     return report
 

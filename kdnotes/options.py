@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['positive_int', 'nonneg_int', 'positive_float', 'unit_float', 'field_help', 'opt', 'add_options',
-           'options_to_config', 'check_writable']
+           'options_to_config', 'check_writable', 'check_nonempty', 'run_folders']
 
 # %% ../nbs/07_options.ipynb #5e48c180
 _FIELD_LINE = re.compile(r'^\s*(\w+)\s*:[^#]*#\s*(.*?)\s*$')
@@ -126,3 +126,19 @@ def check_writable(folder: str | os.PathLike, # an output folder (created if mis
     probe.unlink()
     return folder
 
+
+# %% ../nbs/07_options.ipynb #71d1da9f
+def check_nonempty(cfg, # a main config
+                   names: tuple, # its list-valued fields, e.g. ('sizes', 'T', 'seeds')
+                  ):
+    "Raise a ValueError naming the first of `names` whose value is empty: a sweep over it would run nothing."
+    for name in names:
+        if not len(getattr(cfg, name)): raise ValueError(f"{name} is empty; give at least one value")
+
+def run_folders(out: str | os.PathLike, # --out: the job's table and figures
+                store: str | os.PathLike | None, # --store: one record per run (None: `out / runs`)
+                runs: str, # the default store's name inside `out`, e.g. 'fidelity-runs'
+               ) -> tuple[Path, Path]:
+    "The checked output folder and run store of a main job: (out, store), both writable."
+    out = check_writable(out)
+    return out, check_writable(store, '--store') if store else out / runs

@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .data import Augment, MNIST_NORM, CIFAR_NORM, get_data
+from .data import Augment, get_data
 from .models import get_model, MODELS
 from .train import (TrainConfig, check_train_config, seed_everything, train_classifier, predict,
-                           TeacherSpec, get_teacher, student_seed)
+                           spec_from_train, get_teacher, student_seed)
 from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check_number, check_choice,
                              check_seeds)
-from .distill import kd_loss, DistillConfig, distill, Method, register_method, get_method
+from .distill import kd_loss, DistillConfig, distill, Method, register_method
 from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
 from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
 from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
@@ -204,10 +204,9 @@ def tfkd_teacher(cfg, # a run of this chapter: its seed, data and `train` recipe
                  model: str = 'lenet5', # the teacher's architecture
                 ) -> nn.Module:
     "`model` trained alone on the run's data from the run's seed, by the core's `get_teacher`."
-    tc, dataset = cfg.train, getattr(cfg, 'dataset', 'mnist5k')
-    spec = TeacherSpec(model=model, data=f'{dataset}-train{cfg.train_per_class}', epochs=tc.epochs, lr=tc.lr,
-                       batch_size=tc.batch_size, weight_decay=tc.weight_decay, seed=cfg.seed)
-    return get_teacher(spec, data['train'], aug, device=tc.device)
+    data_name = f"{getattr(cfg, 'dataset', 'mnist5k')}-train{cfg.train_per_class}"  # CrossQConfig: MNIST-5k
+    spec = spec_from_train(cfg.train, model=model, data=data_name, seed=cfg.seed)
+    return get_teacher(spec, data['train'], aug, device=cfg.train.device)
 
 def tfkd_run(cfg: TfKDConfig) -> dict:
     ("Train one model with `cfg.method`; `calibration_report` "

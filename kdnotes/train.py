@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_train.ipynb #9f6f2b37
 from __future__ import annotations
-import hashlib, json, math, numbers, os, random, time
+import dataclasses, hashlib, json, math, numbers, os, random, time
 from collections import OrderedDict
 from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
@@ -24,7 +24,7 @@ __all__ = ['DEVICE_CHOICES', 'TEACHER_CACHE_SIZE', 'check_train_config', 'TrainC
            'seed_everything', 'make_optimizer', 'lr_factor', 'save_checkpoint', 'load_checkpoint',
            'restore_generator', 'save_samples', 'load_samples', 'ce_loss', 'fit', 'predict', 'evaluate',
            'train_classifier', 'teacher_seed', 'student_seed', 'TeacherSpec', 'split_fingerprint',
-           'teacher_key', 'teacher_path', 'get_teacher', 'teacher_ensemble']
+           'teacher_key', 'teacher_path', 'get_teacher', 'teacher_ensemble', 'spec_from_train']
 
 # %% ../nbs/02_train.ipynb #0371a561
 def check_train_config(cfg): # a `TrainConfig`
@@ -348,9 +348,11 @@ def teacher_key(spec: TeacherSpec, aug: Augment, train: Split) -> str:
     "The cache key of teacher `spec` trained on `train` with augmentation `aug`."
     return config_hash(dict(spec=spec, aug=aug, split=split_fingerprint(train)))
 
+def _teacher_file(folder: str | os.PathLike, key: str) -> Path: return Path(folder) / f'teacher-{key}.pt'
+
 def teacher_path(spec: TeacherSpec, train: Split, aug: Augment, folder: str | os.PathLike) -> Path:
     "Where `get_teacher` keeps teacher `spec` (trained on `train` with `aug`) in checkpoint folder `folder`."
-    return Path(folder) / f'teacher-{teacher_key(spec, aug, train)}.pt'
+    return _teacher_file(folder, teacher_key(spec, aug, train))
 
 # %% ../nbs/02_train.ipynb #d09e9ac9
 _TEACHERS: OrderedDict = OrderedDict()  # teacher key -> trained model (CPU, eval mode): this process's cache
@@ -379,8 +381,8 @@ def get_teacher(spec: TeacherSpec, # what to train
                 progress: bool = False, # a bar over its epochs
                ) -> nn.Module:
     "Teacher `spec`, in eval mode on the CPU: from memory, else from `folder`, else trained now (and saved)."
-    key = teacher_key(spec, aug, train)
-    path = teacher_path(spec, train, aug, folder) if folder is not None else None
+    key = teacher_key(spec, aug, train)  # one pass over the split's bytes per call
+    path = _teacher_file(folder, key) if folder is not None else None
     if key in _TEACHERS: _TEACHERS.move_to_end(key)
     else: _TEACHERS[key] = _load_or_train(spec, train, aug, path, device, progress)
     while len(_TEACHERS) > TEACHER_CACHE_SIZE: _TEACHERS.popitem(last=False)
@@ -399,3 +401,17 @@ def teacher_ensemble(spec: TeacherSpec, # member 0's spec (its `member` is repla
         raise ValueError(f"an ensemble has 1..10 members (they are 100 seeds apart), got {n!r}")
     members = [get_teacher(replace(spec, member=j), train, aug, folder, device) for j in range(n)]
     return members[0] if n == 1 else Ensemble(members)
+
+# %% ../nbs/02_train.ipynb #f785213b
+_SPEC_RECIPE = ('epochs', 'lr', 'batch_size', 'weight_decay')  # the TrainConfig fields a TeacherSpec carries
+
+def spec_from_train(train: TrainConfig, # the recipe
+                    **fields, # TeacherSpec's other fields: model, data, seed, member, control, model_kwargs
+                   ) -> TeacherSpec:
+    "The spec of a teacher trained with `train`'s recipe; refuses a recipe a `TeacherSpec` cannot carry."
+    default, ignored = TrainConfig(), ('seed', 'device', 'progress', 'bf16', 'channels_last', *_SPEC_RECIPE)
+    if other := [f.name for f in dataclasses.fields(train)
+                 if f.name not in ignored and getattr(train, f.name) != getattr(default, f.name)]:
+        raise ValueError(f"a teacher trains with TrainConfig's default {other}; keep them at their defaults "
+                         "or train the teacher yourself")
+    return TeacherSpec(**{k: getattr(train, k) for k in _SPEC_RECIPE}, **fields)

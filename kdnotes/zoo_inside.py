@@ -19,8 +19,7 @@ from .experiments import ResultStore, format_mean_std, write_json, save_figure, 
 from .launch import LaunchConfig, launch_sweep
 from .kdbench import (kdbench_select, kdbench_teacher, teacher_spec,
                              KDBenchConfig, KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_configs,
-                             kdbench_sweep, kdbench_table, plot_leaderboard, zoo_leaderboard,
-                             leaderboard_headline)
+                             kdbench_sweep, kdbench_table, plot_leaderboard)
 
 # %% auto #0
 __all__ = ['EXITS_KIND', 'INSIDE_LABELS', 'BENCH_LABELS', 'FITNET_BETA', 'DEEP_STUDENT', 'DEEP_ROWS',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_zoo_outputs.ipynb #afa8c5b4
 from __future__ import annotations
-import argparse, functools, math, os, time
+import functools, math, os, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
