@@ -41,15 +41,23 @@ export: install
 test: install chromium
 	$(BIN)/python tools/run_tests.py
 
-# The GPU command on the CPU at tiny size (random images, every unit), with the trimmed diffusers wheel.
+# The GPU command on the CPU at tiny size (random images, every unit), with the carried diffusers wheel.
 gpu-dry-run: install
-	$(BIN)/python tools/trim_diffusers.py
+	$(BIN)/python tools/pack_diffusers.py
 	rm -rf runs/gpu-dry-run
-	PYTHON=$(BIN)/python OUT=$(CURDIR)/runs/gpu-dry-run bash tools/gpu_task.sh --dry-run --unit all
+	OMP_NUM_THREADS=1 PYTHON=$(BIN)/python OUT=$(CURDIR)/runs/gpu-dry-run \
+	  bash tools/gpu_task.sh --dry-run --unit all
 
-# Copy CIFAR-10 and the trimmed diffusers into carried folders, check the 64 MiB limit, print the `run` call.
+# gzip CIFAR-10 and pack diffusers into the carried (ignored) folders, check the 64 MiB limit, print the call.
+# LEFT=<seconds>: device time left (the status tool's budget_left_s), so that the printed budget fits it.
 gpu-prepare: install
-	PYTHON=$(BIN)/python bash tools/prepare_gpu_task.sh
+	PYTHON=$(BIN)/python bash tools/prepare_gpu_task.sh $(if $(LEFT),--left $(LEFT))
+
+# The SLURM launcher against a real SLURM on this machine (root: installs slurm-wlm and munge with apt, starts a
+# one-node cluster, compares a --launcher slurm sweep with the serial one, scancels a task and reruns), ~2 min.
+.PHONY: slurm-test
+slurm-test: install
+	PYTHON=$(BIN)/python bash tools/slurm_test.sh
 
 docs: install
 	$(BIN)/python tools/build_docs.py

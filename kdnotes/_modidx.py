@@ -13,7 +13,6 @@ d = {
             'kdnotes.cifar.CifarMainConfig': ('stanton_cifar.html#cifarmainconfig', 'kdnotes/cifar.py'),
             'kdnotes.cifar.CifarTeacherConfig': ('stanton_cifar.html#cifarteacherconfig', 'kdnotes/cifar.py'),
             'kdnotes.cifar.StudentConfig': ('stanton_cifar.html#studentconfig', 'kdnotes/cifar.py'),
-            'kdnotes.cifar._errbar': ('stanton_cifar.html#_errbar', 'kdnotes/cifar.py'),
             'kdnotes.cifar._main_configs': ('stanton_cifar.html#_main_configs', 'kdnotes/cifar.py'),
             'kdnotes.cifar.add_cli': ('stanton_cifar.html#add_cli', 'kdnotes/cifar.py'),
             'kdnotes.cifar.add_controls': ('stanton_cifar.html#add_controls', 'kdnotes/cifar.py'),
@@ -28,13 +27,18 @@ d = {
             'kdnotes.cifar.ensemble_sweep': ('stanton_cifar.html#ensemble_sweep', 'kdnotes/cifar.py'),
             'kdnotes.cifar.estimate_epoch_seconds':
                 ('stanton_cifar.html#estimate_epoch_seconds', 'kdnotes/cifar.py'),
-            'kdnotes.cifar.plot_ensemble': ('stanton_cifar.html#plot_ensemble', 'kdnotes/cifar.py'),
-            'kdnotes.cifar.plot_self_distill': ('stanton_cifar.html#plot_self_distill', 'kdnotes/cifar.py'),
             'kdnotes.cifar.run_cost': ('stanton_cifar.html#run_cost', 'kdnotes/cifar.py'),
             'kdnotes.cifar.run_student': ('stanton_cifar.html#run_student', 'kdnotes/cifar.py'),
             'kdnotes.cifar.self_distill_sweep': ('stanton_cifar.html#self_distill_sweep', 'kdnotes/cifar.py'),
             'kdnotes.cifar.teacher_specs': ('stanton_cifar.html#teacher_specs', 'kdnotes/cifar.py'),
-            'kdnotes.cifar.unit_frame': ('stanton_cifar.html#unit_frame', 'kdnotes/cifar.py'),
+        },
+        'kdnotes.cifar_figures': {
+            'kdnotes.cifar_figures._errbar': ('stanton_cifar.html#_errbar', 'kdnotes/cifar_figures.py'),
+            'kdnotes.cifar_figures.plot_ensemble':
+                ('stanton_cifar.html#plot_ensemble', 'kdnotes/cifar_figures.py'),
+            'kdnotes.cifar_figures.plot_self_distill':
+                ('stanton_cifar.html#plot_self_distill', 'kdnotes/cifar_figures.py'),
+            'kdnotes.cifar_figures.unit_frame': ('stanton_cifar.html#unit_frame', 'kdnotes/cifar_figures.py'),
         },
         'kdnotes.cli': {
             'kdnotes.cli._message': ('cli.html#_message', 'kdnotes/cli.py'),
@@ -77,6 +81,18 @@ d = {
             'kdnotes.data.to_float': ('data.html#to_float', 'kdnotes/data.py'),
             'kdnotes.data.torchvision_dataset': ('data.html#torchvision_dataset', 'kdnotes/data.py'),
         },
+        'kdnotes.ddpm': {
+            'kdnotes.ddpm.DDPMConfig': ('synthetic.html#ddpmconfig', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm._checkpoint': ('synthetic.html#_checkpoint', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm._train_loop': ('synthetic.html#_train_loop', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm.ddpm_data': ('synthetic.html#ddpm_data', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm.ddpm_loss': ('synthetic.html#ddpm_loss', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm.ema_update': ('synthetic.html#ema_update', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm.make_scheduler': ('synthetic.html#make_scheduler', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm.make_unet': ('synthetic.html#make_unet', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm.sample': ('synthetic.html#sample', 'kdnotes/ddpm.py'),
+            'kdnotes.ddpm.train_ddpm': ('synthetic.html#train_ddpm', 'kdnotes/ddpm.py'),
+        },
         'kdnotes.distill': {
             'kdnotes.distill.DistillConfig': ('distill.html#distillconfig', 'kdnotes/distill.py'),
             'kdnotes.distill.DistillConfig.__post_init__':
@@ -84,11 +100,9 @@ d = {
             'kdnotes.distill.Distiller': ('distill.html#distiller', 'kdnotes/distill.py'),
             'kdnotes.distill.Distiller.__init__': ('distill.html#distiller.__init__', 'kdnotes/distill.py'),
             'kdnotes.distill.Distiller.forward': ('distill.html#distiller.forward', 'kdnotes/distill.py'),
-            'kdnotes.distill.KD': ('distill.html#kd', 'kdnotes/distill.py'),
-            'kdnotes.distill.KD.__init__': ('distill.html#kd.__init__', 'kdnotes/distill.py'),
-            'kdnotes.distill.KD.forward': ('distill.html#kd.forward', 'kdnotes/distill.py'),
             'kdnotes.distill.Method': ('distill.html#method', 'kdnotes/distill.py'),
             'kdnotes.distill.Method.forward': ('distill.html#method.forward', 'kdnotes/distill.py'),
+            'kdnotes.distill.Method.setup': ('distill.html#method.setup', 'kdnotes/distill.py'),
             'kdnotes.distill.MethodInputs': ('distill.html#methodinputs', 'kdnotes/distill.py'),
             'kdnotes.distill.SideBySideLoss': ('distill.html#sidebysideloss', 'kdnotes/distill.py'),
             'kdnotes.distill.SideBySideLoss.__call__':
@@ -100,6 +114,8 @@ d = {
             'kdnotes.distill._check_pair': ('distill.html#_check_pair', 'kdnotes/distill.py'),
             'kdnotes.distill._distill_report': ('distill.html#_distill_report', 'kdnotes/distill.py'),
             'kdnotes.distill._distill_setup': ('distill.html#_distill_setup', 'kdnotes/distill.py'),
+            'kdnotes.distill._kd_loss': ('distill.html#_kd_loss', 'kdnotes/distill.py'),
+            'kdnotes.distill._same_code': ('distill.html#_same_code', 'kdnotes/distill.py'),
             'kdnotes.distill.capture_features': ('distill.html#capture_features', 'kdnotes/distill.py'),
             'kdnotes.distill.check_kd_params': ('distill.html#check_kd_params', 'kdnotes/distill.py'),
             'kdnotes.distill.compare': ('distill.html#compare', 'kdnotes/distill.py'),
@@ -110,8 +126,10 @@ d = {
             'kdnotes.distill.frozen': ('distill.html#frozen', 'kdnotes/distill.py'),
             'kdnotes.distill.get_method': ('distill.html#get_method', 'kdnotes/distill.py'),
             'kdnotes.distill.kd_loss': ('distill.html#kd_loss', 'kdnotes/distill.py'),
+            'kdnotes.distill.method_info': ('distill.html#method_info', 'kdnotes/distill.py'),
             'kdnotes.distill.method_loss': ('distill.html#method_loss', 'kdnotes/distill.py'),
             'kdnotes.distill.register_method': ('distill.html#register_method', 'kdnotes/distill.py'),
+            'kdnotes.distill.registered': ('distill.html#registered', 'kdnotes/distill.py'),
             'kdnotes.distill.teacher_loss': ('distill.html#teacher_loss', 'kdnotes/distill.py'),
         },
         'kdnotes.dml': {
@@ -140,6 +158,52 @@ d = {
             'kdnotes.dml.plot_loss_curves': ('dml.html#plot_loss_curves', 'kdnotes/dml.py'),
             'kdnotes.dml.train_cohort': ('dml.html#train_cohort', 'kdnotes/dml.py'),
         },
+        'kdnotes.exercises': {
+            'kdnotes.exercises.Checker': ('exercises.html#checker', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.Feedback': ('exercises.html#feedback', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.Feedback.__new__': ('exercises.html#feedback.__new__', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.Feedback.ok': ('exercises.html#feedback.ok', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.Message': ('exercises.html#message', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.Message.__repr__': ('exercises.html#message.__repr__', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._call': ('exercises.html#_call', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._checker': ('exercises.html#_checker', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._close': ('exercises.html#_close', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._diagnose_case': ('exercises.html#_diagnose_case', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._dkd_cases': ('exercises.html#_dkd_cases', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._dkd_unnormalised':
+                ('exercises.html#_dkd_unnormalised', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._dml_cases': ('exercises.html#_dml_cases', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._dml_wrong': ('exercises.html#_dml_wrong', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._ece_cases': ('exercises.html#_ece_cases', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._ece_wrong': ('exercises.html#_ece_wrong', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._factor_diagnosis':
+                ('exercises.html#_factor_diagnosis', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._grad_diagnosis': ('exercises.html#_grad_diagnosis', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._grads': ('exercises.html#_grads', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._kd_factors': ('exercises.html#_kd_factors', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._kl_cases': ('exercises.html#_kl_cases', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._kl_rows': ('exercises.html#_kl_rows', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._labels': ('exercises.html#_labels', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._leaves': ('exercises.html#_leaves', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._logit_matching': ('exercises.html#_logit_matching', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._logit_pairs': ('exercises.html#_logit_pairs', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._matches': ('exercises.html#_matches', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._parts': ('exercises.html#_parts', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._randn': ('exercises.html#_randn', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._reference_output':
+                ('exercises.html#_reference_output', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._rkd_cases': ('exercises.html#_rkd_cases', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._rkd_scaled': ('exercises.html#_rkd_scaled', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._value_diagnosis': ('exercises.html#_value_diagnosis', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._view_cases': ('exercises.html#_view_cases', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._vt_cases': ('exercises.html#_vt_cases', 'kdnotes/exercises.py'),
+            'kdnotes.exercises._vt_spread_over_all':
+                ('exercises.html#_vt_spread_over_all', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.check': ('exercises.html#check', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.hint': ('exercises.html#hint', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.reference': ('exercises.html#reference', 'kdnotes/exercises.py'),
+            'kdnotes.exercises.register_checker': ('exercises.html#register_checker', 'kdnotes/exercises.py'),
+        },
         'kdnotes.experiments': {
             'kdnotes.experiments.ResultStore': ('experiments.html#resultstore', 'kdnotes/experiments.py'),
             'kdnotes.experiments.ResultStore.__init__':
@@ -156,8 +220,10 @@ d = {
                 ('experiments.html#resultstore.records', 'kdnotes/experiments.py'),
             'kdnotes.experiments._atomic_write': ('experiments.html#_atomic_write', 'kdnotes/experiments.py'),
             'kdnotes.experiments._flatten': ('experiments.html#_flatten', 'kdnotes/experiments.py'),
+            'kdnotes.experiments._settings': ('experiments.html#_settings', 'kdnotes/experiments.py'),
             'kdnotes.experiments.check_commit': ('experiments.html#check_commit', 'kdnotes/experiments.py'),
             'kdnotes.experiments.config_hash': ('experiments.html#config_hash', 'kdnotes/experiments.py'),
+            'kdnotes.experiments.config_names': ('experiments.html#config_names', 'kdnotes/experiments.py'),
             'kdnotes.experiments.decode_preds': ('experiments.html#decode_preds', 'kdnotes/experiments.py'),
             'kdnotes.experiments.encode_preds': ('experiments.html#encode_preds', 'kdnotes/experiments.py'),
             'kdnotes.experiments.format_mean_std':
@@ -167,6 +233,8 @@ d = {
             'kdnotes.experiments.mean_std': ('experiments.html#mean_std', 'kdnotes/experiments.py'),
             'kdnotes.experiments.provenance': ('experiments.html#provenance', 'kdnotes/experiments.py'),
             'kdnotes.experiments.read_json': ('experiments.html#read_json', 'kdnotes/experiments.py'),
+            'kdnotes.experiments.read_record': ('experiments.html#read_record', 'kdnotes/experiments.py'),
+            'kdnotes.experiments.record_name': ('experiments.html#record_name', 'kdnotes/experiments.py'),
             'kdnotes.experiments.run': ('experiments.html#run', 'kdnotes/experiments.py'),
             'kdnotes.experiments.run_budgeted': ('experiments.html#run_budgeted', 'kdnotes/experiments.py'),
             'kdnotes.experiments.run_sweep': ('experiments.html#run_sweep', 'kdnotes/experiments.py'),
@@ -179,14 +247,6 @@ d = {
         },
         'kdnotes.fast': {
             'kdnotes.fast.BenchConfig': ('fast.html#benchconfig', 'kdnotes/fast.py'),
-            'kdnotes.fast.FastConfig': ('fast.html#fastconfig', 'kdnotes/fast.py'),
-            'kdnotes.fast.TorchvisionStyle': ('fast.html#torchvisionstyle', 'kdnotes/fast.py'),
-            'kdnotes.fast.TorchvisionStyle.__getitem__':
-                ('fast.html#torchvisionstyle.__getitem__', 'kdnotes/fast.py'),
-            'kdnotes.fast.TorchvisionStyle.__init__':
-                ('fast.html#torchvisionstyle.__init__', 'kdnotes/fast.py'),
-            'kdnotes.fast.TorchvisionStyle.__len__':
-                ('fast.html#torchvisionstyle.__len__', 'kdnotes/fast.py'),
             'kdnotes.fast._cli_bench': ('fast.html#_cli_bench', 'kdnotes/fast.py'),
             'kdnotes.fast._fc': ('fast.html#_fc', 'kdnotes/fast.py'),
             'kdnotes.fast._guard': ('fast.html#_guard', 'kdnotes/fast.py'),
@@ -196,21 +256,15 @@ d = {
             'kdnotes.fast._used': ('fast.html#_used', 'kdnotes/fast.py'),
             'kdnotes.fast._with_fallback': ('fast.html#_with_fallback', 'kdnotes/fast.py'),
             'kdnotes.fast.add_cli': ('fast.html#add_cli', 'kdnotes/fast.py'),
-            'kdnotes.fast.baseline_fit': ('fast.html#baseline_fit', 'kdnotes/fast.py'),
-            'kdnotes.fast.baseline_transform': ('fast.html#baseline_transform', 'kdnotes/fast.py'),
             'kdnotes.fast.bench_accuracy': ('fast.html#bench_accuracy', 'kdnotes/fast.py'),
             'kdnotes.fast.bench_data': ('fast.html#bench_data', 'kdnotes/fast.py'),
             'kdnotes.fast.bench_full': ('fast.html#bench_full', 'kdnotes/fast.py'),
             'kdnotes.fast.bench_packed': ('fast.html#bench_packed', 'kdnotes/fast.py'),
             'kdnotes.fast.bench_speed': ('fast.html#bench_speed', 'kdnotes/fast.py'),
             'kdnotes.fast.check_bench_config': ('fast.html#check_bench_config', 'kdnotes/fast.py'),
-            'kdnotes.fast.eager': ('fast.html#eager', 'kdnotes/fast.py'),
             'kdnotes.fast.fake_cifar': ('fast.html#fake_cifar', 'kdnotes/fast.py'),
-            'kdnotes.fast.fast_recipe': ('fast.html#fast_recipe', 'kdnotes/fast.py'),
-            'kdnotes.fast.fast_train': ('fast.html#fast_train', 'kdnotes/fast.py'),
             'kdnotes.fast.load_unit': ('fast.html#load_unit', 'kdnotes/fast.py'),
             'kdnotes.fast.plot_bench': ('fast.html#plot_bench', 'kdnotes/fast.py'),
-            'kdnotes.fast.plot_recipe': ('fast.html#plot_recipe', 'kdnotes/fast.py'),
             'kdnotes.fast.run_bench': ('fast.html#run_bench', 'kdnotes/fast.py'),
         },
         'kdnotes.fidelity': {
@@ -221,9 +275,7 @@ d = {
                 ('fidelity.html#fidelitymainconfig', 'kdnotes/fidelity.py'),
             'kdnotes.fidelity._distill_pair': ('fidelity.html#_distill_pair', 'kdnotes/fidelity.py'),
             'kdnotes.fidelity._extra_images': ('fidelity.html#_extra_images', 'kdnotes/fidelity.py'),
-            'kdnotes.fidelity._new_model': ('fidelity.html#_new_model', 'kdnotes/fidelity.py'),
             'kdnotes.fidelity._new_student': ('fidelity.html#_new_student', 'kdnotes/fidelity.py'),
-            'kdnotes.fidelity._with_pad': ('fidelity.html#_with_pad', 'kdnotes/fidelity.py'),
             'kdnotes.fidelity.add_cli': ('fidelity.html#add_cli', 'kdnotes/fidelity.py'),
             'kdnotes.fidelity.check_fidelity_config':
                 ('fidelity.html#check_fidelity_config', 'kdnotes/fidelity.py'),
@@ -291,19 +343,28 @@ d = {
             'kdnotes.hinton.soft_targets': ('hinton_kd.html#soft_targets', 'kdnotes/hinton.py'),
         },
         'kdnotes.kdbench': {
+            'kdnotes.kdbench.BenchRow': ('kdbench.html#benchrow', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.KDBenchConfig': ('kdbench.html#kdbenchconfig', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.Labels': ('kdbench.html#labels', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.Labels.forward': ('kdbench.html#labels.forward', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.KDBenchMainConfig': ('kdbench.html#kdbenchmainconfig', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.LeaderboardMainConfig':
+                ('kdbench.html#leaderboardmainconfig', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench._checks': ('kdbench.html#_checks', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench._kw': ('kdbench.html#_kw', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._method': ('kdbench.html#_method', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._rows_panel': ('kdbench.html#_rows_panel', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._student': ('kdbench.html#_student', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._style': ('kdbench.html#_style', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.bench_chapters': ('kdbench.html#bench_chapters', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.add_cli': ('kdbench.html#add_cli', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.bench_record': ('kdbench.html#bench_record', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.bench_row': ('kdbench.html#bench_row', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.check_kdbench_config':
                 ('kdbench.html#check_kdbench_config', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.choose_settings': ('kdbench.html#choose_settings', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.diverged': ('kdbench.html#diverged', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.holm': ('kdbench.html#holm', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_configs': ('kdbench.html#kdbench_configs', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_data': ('kdbench.html#kdbench_data', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.kdbench_main': ('kdbench.html#kdbench_main', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_run': ('kdbench.html#kdbench_run', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_select': ('kdbench.html#kdbench_select', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_sweep': ('kdbench.html#kdbench_sweep', 'kdnotes/kdbench.py'),
@@ -311,12 +372,20 @@ d = {
             'kdnotes.kdbench.kdbench_teacher': ('kdbench.html#kdbench_teacher', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.leaderboard_headline':
                 ('kdbench.html#leaderboard_headline', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.leaderboard_main': ('kdbench.html#leaderboard_main', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.leaderboard_records': ('kdbench.html#leaderboard_records', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.method_chapter': ('kdbench.html#method_chapter', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.method_class': ('kdbench.html#method_class', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.method_label': ('kdbench.html#method_label', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.paired_table': ('kdbench.html#paired_table', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.plot_leaderboard': ('kdbench.html#plot_leaderboard', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.protocol_rows': ('kdbench.html#protocol_rows', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.protocol_sweep': ('kdbench.html#protocol_sweep', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.record_chapter': ('kdbench.html#record_chapter', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.register_rows': ('kdbench.html#register_rows', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.setting_label': ('kdbench.html#setting_label', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.student_name': ('kdbench.html#student_name', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.teacher_spec': ('kdbench.html#teacher_spec', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.tune_configs': ('kdbench.html#tune_configs', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.zoo_leaderboard': ('kdbench.html#zoo_leaderboard', 'kdnotes/kdbench.py'),
         },
         'kdnotes.launch': {
@@ -329,6 +398,8 @@ d = {
             'kdnotes.launch.LaunchConfig.__post_init__':
                 ('launch.html#launchconfig.__post_init__', 'kdnotes/launch.py'),
             'kdnotes.launch.SweepIncomplete': ('launch.html#sweepincomplete', 'kdnotes/launch.py'),
+            'kdnotes.launch._ended': ('launch.html#_ended', 'kdnotes/launch.py'),
+            'kdnotes.launch._folder_status': ('launch.html#_folder_status', 'kdnotes/launch.py'),
             'kdnotes.launch._locked': ('launch.html#_locked', 'kdnotes/launch.py'),
             'kdnotes.launch._pid_alive': ('launch.html#_pid_alive', 'kdnotes/launch.py'),
             'kdnotes.launch._threads': ('launch.html#_threads', 'kdnotes/launch.py'),
@@ -336,6 +407,7 @@ d = {
             'kdnotes.launch.add_cli': ('launch.html#add_cli', 'kdnotes/launch.py'),
             'kdnotes.launch.add_config_command': ('launch.html#add_config_command', 'kdnotes/launch.py'),
             'kdnotes.launch.add_launch_options': ('launch.html#add_launch_options', 'kdnotes/launch.py'),
+            'kdnotes.launch.check_launcher': ('launch.html#check_launcher', 'kdnotes/launch.py'),
             'kdnotes.launch.claim_path': ('launch.html#claim_path', 'kdnotes/launch.py'),
             'kdnotes.launch.claim_state': ('launch.html#claim_state', 'kdnotes/launch.py'),
             'kdnotes.launch.collect': ('launch.html#collect', 'kdnotes/launch.py'),
@@ -343,9 +415,12 @@ d = {
             'kdnotes.launch.launch_from_options': ('launch.html#launch_from_options', 'kdnotes/launch.py'),
             'kdnotes.launch.launch_sweep': ('launch.html#launch_sweep', 'kdnotes/launch.py'),
             'kdnotes.launch.make_executor': ('launch.html#make_executor', 'kdnotes/launch.py'),
+            'kdnotes.launch.read_claim': ('launch.html#read_claim', 'kdnotes/launch.py'),
+            'kdnotes.launch.read_failure': ('launch.html#read_failure', 'kdnotes/launch.py'),
             'kdnotes.launch.record_failure': ('launch.html#record_failure', 'kdnotes/launch.py'),
             'kdnotes.launch.run_claimed': ('launch.html#run_claimed', 'kdnotes/launch.py'),
             'kdnotes.launch.runs_dir': ('launch.html#runs_dir', 'kdnotes/launch.py'),
+            'kdnotes.launch.slurm_queued': ('launch.html#slurm_queued', 'kdnotes/launch.py'),
             'kdnotes.launch.status_main': ('launch.html#status_main', 'kdnotes/launch.py'),
             'kdnotes.launch.submit_workers': ('launch.html#submit_workers', 'kdnotes/launch.py'),
             'kdnotes.launch.sweep_status': ('launch.html#sweep_status', 'kdnotes/launch.py'),
@@ -374,6 +449,8 @@ d = {
             'kdnotes.matching.matching_configs':
                 ('function_matching.html#matching_configs', 'kdnotes/matching.py'),
             'kdnotes.matching.matching_data': ('function_matching.html#matching_data', 'kdnotes/matching.py'),
+            'kdnotes.matching.matching_epochs':
+                ('function_matching.html#matching_epochs', 'kdnotes/matching.py'),
             'kdnotes.matching.matching_main': ('function_matching.html#matching_main', 'kdnotes/matching.py'),
             'kdnotes.matching.matching_point':
                 ('function_matching.html#matching_point', 'kdnotes/matching.py'),
@@ -389,6 +466,168 @@ d = {
             'kdnotes.matching.plot_matching': ('function_matching.html#plot_matching', 'kdnotes/matching.py'),
             'kdnotes.matching.same_setup': ('function_matching.html#same_setup', 'kdnotes/matching.py'),
             'kdnotes.matching.teacher_view': ('function_matching.html#teacher_view', 'kdnotes/matching.py'),
+        },
+        'kdnotes.methods.bss': {
+            'kdnotes.methods.bss.BSS': ('zoo_without.html#bss', 'kdnotes/methods/bss.py'),
+            'kdnotes.methods.bss.BSS.__init__': ('zoo_without.html#bss.__init__', 'kdnotes/methods/bss.py'),
+            'kdnotes.methods.bss.BSS.forward': ('zoo_without.html#bss.forward', 'kdnotes/methods/bss.py'),
+            'kdnotes.methods.bss.BSS.weights': ('zoo_without.html#bss.weights', 'kdnotes/methods/bss.py'),
+            'kdnotes.methods.bss.bss_attack': ('zoo_without.html#bss_attack', 'kdnotes/methods/bss.py'),
+            'kdnotes.methods.bss.bss_select': ('zoo_without.html#bss_select', 'kdnotes/methods/bss.py'),
+            'kdnotes.methods.bss.bss_target_classes':
+                ('zoo_without.html#bss_target_classes', 'kdnotes/methods/bss.py'),
+            'kdnotes.methods.bss.soft_ce': ('zoo_without.html#soft_ce', 'kdnotes/methods/bss.py'),
+        },
+        'kdnotes.methods.byot': {
+            'kdnotes.methods.byot.BYOT': ('zoo_inside.html#byot', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.BYOT.__init__':
+                ('zoo_inside.html#byot.__init__', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.BYOT.exits': ('zoo_inside.html#byot.exits', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.BYOT.forward': ('zoo_inside.html#byot.forward', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.BYOT.setup': ('zoo_inside.html#byot.setup', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.ExitHead': ('zoo_inside.html#exithead', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.ExitHead.__init__':
+                ('zoo_inside.html#exithead.__init__', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.ExitHead.forward':
+                ('zoo_inside.html#exithead.forward', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.byot_loss': ('zoo_inside.html#byot_loss', 'kdnotes/methods/byot.py'),
+            'kdnotes.methods.byot.pool_features':
+                ('zoo_inside.html#pool_features', 'kdnotes/methods/byot.py'),
+        },
+        'kdnotes.methods.dist': {
+            'kdnotes.methods.dist.DIST': ('zoo_outputs.html#dist', 'kdnotes/methods/dist.py'),
+            'kdnotes.methods.dist.DIST.__init__':
+                ('zoo_outputs.html#dist.__init__', 'kdnotes/methods/dist.py'),
+            'kdnotes.methods.dist.DIST.forward': ('zoo_outputs.html#dist.forward', 'kdnotes/methods/dist.py'),
+            'kdnotes.methods.dist.dist_loss': ('zoo_outputs.html#dist_loss', 'kdnotes/methods/dist.py'),
+            'kdnotes.methods.dist.pearson_rows': ('zoo_outputs.html#pearson_rows', 'kdnotes/methods/dist.py'),
+        },
+        'kdnotes.methods.dkd': {
+            'kdnotes.methods.dkd.DKD': ('zoo_outputs.html#dkd', 'kdnotes/methods/dkd.py'),
+            'kdnotes.methods.dkd.DKD.__init__': ('zoo_outputs.html#dkd.__init__', 'kdnotes/methods/dkd.py'),
+            'kdnotes.methods.dkd.DKD.forward': ('zoo_outputs.html#dkd.forward', 'kdnotes/methods/dkd.py'),
+            'kdnotes.methods.dkd.check_targets': ('zoo_outputs.html#check_targets', 'kdnotes/methods/dkd.py'),
+            'kdnotes.methods.dkd.dkd_loss': ('zoo_outputs.html#dkd_loss', 'kdnotes/methods/dkd.py'),
+            'kdnotes.methods.dkd.dkd_terms': ('zoo_outputs.html#dkd_terms', 'kdnotes/methods/dkd.py'),
+        },
+        'kdnotes.methods.fitnet': {
+            'kdnotes.methods.fitnet.FitNet': ('zoo_inside.html#fitnet', 'kdnotes/methods/fitnet.py'),
+            'kdnotes.methods.fitnet.FitNet.__init__':
+                ('zoo_inside.html#fitnet.__init__', 'kdnotes/methods/fitnet.py'),
+            'kdnotes.methods.fitnet.FitNet.forward':
+                ('zoo_inside.html#fitnet.forward', 'kdnotes/methods/fitnet.py'),
+            'kdnotes.methods.fitnet.FitNet.setup':
+                ('zoo_inside.html#fitnet.setup', 'kdnotes/methods/fitnet.py'),
+            'kdnotes.methods.fitnet.fitnet_hint_loss':
+                ('zoo_inside.html#fitnet_hint_loss', 'kdnotes/methods/fitnet.py'),
+        },
+        'kdnotes.methods.kd': {
+            'kdnotes.methods.kd.KD': ('distill.html#kd', 'kdnotes/methods/kd.py'),
+            'kdnotes.methods.kd.KD.__init__': ('distill.html#kd.__init__', 'kdnotes/methods/kd.py'),
+            'kdnotes.methods.kd.KD.forward': ('distill.html#kd.forward', 'kdnotes/methods/kd.py'),
+        },
+        'kdnotes.methods.labels': {
+            'kdnotes.methods.labels.Labels': ('kdbench.html#labels', 'kdnotes/methods/labels.py'),
+            'kdnotes.methods.labels.Labels.forward':
+                ('kdbench.html#labels.forward', 'kdnotes/methods/labels.py'),
+        },
+        'kdnotes.methods.noisy': {
+            'kdnotes.methods.noisy.NoisyStudent':
+                ('zoo_outputs.html#noisystudent', 'kdnotes/methods/noisy.py'),
+            'kdnotes.methods.noisy.NoisyStudent.forward':
+                ('zoo_outputs.html#noisystudent.forward', 'kdnotes/methods/noisy.py'),
+            'kdnotes.methods.noisy.NoisyTeacher':
+                ('zoo_outputs.html#noisyteacher', 'kdnotes/methods/noisy.py'),
+            'kdnotes.methods.noisy.NoisyTeacher.__init__':
+                ('zoo_outputs.html#noisyteacher.__init__', 'kdnotes/methods/noisy.py'),
+            'kdnotes.methods.noisy.NoisyTeacher.forward':
+                ('zoo_outputs.html#noisyteacher.forward', 'kdnotes/methods/noisy.py'),
+            'kdnotes.methods.noisy.NoisyTeacher.match':
+                ('zoo_outputs.html#noisyteacher.match', 'kdnotes/methods/noisy.py'),
+            'kdnotes.methods.noisy.check_noise': ('zoo_outputs.html#check_noise', 'kdnotes/methods/noisy.py'),
+            'kdnotes.methods.noisy.perturb_logits':
+                ('zoo_outputs.html#perturb_logits', 'kdnotes/methods/noisy.py'),
+        },
+        'kdnotes.methods.online': {
+            'kdnotes.methods.online.dml_loss': ('zoo_without.html#dml_loss', 'kdnotes/methods/online.py'),
+            'kdnotes.methods.online.okddip_attention':
+                ('zoo_without.html#okddip_attention', 'kdnotes/methods/online.py'),
+            'kdnotes.methods.online.okddip_loss':
+                ('zoo_without.html#okddip_loss', 'kdnotes/methods/online.py'),
+            'kdnotes.methods.online.one_loss': ('zoo_without.html#one_loss', 'kdnotes/methods/online.py'),
+        },
+        'kdnotes.methods.pkt': {
+            'kdnotes.methods.pkt.PKT': ('kdbench.html#pkt', 'kdnotes/methods/pkt.py'),
+            'kdnotes.methods.pkt.PKT.__init__': ('kdbench.html#pkt.__init__', 'kdnotes/methods/pkt.py'),
+            'kdnotes.methods.pkt.PKT.forward': ('kdbench.html#pkt.forward', 'kdnotes/methods/pkt.py'),
+            'kdnotes.methods.pkt.pkt_loss': ('kdbench.html#pkt_loss', 'kdnotes/methods/pkt.py'),
+        },
+        'kdnotes.methods.rkd': {
+            'kdnotes.methods.rkd.RKD': ('zoo_inside.html#rkd', 'kdnotes/methods/rkd.py'),
+            'kdnotes.methods.rkd.RKD.__init__': ('zoo_inside.html#rkd.__init__', 'kdnotes/methods/rkd.py'),
+            'kdnotes.methods.rkd.RKD.forward': ('zoo_inside.html#rkd.forward', 'kdnotes/methods/rkd.py'),
+            'kdnotes.methods.rkd.rkd_angle': ('zoo_inside.html#rkd_angle', 'kdnotes/methods/rkd.py'),
+            'kdnotes.methods.rkd.rkd_distance': ('zoo_inside.html#rkd_distance', 'kdnotes/methods/rkd.py'),
+            'kdnotes.methods.rkd.rkd_loss': ('zoo_inside.html#rkd_loss', 'kdnotes/methods/rkd.py'),
+        },
+        'kdnotes.methods.sobolev': {
+            'kdnotes.methods.sobolev.Sobolev': ('zoo_inside.html#sobolev', 'kdnotes/methods/sobolev.py'),
+            'kdnotes.methods.sobolev.Sobolev.__init__':
+                ('zoo_inside.html#sobolev.__init__', 'kdnotes/methods/sobolev.py'),
+            'kdnotes.methods.sobolev.Sobolev.forward':
+                ('zoo_inside.html#sobolev.forward', 'kdnotes/methods/sobolev.py'),
+            'kdnotes.methods.sobolev.directional_derivative':
+                ('zoo_inside.html#directional_derivative', 'kdnotes/methods/sobolev.py'),
+            'kdnotes.methods.sobolev.log_softmax_jvp':
+                ('zoo_inside.html#log_softmax_jvp', 'kdnotes/methods/sobolev.py'),
+            'kdnotes.methods.sobolev.logits_jvp':
+                ('zoo_inside.html#logits_jvp', 'kdnotes/methods/sobolev.py'),
+            'kdnotes.methods.sobolev.sobolev_loss':
+                ('zoo_inside.html#sobolev_loss', 'kdnotes/methods/sobolev.py'),
+            'kdnotes.methods.sobolev.unit_directions':
+                ('zoo_inside.html#unit_directions', 'kdnotes/methods/sobolev.py'),
+        },
+        'kdnotes.methods.sskd': {
+            'kdnotes.methods.sskd.SSKD': ('zoo_inside.html#sskd', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.SSKD.__init__':
+                ('zoo_inside.html#sskd.__init__', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.SSKD.forward': ('zoo_inside.html#sskd.forward', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.SSKD.setup': ('zoo_inside.html#sskd.setup', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.keep_rows': ('zoo_inside.html#keep_rows', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.proj_head': ('zoo_inside.html#proj_head', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.rotate_copies':
+                ('zoo_inside.html#rotate_copies', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.similarity': ('zoo_inside.html#similarity', 'kdnotes/methods/sskd.py'),
+            'kdnotes.methods.sskd.sskd_ss_loss': ('zoo_inside.html#sskd_ss_loss', 'kdnotes/methods/sskd.py'),
+        },
+        'kdnotes.methods.tang': {
+            'kdnotes.methods.tang.KDpt': ('zoo_outputs.html#kdpt', 'kdnotes/methods/tang.py'),
+            'kdnotes.methods.tang.KDsim': ('zoo_outputs.html#kdsim', 'kdnotes/methods/tang.py'),
+            'kdnotes.methods.tang.TangKD': ('zoo_outputs.html#tangkd', 'kdnotes/methods/tang.py'),
+            'kdnotes.methods.tang.TangKD.__init__':
+                ('zoo_outputs.html#tangkd.__init__', 'kdnotes/methods/tang.py'),
+            'kdnotes.methods.tang.TangKD.forward':
+                ('zoo_outputs.html#tangkd.forward', 'kdnotes/methods/tang.py'),
+            'kdnotes.methods.tang.TangLS': ('zoo_outputs.html#tangls', 'kdnotes/methods/tang.py'),
+            'kdnotes.methods.tang.tang_target': ('zoo_outputs.html#tang_target', 'kdnotes/methods/tang.py'),
+        },
+        'kdnotes.methods.tfkd': {
+            'kdnotes.methods.tfkd.TfKDReg': ('tfkd.html#tfkdreg', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.TfKDReg.__init__':
+                ('tfkd.html#tfkdreg.__init__', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.TfKDReg.forward': ('tfkd.html#tfkdreg.forward', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.VirtualTeacherKD':
+                ('tfkd.html#virtualteacherkd', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.VirtualTeacherKD.__init__':
+                ('tfkd.html#virtualteacherkd.__init__', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.VirtualTeacherKD.forward':
+                ('tfkd.html#virtualteacherkd.forward', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.tfkd_reg_official_loss':
+                ('tfkd.html#tfkd_reg_official_loss', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.tfkd_virtual_loss':
+                ('tfkd.html#tfkd_virtual_loss', 'kdnotes/methods/tfkd.py'),
+            'kdnotes.methods.tfkd.virtual_teacher_logits':
+                ('tfkd.html#virtual_teacher_logits', 'kdnotes/methods/tfkd.py'),
         },
         'kdnotes.metrics': {
             'kdnotes.metrics._bin_stats': ('metrics.html#_bin_stats', 'kdnotes/metrics.py'),
@@ -418,9 +657,12 @@ d = {
                 ('models.html#imageclassifier.__init__', 'kdnotes/models.py'),
             'kdnotes.models.ImageClassifier.check_input':
                 ('models.html#imageclassifier.check_input', 'kdnotes/models.py'),
+            'kdnotes.models.ImageClassifier.roles':
+                ('models.html#imageclassifier.roles', 'kdnotes/models.py'),
             'kdnotes.models.LeNet5': ('models.html#lenet5', 'kdnotes/models.py'),
             'kdnotes.models.LeNet5.__init__': ('models.html#lenet5.__init__', 'kdnotes/models.py'),
             'kdnotes.models.LeNet5.forward': ('models.html#lenet5.forward', 'kdnotes/models.py'),
+            'kdnotes.models.LeNet5.roles': ('models.html#lenet5.roles', 'kdnotes/models.py'),
             'kdnotes.models.LoopPacked': ('models.html#looppacked', 'kdnotes/models.py'),
             'kdnotes.models.LoopPacked.__init__': ('models.html#looppacked.__init__', 'kdnotes/models.py'),
             'kdnotes.models.LoopPacked.forward': ('models.html#looppacked.forward', 'kdnotes/models.py'),
@@ -428,6 +670,7 @@ d = {
             'kdnotes.models.MLP': ('models.html#mlp', 'kdnotes/models.py'),
             'kdnotes.models.MLP.__init__': ('models.html#mlp.__init__', 'kdnotes/models.py'),
             'kdnotes.models.MLP.forward': ('models.html#mlp.forward', 'kdnotes/models.py'),
+            'kdnotes.models.MLP.roles': ('models.html#mlp.roles', 'kdnotes/models.py'),
             'kdnotes.models.PreActBasic': ('models.html#preactbasic', 'kdnotes/models.py'),
             'kdnotes.models.PreActBasic.__init__': ('models.html#preactbasic.__init__', 'kdnotes/models.py'),
             'kdnotes.models.PreActBasic.forward': ('models.html#preactbasic.forward', 'kdnotes/models.py'),
@@ -440,9 +683,12 @@ d = {
             'kdnotes.models.PreActResNet.__init__':
                 ('models.html#preactresnet.__init__', 'kdnotes/models.py'),
             'kdnotes.models.PreActResNet.forward': ('models.html#preactresnet.forward', 'kdnotes/models.py'),
+            'kdnotes.models.PreActResNet.roles': ('models.html#preactresnet.roles', 'kdnotes/models.py'),
             'kdnotes.models.build_model': ('models.html#build_model', 'kdnotes/models.py'),
             'kdnotes.models.count_params': ('models.html#count_params', 'kdnotes/models.py'),
+            'kdnotes.models.feature_width': ('models.html#feature_width', 'kdnotes/models.py'),
             'kdnotes.models.get_model': ('models.html#get_model', 'kdnotes/models.py'),
+            'kdnotes.models.layer_name': ('models.html#layer_name', 'kdnotes/models.py'),
             'kdnotes.models.mean_probs_logits': ('models.html#mean_probs_logits', 'kdnotes/models.py'),
             'kdnotes.models.resnet20': ('models.html#resnet20', 'kdnotes/models.py'),
             'kdnotes.models.resnet56': ('models.html#resnet56', 'kdnotes/models.py'),
@@ -454,8 +700,10 @@ d = {
             'kdnotes.options._typed': ('options.html#_typed', 'kdnotes/options.py'),
             'kdnotes.options.add_options': ('options.html#add_options', 'kdnotes/options.py'),
             'kdnotes.options.check_nonempty': ('options.html#check_nonempty', 'kdnotes/options.py'),
+            'kdnotes.options.check_number': ('options.html#check_number', 'kdnotes/options.py'),
             'kdnotes.options.check_writable': ('options.html#check_writable', 'kdnotes/options.py'),
             'kdnotes.options.field_help': ('options.html#field_help', 'kdnotes/options.py'),
+            'kdnotes.options.float_in': ('options.html#float_in', 'kdnotes/options.py'),
             'kdnotes.options.opt': ('options.html#opt', 'kdnotes/options.py'),
             'kdnotes.options.options_to_config': ('options.html#options_to_config', 'kdnotes/options.py'),
             'kdnotes.options.run_folders': ('options.html#run_folders', 'kdnotes/options.py'),
@@ -486,30 +734,36 @@ d = {
             'kdnotes.packing.relative_state_gap': ('packing.html#relative_state_gap', 'kdnotes/packing.py'),
             'kdnotes.packing.train_packed': ('packing.html#train_packed', 'kdnotes/packing.py'),
         },
+        'kdnotes.pipelines': {
+            'kdnotes.pipelines.FastConfig': ('fast.html#fastconfig', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.TorchvisionStyle': ('fast.html#torchvisionstyle', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.TorchvisionStyle.__getitem__':
+                ('fast.html#torchvisionstyle.__getitem__', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.TorchvisionStyle.__init__':
+                ('fast.html#torchvisionstyle.__init__', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.TorchvisionStyle.__len__':
+                ('fast.html#torchvisionstyle.__len__', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.baseline_fit': ('fast.html#baseline_fit', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.baseline_transform': ('fast.html#baseline_transform', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.eager': ('fast.html#eager', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.fast_recipe': ('fast.html#fast_recipe', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.fast_train': ('fast.html#fast_train', 'kdnotes/pipelines.py'),
+            'kdnotes.pipelines.plot_recipe': ('fast.html#plot_recipe', 'kdnotes/pipelines.py'),
+        },
         'kdnotes.synthetic': {
-            'kdnotes.synthetic.DDPMConfig': ('synthetic.html#ddpmconfig', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.SampleConfig': ('synthetic.html#sampleconfig', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.SynthMainConfig': ('synthetic.html#synthmainconfig', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic._checkpoint': ('synthetic.html#_checkpoint', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic._sample_resumable':
                 ('synthetic.html#_sample_resumable', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic._train_loop': ('synthetic.html#_train_loop', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.add_cli': ('synthetic.html#add_cli', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.check_synth_config':
                 ('synthetic.html#check_synth_config', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic.ddpm_data': ('synthetic.html#ddpm_data', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic.ddpm_loss': ('synthetic.html#ddpm_loss', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic.ema_update': ('synthetic.html#ema_update', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.load_pretrained': ('synthetic.html#load_pretrained', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic.make_scheduler': ('synthetic.html#make_scheduler', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic.make_unet': ('synthetic.html#make_unet', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.plot_quality': ('synthetic.html#plot_quality', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.plot_samples': ('synthetic.html#plot_samples', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic.sample': ('synthetic.html#sample', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synth_configs': ('synthetic.html#synth_configs', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synth_main': ('synthetic.html#synth_main', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synthesize': ('synthetic.html#synthesize', 'kdnotes/synthetic.py'),
-            'kdnotes.synthetic.train_ddpm': ('synthetic.html#train_ddpm', 'kdnotes/synthetic.py'),
         },
         'kdnotes.tfkd': {
             'kdnotes.tfkd.CrossQConfig': ('tfkd.html#crossqconfig', 'kdnotes/tfkd.py'),
@@ -524,17 +778,9 @@ d = {
             'kdnotes.tfkd.TfKDConfig.__post_init__':
                 ('tfkd.html#tfkdconfig.__post_init__', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.TfKDMainConfig': ('tfkd.html#tfkdmainconfig', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.TfKDReg': ('tfkd.html#tfkdreg', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.TfKDReg.__init__': ('tfkd.html#tfkdreg.__init__', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.TfKDReg.forward': ('tfkd.html#tfkdreg.forward', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.TfKDRegConfig': ('tfkd.html#tfkdregconfig', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.TfKDRegConfig.__post_init__':
                 ('tfkd.html#tfkdregconfig.__post_init__', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.VirtualTeacherKD': ('tfkd.html#virtualteacherkd', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.VirtualTeacherKD.__init__':
-                ('tfkd.html#virtualteacherkd.__init__', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.VirtualTeacherKD.forward':
-                ('tfkd.html#virtualteacherkd.forward', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd._check_run': ('tfkd.html#_check_run', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd._main_configs': ('tfkd.html#_main_configs', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd._report': ('tfkd.html#_report', 'kdnotes/tfkd.py'),
@@ -552,13 +798,10 @@ d = {
             'kdnotes.tfkd.tfkd_reg_configs': ('tfkd.html#tfkd_reg_configs', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.tfkd_reg_effective_target':
                 ('tfkd.html#tfkd_reg_effective_target', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.tfkd_reg_official_loss': ('tfkd.html#tfkd_reg_official_loss', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.tfkd_reg_run': ('tfkd.html#tfkd_reg_run', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.tfkd_run': ('tfkd.html#tfkd_run', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.tfkd_table': ('tfkd.html#tfkd_table', 'kdnotes/tfkd.py'),
             'kdnotes.tfkd.tfkd_teacher': ('tfkd.html#tfkd_teacher', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.tfkd_virtual_loss': ('tfkd.html#tfkd_virtual_loss', 'kdnotes/tfkd.py'),
-            'kdnotes.tfkd.virtual_teacher_logits': ('tfkd.html#virtual_teacher_logits', 'kdnotes/tfkd.py'),
         },
         'kdnotes.train': {
             'kdnotes.train.TeacherSpec': ('train.html#teacherspec', 'kdnotes/train.py'),
@@ -570,6 +813,7 @@ d = {
             'kdnotes.train._autocast': ('train.html#_autocast', 'kdnotes/train.py'),
             'kdnotes.train._ckpt_config': ('train.html#_ckpt_config', 'kdnotes/train.py'),
             'kdnotes.train._load_or_train': ('train.html#_load_or_train', 'kdnotes/train.py'),
+            'kdnotes.train._load_teacher': ('train.html#_load_teacher', 'kdnotes/train.py'),
             'kdnotes.train._number_in': ('train.html#_number_in', 'kdnotes/train.py'),
             'kdnotes.train._parse_device': ('train.html#_parse_device', 'kdnotes/train.py'),
             'kdnotes.train._positive': ('train.html#_positive', 'kdnotes/train.py'),
@@ -602,110 +846,39 @@ d = {
             'kdnotes.train.train_classifier': ('train.html#train_classifier', 'kdnotes/train.py'),
         },
         'kdnotes.zoo_inside': {
-            'kdnotes.zoo_inside.BYOT': ('zoo_inside.html#byot', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.BYOT.__init__': ('zoo_inside.html#byot.__init__', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.BYOT.exits': ('zoo_inside.html#byot.exits', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.BYOT.forward': ('zoo_inside.html#byot.forward', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.ExitHead': ('zoo_inside.html#exithead', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.ExitHead.__init__':
-                ('zoo_inside.html#exithead.__init__', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.ExitHead.forward':
-                ('zoo_inside.html#exithead.forward', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.ExitsView': ('zoo_inside.html#exitsview', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.ExitsView.__init__':
                 ('zoo_inside.html#exitsview.__init__', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.ExitsView.forward':
                 ('zoo_inside.html#exitsview.forward', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.FitNet': ('zoo_inside.html#fitnet', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.FitNet.__init__':
-                ('zoo_inside.html#fitnet.__init__', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.FitNet.forward': ('zoo_inside.html#fitnet.forward', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.RKD': ('zoo_inside.html#rkd', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.RKD.__init__': ('zoo_inside.html#rkd.__init__', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.RKD.forward': ('zoo_inside.html#rkd.forward', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.SSKD': ('zoo_inside.html#sskd', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.SSKD.__init__': ('zoo_inside.html#sskd.__init__', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.SSKD.forward': ('zoo_inside.html#sskd.forward', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.Sobolev': ('zoo_inside.html#sobolev', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.Sobolev.__init__':
-                ('zoo_inside.html#sobolev.__init__', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.Sobolev.forward':
-                ('zoo_inside.html#sobolev.forward', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.byot_exits_run': ('zoo_inside.html#byot_exits_run', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.byot_exits_sweep':
                 ('zoo_inside.html#byot_exits_sweep', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.byot_loss': ('zoo_inside.html#byot_loss', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.directional_derivative':
-                ('zoo_inside.html#directional_derivative', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.fitnet_hint_loss':
-                ('zoo_inside.html#fitnet_hint_loss', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.inside_configs': ('zoo_inside.html#inside_configs', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.inside_methods': ('zoo_inside.html#inside_methods', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.keep_rows': ('zoo_inside.html#keep_rows', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.log_softmax_jvp':
-                ('zoo_inside.html#log_softmax_jvp', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.logits_jvp': ('zoo_inside.html#logits_jvp', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.pool_features': ('zoo_inside.html#pool_features', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.proj_head': ('zoo_inside.html#proj_head', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.rkd_angle': ('zoo_inside.html#rkd_angle', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.rkd_distance': ('zoo_inside.html#rkd_distance', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.rkd_loss': ('zoo_inside.html#rkd_loss', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.rotate_copies': ('zoo_inside.html#rotate_copies', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.similarity': ('zoo_inside.html#similarity', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.sobolev_loss': ('zoo_inside.html#sobolev_loss', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.sskd_ss_loss': ('zoo_inside.html#sskd_ss_loss', 'kdnotes/zoo_inside.py'),
-            'kdnotes.zoo_inside.unit_directions':
-                ('zoo_inside.html#unit_directions', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.inside_records': ('zoo_inside.html#inside_records', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.inside_rows': ('zoo_inside.html#inside_rows', 'kdnotes/zoo_inside.py'),
         },
         'kdnotes.zoo_outputs': {
             'kdnotes.zoo_outputs.ChainConfig': ('zoo_outputs.html#chainconfig', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.DIST': ('zoo_outputs.html#dist', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.DIST.__init__': ('zoo_outputs.html#dist.__init__', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.DIST.forward': ('zoo_outputs.html#dist.forward', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.DKD': ('zoo_outputs.html#dkd', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.DKD.__init__': ('zoo_outputs.html#dkd.__init__', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.DKD.forward': ('zoo_outputs.html#dkd.forward', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.KDpt': ('zoo_outputs.html#kdpt', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.KDsim': ('zoo_outputs.html#kdsim', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.MultiViewConfig':
                 ('zoo_outputs.html#multiviewconfig', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.NoisyStudent': ('zoo_outputs.html#noisystudent', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.NoisyStudent.forward':
-                ('zoo_outputs.html#noisystudent.forward', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.NoisyTeacher': ('zoo_outputs.html#noisyteacher', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.NoisyTeacher.__init__':
-                ('zoo_outputs.html#noisyteacher.__init__', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.NoisyTeacher.forward':
-                ('zoo_outputs.html#noisyteacher.forward', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.NoisyTeacher.match':
-                ('zoo_outputs.html#noisyteacher.match', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.SpecialistConfig':
                 ('zoo_outputs.html#specialistconfig', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.TangKD': ('zoo_outputs.html#tangkd', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.TangKD.__init__':
-                ('zoo_outputs.html#tangkd.__init__', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.TangKD.forward':
-                ('zoo_outputs.html#tangkd.forward', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.TangLS': ('zoo_outputs.html#tangls', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.ZooMainConfig': ('zoo_outputs.html#zoomainconfig', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs._check_targets':
-                ('zoo_outputs.html#_check_targets', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs._distil_chain': ('zoo_outputs.html#_distil_chain', 'kdnotes/zoo_outputs.py'),
+            'kdnotes.zoo_outputs._teacher_sweep':
+                ('zoo_outputs.html#_teacher_sweep', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.add_cli': ('zoo_outputs.html#add_cli', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_configs': ('zoo_outputs.html#chain_configs', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_run': ('zoo_outputs.html#chain_run', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_sweep': ('zoo_outputs.html#chain_sweep', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.check_multiview':
                 ('zoo_outputs.html#check_multiview', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.check_noise': ('zoo_outputs.html#check_noise', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.collapse': ('zoo_outputs.html#collapse', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.combine_specialists':
                 ('zoo_outputs.html#combine_specialists', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.confusable_subsets':
                 ('zoo_outputs.html#confusable_subsets', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.dist_loss': ('zoo_outputs.html#dist_loss', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.dkd_loss': ('zoo_outputs.html#dkd_loss', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.dkd_terms': ('zoo_outputs.html#dkd_terms', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.gpu_chains': ('zoo_outputs.html#gpu_chains', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.gpu_teacher_choice':
                 ('zoo_outputs.html#gpu_teacher_choice', 'kdnotes/zoo_outputs.py'),
@@ -716,9 +889,6 @@ d = {
                 ('zoo_outputs.html#multiview_views', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.mv_forward': ('zoo_outputs.html#mv_forward', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.mv_train': ('zoo_outputs.html#mv_train', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.pearson_rows': ('zoo_outputs.html#pearson_rows', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.perturb_logits':
-                ('zoo_outputs.html#perturb_logits', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.smoothed_relu': ('zoo_outputs.html#smoothed_relu', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.specialist_configs':
                 ('zoo_outputs.html#specialist_configs', 'kdnotes/zoo_outputs.py'),
@@ -726,7 +896,6 @@ d = {
                 ('zoo_outputs.html#specialist_run', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.specialist_sweep':
                 ('zoo_outputs.html#specialist_sweep', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.tang_target': ('zoo_outputs.html#tang_target', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.teacher_choice_configs':
                 ('zoo_outputs.html#teacher_choice_configs', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.teacher_choices':
@@ -736,14 +905,10 @@ d = {
             'kdnotes.zoo_outputs.views_learned': ('zoo_outputs.html#views_learned', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.zoo_configs': ('zoo_outputs.html#zoo_configs', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.zoo_main': ('zoo_outputs.html#zoo_main', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.zoo_methods': ('zoo_outputs.html#zoo_methods', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.zoo_records': ('zoo_outputs.html#zoo_records', 'kdnotes/zoo_outputs.py'),
+            'kdnotes.zoo_outputs.zoo_rows': ('zoo_outputs.html#zoo_rows', 'kdnotes/zoo_outputs.py'),
         },
         'kdnotes.zoo_without': {
-            'kdnotes.zoo_without.BSS': ('zoo_without.html#bss', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.BSS.__init__': ('zoo_without.html#bss.__init__', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.BSS.forward': ('zoo_without.html#bss.forward', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.BSS.weights': ('zoo_without.html#bss.weights', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.Cohort': ('zoo_without.html#cohort', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.Cohort.__init__':
                 ('zoo_without.html#cohort.__init__', 'kdnotes/zoo_without.py'),
@@ -766,12 +931,8 @@ d = {
                 ('zoo_without.html#_online_report', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without._samples': ('zoo_without.html#_samples', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without._to_uint8': ('zoo_without.html#_to_uint8', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.bss_attack': ('zoo_without.html#bss_attack', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.bss_configs': ('zoo_without.html#bss_configs', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.bss_methods': ('zoo_without.html#bss_methods', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.bss_select': ('zoo_without.html#bss_select', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.bss_target_classes':
-                ('zoo_without.html#bss_target_classes', 'kdnotes/zoo_without.py'),
+            'kdnotes.zoo_without.bss_rows': ('zoo_without.html#bss_rows', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.check_datafree_config':
                 ('zoo_without.html#check_datafree_config', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.check_online_config':
@@ -782,21 +943,15 @@ d = {
                 ('zoo_without.html#datafree_configs', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.datafree_run': ('zoo_without.html#datafree_run', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.decode_images': ('zoo_without.html#decode_images', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.dml_loss': ('zoo_without.html#dml_loss', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.embedding': ('zoo_without.html#embedding', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.encode_images': ('zoo_without.html#encode_images', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.kd_real': ('zoo_without.html#kd_real', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.okddip_attention':
-                ('zoo_without.html#okddip_attention', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.okddip_loss': ('zoo_without.html#okddip_loss', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.one_loss': ('zoo_without.html#one_loss', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.online_configs':
                 ('zoo_without.html#online_configs', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.online_run': ('zoo_without.html#online_run', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.peer_diversity':
                 ('zoo_without.html#peer_diversity', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.ramp_weight': ('zoo_without.html#ramp_weight', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.soft_ce': ('zoo_without.html#soft_ce', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.without_sweep': ('zoo_without.html#without_sweep', 'kdnotes/zoo_without.py'),
         },
     },

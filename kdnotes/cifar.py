@@ -28,13 +28,13 @@ from kdnotes.experiments import (
 from .launch import launch_sweep, add_launch_options, launch_from_options, LaunchConfig
 from .options import (add_options, options_to_config, opt, field_help, positive_int, nonneg_int,
                              positive_float)
+from .cifar_figures import plot_self_distill, plot_ensemble
 
 # %% auto #0
-__all__ = ['TEACHER_FORWARD', 'LABELS', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'teacher_specs',
-           'cifar_data', 'cifar_teacher_path', 'cifar_teacher', 'run_student', 'add_controls',
-           'self_distill_sweep', 'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds', 'plot_self_distill',
-           'plot_ensemble', 'cifar_configs', 'check_student_config', 'cifar_summary', 'CifarMainConfig',
-           'cifar_main', 'add_cli', 'unit_frame']
+__all__ = ['TEACHER_FORWARD', 'PRESETS', 'CifarTeacherConfig', 'StudentConfig', 'teacher_specs', 'cifar_data',
+           'cifar_teacher_path', 'cifar_teacher', 'run_student', 'add_controls', 'self_distill_sweep',
+           'ensemble_sweep', 'run_cost', 'estimate_epoch_seconds', 'cifar_configs', 'check_student_config',
+           'cifar_summary', 'CifarMainConfig', 'cifar_main', 'add_cli']
 
 # %% ../nbs/22_stanton_cifar.ipynb #516673f6
 @dataclass
@@ -224,63 +224,6 @@ def estimate_epoch_seconds(
     hist = train_classifier(model, d['train'][:n], tc, d['aug'])
     return hist[-1]['seconds'] * len(d['train']) / n
 
-# %% ../nbs/22_stanton_cifar.ipynb #fcd382e9
-LABELS = dict(
-    student_acc='student test accuracy',
-    agreement='teacher-student agreement (test)',
-    teacher_acc='teacher test accuracy',
-    control_agreement='control agreement (test)',
-    kl='teacher-student KL (test)',
-    train_agreement='agreement (distillation set)',
-)
-
-def _errbar(ax, ms, x, col, **kw):
-    ax.errorbar(ms[x], ms[f'{col}_mean'], yerr=ms[f'{col}_std'], capsize=3, marker='o', ms=4, **kw)
-
-def plot_self_distill(df, metrics: tuple = ('student_acc', 'agreement'), title: str = ''):
-    ("Metrics against the number of synthetic images, one line per "
-     "teacher size (control students dashed); returns the figure.")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 2.9), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        for k, g in df.groupby('n_teachers'):
-            name = 'self-distillation' if k == 1 else f'{k}-member ensemble teacher'
-            _errbar(ax, mean_std(g, ['n_synth'], [m]), 'n_synth', m, label=name)
-            if m == 'agreement' and g['control_agreement'].notna().any():
-                _errbar(
-                    ax,
-                    mean_std(g, ['n_synth'], ['control_agreement']),
-                    'n_synth',
-                    'control_agreement',
-                    ls='--',
-                    alpha=0.6,
-                    label=f'{name}: control',
-                )
-        ax.set(xlabel='synthetic images added', ylabel=LABELS.get(m, m))
-        ax.legend(fontsize=6)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-def plot_ensemble(df, title: str = ''):
-    ("Teacher and student accuracy, and agreement (with controls), "
-     "against the number of ensemble members; returns the figure.")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.9))
-    ms = mean_std(df, ['n_teachers'], ['teacher_acc', 'student_acc', 'agreement', 'control_agreement'])
-    for col in ('teacher_acc', 'student_acc'):
-        _errbar(axes[0], ms, 'n_teachers', col, label=LABELS[col].split(' test')[0])
-    for col, ls in (('agreement', '-'), ('control_agreement', '--')):
-        _errbar(axes[1], ms, 'n_teachers', col, ls=ls, label=LABELS[col].split(' (')[0])
-    axes[0].set(xlabel='ensemble members', ylabel='test accuracy')
-    axes[1].set(xlabel='ensemble members', ylabel='agreement (test)')
-    for ax in axes:
-        ax.legend(fontsize=6)
-        ax.set_xticks(sorted(df['n_teachers'].unique()))
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return fig
-
 # %% ../nbs/22_stanton_cifar.ipynb #dc58522e
 PRESETS = {  # gpu: CIFAR-10 on a lent GPU; tiny: sklearn digits, a CPU smoke run
     'gpu': dict(dataset='cifar10', arch='resnet56', epochs=30, batch_size=128, lr=0.1,
@@ -439,37 +382,3 @@ def add_cli(subparsers):
         return cifar_main(options_to_config(CifarMainConfig, args), launch=launch)
     p.set_defaults(func=run)
     return p
-
-# %% ../nbs/22_stanton_cifar.ipynb #129ddb23
-def unit_frame(rec: dict):  # a U2, U3 or U4 record of tools/gpu_task.py
-    "The student rows of a lent-GPU unit as a DataFrame for `plot_self_distill` and `plot_ensemble`."
-    import pandas as pd
-
-    if rec.get('unit') not in ('U2', 'U3', 'U4'):
-        raise ValueError(f"unit_frame reads U2, U3 or U4 records, got {rec.get('unit')!r}")
-    rows = rec['pieces'].get('students', [])
-    if not rows:
-        return pd.DataFrame(
-            columns=[
-                'n_teachers',
-                'n_synth',
-                'seed',
-                'student_acc',
-                'teacher_acc',
-                'agreement',
-                'control_agreement',
-                'kl',
-            ]
-        )
-    members = rec['plan'].get('teacher_members', 1)
-    return pd.DataFrame(
-        [
-            dict(
-                n_teachers=r.get('members', members),
-                n_synth=r.get('n_synth', 0),
-                seed=r['replicate'],
-                **{k: r[k] for k in ('student_acc', 'teacher_acc', 'agreement', 'control_agreement', 'kl')},
-            )
-            for r in rows
-        ]
-    )

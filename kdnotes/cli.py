@@ -10,12 +10,13 @@ from .launch import SweepIncomplete
 
 
 # %% auto #0
-__all__ = ['SUBCOMMAND_MODULES', 'build_parser', 'main']
+__all__ = ['SUBCOMMAND_MODULES', 'TABLE_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #e9f5b6da
 SUBCOMMAND_MODULES = ('kdnotes.fidelity', 'kdnotes.hinton', 'kdnotes.dml', 'kdnotes.tfkd', 'kdnotes.fast',
                       'kdnotes.synthetic', 'kdnotes.cifar', 'kdnotes.zoo_outputs', 'kdnotes.matching',
-                      'kdnotes.launch')
+                      'kdnotes.launch', 'kdnotes.kdbench')
+TABLE_MODULES = ('kdnotes.zoo_inside', 'kdnotes.zoo_without')  # their bench tables, for `kdnotes kdbench`
 
 def build_parser() -> argparse.ArgumentParser:
     "The `kdnotes` argument parser with every chapter's subcommand."
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'kdnotes {kdnotes.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for name in SUBCOMMAND_MODULES: importlib.import_module(name).add_cli(sub)
+    for name in TABLE_MODULES: importlib.import_module(name)
     return p
 
 # %% ../nbs/90_cli.ipynb #b3d9cdb3

@@ -374,8 +374,14 @@ class Data:
         return Augment(mean=self.aug.mean, std=self.aug.std)
 
 # %% ../nbs/00_data.ipynb #a0d5e7c3
+_LOADER_OPTIONS = dict(mnist5k=(), digits=(), cifar10=('path', 'cache_dir', 'sha256'))
+
 def _whole_set(name: str, **kwargs) -> dict[str, Split]:
     "The raw set: {'all'} for the pooled sets, {'train', 'test'} for the others."
+    known = _LOADER_OPTIONS.get(name, ('root', 'download'))  # the torchvision sets
+    if unknown := sorted(set(kwargs) - set(known)):  # e.g. path= for digits: it would be ignored silently
+        raise ValueError(f"get_data({name!r}) takes no {', '.join(unknown)}; its loader options are "
+                         f"{', '.join(known) or 'none (the data ship with the package)'}")
     if name == 'mnist5k': return {'all': mnist5k()}
     if name == 'digits': return {'all': digits()}
     if name == 'cifar10': return cifar10(**kwargs)

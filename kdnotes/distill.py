@@ -4,23 +4,26 @@
 
 # %% ../nbs/04_distill.ipynb #72fac758
 from __future__ import annotations
-import math, numbers, time
+import importlib, inspect, math, numbers, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .data import Split, Augment, DeviceLoader, cat_images, to_float
-from .models import LoopPacked
+from .models import LoopPacked, layer_name
 from .train import TrainConfig, fit, predict, pick_device, seed_everything
 from .metrics import check_logits, check_labels, accuracy, agreement, predictive_kl, ece, nll
 
 # %% auto #0
-__all__ = ['METHODS', 'check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'Method', 'register_method',
-           'get_method', 'KD', 'capture_features', 'MethodInputs', 'method_loss', 'teacher_loss', 'Distiller',
-           'compare', 'distill', 'control_fidelity', 'SideBySideLoss', 'distill_side_by_side']
+__all__ = ['KD_T', 'KD_ALPHA', 'METHODS', 'check_kd_params', 'kd_loss', 'DistillConfig', 'frozen', 'Method',
+           'register_method', 'registered', 'get_method', 'method_info', 'capture_features', 'MethodInputs',
+           'method_loss', 'teacher_loss', 'Distiller', 'compare', 'distill', 'control_fidelity',
+           'SideBySideLoss', 'distill_side_by_side']
 
 # %% ../nbs/04_distill.ipynb #5fff56a0
+KD_T, KD_ALPHA = 4.0, 0.0  # the one KD default (mdistiller's T): `KD`, `kd_loss` and `DistillConfig` use it
+
 def check_kd_params(T, # temperature
                     alpha, # label weight
                    ):
@@ -34,8 +37,8 @@ def check_kd_params(T, # temperature
 def kd_loss(student_logits: torch.Tensor, # (N, C) raw student outputs
             teacher_logits: torch.Tensor, # (N, C) raw teacher outputs (or an ensemble's log mean probs)
             labels: torch.Tensor | None = None, # (N,) class labels, -1 = unlabeled; needed when alpha > 0
-            T: float = 4.0, # temperature, > 0
-            alpha: float = 0.0, # weight of the hard-label cross-entropy, in [0, 1]
+            T: float = KD_T, # temperature, > 0
+            alpha: float = KD_ALPHA, # weight of the hard-label cross-entropy, in [0, 1]
             check_finite: bool = True, # check for NaN/inf (one device sync; hot loops turn it off)
            ) -> torch.Tensor:
     "alpha·CE(labels, student) + (1−alpha)·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean"
@@ -43,7 +46,11 @@ def kd_loss(student_logits: torch.Tensor, # (N, C) raw student outputs
     if len(student_logits) == 0:
         raise ValueError("kd_loss got an empty batch (0 examples); the mean over no examples is undefined")
     if check_finite: check_logits(teacher_logits, student_logits)
-    elif teacher_logits.shape != student_logits.shape: check_logits(teacher_logits, student_logits)
+    return _kd_loss(student_logits, teacher_logits, labels, T, alpha)
+
+def _kd_loss(student_logits, teacher_logits, labels, T, alpha):
+    "`kd_loss` without the checks: for methods whose T and alpha were checked once, when they were built."
+    if teacher_logits.shape != student_logits.shape: check_logits(teacher_logits, student_logits)
     log_q = (student_logits.float() / T).log_softmax(-1)
     log_p = (teacher_logits.float() / T).log_softmax(-1)
     loss = (1 - alpha) * T**2 * F.kl_div(log_q, log_p, log_target=True, reduction='batchmean')
@@ -57,8 +64,8 @@ def kd_loss(student_logits: torch.Tensor, # (N, C) raw student outputs
 @dataclass
 class DistillConfig:
     "A distillation run: temperature, label weight and the student's optimisation."
-    T: float = 4.0
-    alpha: float = 0.0
+    T: float = KD_T
+    alpha: float = KD_ALPHA
     train: TrainConfig = field(default_factory=TrainConfig)
     def __post_init__(self): check_kd_params(self.T, self.alpha)  # checks only: no new fields, hashes stay
 
@@ -71,10 +78,11 @@ def frozen(model: nn.Module) -> nn.Module:
 # %% ../nbs/04_distill.ipynb #ce3e2985
 class Method(nn.Module):
     "A way of distilling: the student's loss from both networks' logits, the labels and named features."
-    student_layers: tuple = ()  # names of the student's modules whose outputs forward() reads
+    student_layers: tuple = ()  # feature roles ('stage1', 'penultimate', see `layer_name`) forward() reads
     teacher_layers: tuple = ()  # the same for the teacher
     uses_labels: bool = False  # True: the distillation set must be labelled
     uses_inputs: bool = False  # True: forward also gets inputs=MethodInputs(x, student, teacher)
+    name, chapter, defaults, paper = '', '', {}, ''  # set by `register_method`
     def forward(self, student_logits: torch.Tensor, # (N, C)
                 teacher_logits: torch.Tensor, # (N, C), no gradient
                 labels: torch.Tensor, # (N,), -1 = unlabeled
@@ -83,58 +91,75 @@ class Method(nn.Module):
                ) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define forward(student_logits, "
                                   "teacher_logits, labels, student_feats, teacher_feats) returning the loss")
+    def setup(self, student: nn.Module, teacher: nn.Module):
+        "Called by `distill` before training: build what depends on the networks (a regressor's widths)."
 
 # %% ../nbs/04_distill.ipynb #09018d52
-METHODS: dict = {}  # registered name -> Method subclass
+METHODS: dict = {}  # registered name -> Method subclass (name, chapter, defaults, paper: class attributes)
 
-def register_method(name: str):
-    "Class decorator: make a `Method` subclass available by `name` (to `get_method`, `distill` and the CLI)."
+def _same_code(a: type, b: type) -> bool:
+    "True when two classes define the same functions with the same source text (a notebook's copy)."
+    def sources(c):
+        try: return {k: inspect.getsource(v) for k, v in vars(c).items() if inspect.isfunction(v)}
+        except (OSError, TypeError): return None  # no source to compare: not a copy
+    sa = sources(a)
+    return sa is not None and sa == sources(b)
+
+def register_method(name: str, # the method's name: in `get_method`, configs, records and the CLI
+                    chapter: str = '', # the chapter that teaches it, e.g. '14 zoo I'
+                    defaults: dict | None = None, # what a bare name means on the bench (default: the class's)
+                    paper: str = '', # the paper's own setting, in words, for the leaderboard's notes
+                    replace: bool = False, # True: take a name that another class holds
+                   ):
+    "Class decorator: make a `Method` subclass available by `name`, with what the bench and leaderboard need."
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(f"register_method takes a name such as 'my_kd' (letters, digits, _), got {name!r}")
     def add(cls):
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({name!r}) decorates Method subclasses, got {cls!r}")
-        # a re-run notebook cell redefines the same class: allowed; another class under the name: refused
-        if name in METHODS and METHODS[name].__qualname__ != cls.__qualname__:
-            raise ValueError(f"method name {name!r} is taken by {METHODS[name].__qualname__}; choose another")
-        METHODS[name] = cls
-        cls.name = name
+        old = METHODS.get(name)
+        cls.name, cls.chapter, cls.defaults, cls.paper = name, chapter, dict(defaults or {}), paper
+        same = old is not None and old.__qualname__ == cls.__qualname__
+        if old is None or replace or (same and old.__module__ == cls.__module__):
+            METHODS[name] = cls  # new, replaced on request, or the same class re-run (a notebook cell)
+        elif same and _same_code(old, cls):  # a notebook's copy of a kdnotes class: keep the package's
+            if cls.__module__.startswith('kdnotes.'): METHODS[name] = cls
+        else:
+            raise ValueError(f"method name {name!r} is taken by {old.__module__}.{old.__qualname__}; choose "
+                             "another name, or pass replace=True to replace it")
         return cls
     return add
+def registered(name: str) -> type:
+    "The class registered under `name`, after importing the built-in method files (kdnotes/methods/)."
+    importlib.import_module('kdnotes.methods')  # each method file registers itself on import
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)} "
+                         "or register yours with @register_method")
+    return METHODS[name]
 
 def get_method(method: str | Method, **kwargs) -> Method:
     "`method` itself if it is a `Method`, else a new instance of the method registered under that name."
-    if isinstance(method, Method): return method
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)} "
-                         "or register yours with @register_method")
-    return METHODS[method](**kwargs)
+    return method if isinstance(method, Method) else registered(method)(**kwargs)
 
-# %% ../nbs/04_distill.ipynb #ec252590
-@register_method('kd')
-class KD(Method):
-    "Hinton et al. (2015): alpha·CE(labels, student) + (1 − alpha)·T²·KL(teacher ‖ student) at T."
-    def __init__(self, T: float = 4.0, # temperature, finite and > 0
-                 alpha: float = 0.0, # weight of the hard-label cross-entropy, in [0, 1]
-                ):
-        super().__init__()
-        check_kd_params(T, alpha)
-        self.T, self.alpha, self.uses_labels = T, alpha, alpha > 0
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        labels = labels if self.alpha > 0 else None
-        return kd_loss(student_logits, teacher_logits, labels, self.T, self.alpha, check_finite=False)
+def method_info(name: str, # a registered method name
+               ) -> dict:
+    "What the registry knows of a method: its class, chapter, bench defaults, paper setting, feature roles."
+    cls = registered(name)
+    m = cls(**cls.defaults)
+    return dict(name=name, cls=f'{cls.__module__}.{cls.__qualname__}', chapter=cls.chapter,
+                defaults=cls.defaults, paper=cls.paper, student_roles=tuple(m.student_layers),
+                teacher_roles=tuple(m.teacher_layers), uses_labels=m.uses_labels)
 
 # %% ../nbs/04_distill.ipynb #84ffd704
 @contextmanager
 def capture_features(model: nn.Module, # the network
-                     names: tuple, # names of its submodules, as in model.named_modules()
+                     names: tuple, # feature roles ('penultimate', ...) or submodule names (`layer_name`)
                     ):
-    "Inside the block, `feats[name]` is the latest output of `model`'s submodule `name` (forward hooks)."
+    "Inside the block, `feats[name]` is the latest output of the layer `name` stands for (forward hooks)."
     modules, feats, handles = dict(model.named_modules()), {}, []
     for name in names:
-        if name not in modules:
-            known = ', '.join(n for n in modules if n)
-            raise ValueError(f"{type(model).__name__} has no module {name!r}; its modules are: {known}")
         def keep(module, inputs, output, name=name): feats[name] = output
-        handles.append(modules[name].register_forward_hook(keep))
+        handles.append(modules[layer_name(model, name)].register_forward_hook(keep))
     try: yield feats
     finally:
         for h in handles: h.remove()  # the model is left as it was
@@ -168,7 +193,7 @@ def method_loss(teacher: nn.Module, # frozen teacher
 
 def teacher_loss(teacher: nn.Module, cfg: DistillConfig):
     "The loss_fn for `fit` with Hinton's KD at `cfg`'s temperature and label weight."
-    return method_loss(teacher, KD(T=cfg.T, alpha=cfg.alpha))
+    return method_loss(teacher, get_method('kd', T=cfg.T, alpha=cfg.alpha))
 
 class Distiller(nn.Module):
     "The student together with its method's trainable parameters, so that `fit` optimises both."
@@ -238,10 +263,11 @@ def distill(teacher: nn.Module, # trained teacher (or `Ensemble`); frozen here
            ) -> dict:
     "Distil `teacher` into `student`: test accuracy, agreement, KL and ECE, train agreement, loss history."
     t0 = time.perf_counter()
-    method = KD(T=cfg.T, alpha=cfg.alpha) if method is None else get_method(method)
+    method = get_method('kd', T=cfg.T, alpha=cfg.alpha) if method is None else get_method(method)
     if method.uses_labels and (data.y < 0).all():
-        fix = 'use alpha=0 for pure distillation' if isinstance(method, KD) else 'give labelled images'
+        fix = 'use alpha=0 for pure distillation' if method.name == 'kd' else 'give labelled images'
         raise ValueError(f"{type(method).__name__} needs labelled distillation data, and it has none; {fix}")
+    method.setup(student, teacher)  # widths of the feature roles it reads, before the data are touched
     loader = _distill_setup([teacher], [student], data, test, cfg, aug, extra_x, transform)
     hooks_s = capture_features(student, method.student_layers)
     with hooks_s as sf, capture_features(teacher, method.teacher_layers) as tf:
@@ -266,7 +292,7 @@ class SideBySideLoss:
     "The loss_fn for `fit` on a `LoopPacked` of K students: student k learns teacher k on the shared batch."
     def __init__(self, teachers: list[nn.Module], cfg: DistillConfig):
         self.teachers, self.steps = list(teachers), []  # steps: ((K,) losses, batch size)
-        self.methods = [KD(T=cfg.T, alpha=cfg.alpha) for _ in teachers]  # Hinton's loss, one per student
+        self.methods = [get_method('kd', T=cfg.T, alpha=cfg.alpha) for _ in teachers]  # one per student
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # (K, N, C)
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=x.is_cuda):
             targets = [teacher(x).float() for teacher in self.teachers]

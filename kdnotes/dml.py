@@ -18,10 +18,11 @@ from .train import (TrainConfig, check_train_config, make_optimizer, lr_factor, 
                            pick_device, predict, spec_from_train, get_teacher, student_seed)
 from .metrics import (accuracy, nll, ece, agreement, check_logits, prediction_entropy, check_whole,
                              check_number, check_choice, check_seeds)
-from .distill import KD, frozen
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
-from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
-from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
+from .distill import frozen
+from .methods.kd import KD
+from .launch import LaunchConfig, launch_sweep, add_config_command
+from .experiments import ResultStore, to_frame, mean_std, write_json, save_figure
+from .options import positive_int, nonneg_int, positive_float, opt
 
 # %% auto #0
 __all__ = ['DML_METHODS', 'DML_DATASETS', 'DML_COLS', 'dml_loss', 'fit_cohort', 'CohortConfig', 'cohort_loss',

@@ -4,22 +4,24 @@
 
 # %% ../nbs/05_experiments.ipynb #2fdbffb3
 from __future__ import annotations
-import dataclasses, datetime, hashlib, json, math, os, platform, statistics, subprocess, time
+import dataclasses, datetime, hashlib, json, math, os, platform, re, statistics, subprocess, time
 from pathlib import Path
 from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['to_jsonable', 'config_hash', 'git_commit', 'provenance', 'strict_json', 'read_json',
-           'check_commit', 'ResultStore', 'run', 'run_sweep', 'run_budgeted', 'to_frame', 'mean_std',
-           'list_mean_std', 'format_mean_std', 'encode_preds', 'decode_preds', 'write_json', 'save_figure',
-           'sweep_report']
+__all__ = ['to_jsonable', 'config_names', 'config_hash', 'git_commit', 'provenance', 'strict_json',
+           'read_json', 'check_commit', 'record_name', 'read_record', 'ResultStore', 'run', 'run_sweep',
+           'run_budgeted', 'to_frame', 'mean_std', 'list_mean_std', 'format_mean_std', 'encode_preds',
+           'decode_preds', 'write_json', 'save_figure', 'sweep_report']
 
 # %% ../nbs/05_experiments.ipynb #fd267163
 def to_jsonable(obj):
     "Dataclasses, tuples and paths to plain JSON types, recursively."
-    if dataclasses.is_dataclass(obj): return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if dataclasses.is_dataclass(obj):  # a field added later with metadata omit_default=True keeps old hashes
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get('omit_default') and getattr(obj, f.name) == f.default)}
     if isinstance(obj, dict): return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)): return [to_jsonable(v) for v in obj]
     if isinstance(obj, Path): return str(obj)
@@ -30,9 +32,22 @@ def to_jsonable(obj):
         "use numbers, strings, lists, dicts or dataclasses"
     )
 
+def _settings(obj):
+    "`to_jsonable(obj)` less the dataclass fields with metadata hash=False (names such as a row's label)."
+    if not dataclasses.is_dataclass(obj): return to_jsonable(obj)
+    keep = {f.name for f in dataclasses.fields(obj) if f.metadata.get('hash', True)}
+    return {k: _settings(getattr(obj, k)) if k in keep and dataclasses.is_dataclass(getattr(obj, k)) else v
+            for k, v in to_jsonable(obj).items() if k in keep}
+
+def config_names(cfg) -> dict:
+    "The fields of a config dataclass marked hash=False (a row's label, its chapter): stored beside it."
+    if not dataclasses.is_dataclass(cfg): return {}
+    return {f.name: to_jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if not f.metadata.get('hash', True)}
+
 def config_hash(cfg) -> str:
-    "12-hex-digit SHA-1 of the config's canonical JSON."
-    return hashlib.sha1(json.dumps(to_jsonable(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    "12-hex-digit SHA-1 of the config's canonical JSON: its settings, not its names (fields with hash=False)."
+    return hashlib.sha1(json.dumps(_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 # %% ../nbs/05_experiments.ipynb #28cd2aa1
 def git_commit(path: str | os.PathLike | None = None) -> str:
@@ -104,6 +119,38 @@ def check_commit(commit: str | None = None, # the commit to record (default: `gi
                            "set KDNOTES_GIT_COMMIT=<commit> "
                            "(e.g. $(git rev-parse HEAD) where the code was copied from) before running")
 
+# %% ../nbs/05_experiments.ipynb #60360ac0
+def _atomic_write(path: Path, write: Callable):
+    "Call write(tmp) for a temporary file beside `path`, then rename it to `path`; no temporary is left."
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk or a read-only folder: name the file, not a temporary
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror}); free some space or make "
+                               f"{path.parent} writable, then run again") from e
+    finally: tmp.unlink(missing_ok=True)  # a half-written temporary would keep a full disk full
+
+_RECORD_NAME = re.compile(r'^(?P<kind>.+)-(?P<hash>[0-9a-f]{12})\.json$')
+
+def record_name(path: str | os.PathLike) -> tuple[str, str] | None:
+    "(kind, hash) if `path` is named like a run record, `{kind}-{12 hex digits}.json`; else None."
+    m = _RECORD_NAME.match(Path(path).name)
+    return (m['kind'], m['hash']) if m else None
+
+def read_record(path: str | os.PathLike) -> dict:
+    "The run record at `path`, checked: ValueError naming the file for a truncated, foreign or misplaced one."
+    path, fix = Path(path), "delete it (the next sweep reruns that run)"
+    rec, name = read_json(path), record_name(path)
+    if not isinstance(rec, dict) or not {'kind', 'hash', 'config', 'result'} <= set(rec):
+        raise ValueError(f"{path} is not a run record (no kind, hash, config and result); {fix}")
+    if name != (rec['kind'], rec['hash']) or rec['hash'] != config_hash(rec['config']):
+        raise ValueError(f"{path} holds the record of {rec['kind']}-{rec['hash']}, not of its file name, "
+                         f"or its config does not match its hash; {fix}")
+    return rec
+
+
 # %% ../nbs/05_experiments.ipynb #be8328e3
 class ResultStore:
     "A folder of strict-JSON results keyed by config hash, written atomically."
@@ -111,7 +158,7 @@ class ResultStore:
     def path(self, kind: str, cfg) -> Path: return self.root / f'{kind}-{config_hash(cfg)}.json'
     def get(self, kind: str, cfg) -> dict | None:
         p = self.path(kind, cfg)
-        return read_json(p) if p.exists() else None
+        return read_record(p) if p.exists() else None
     def check_writable(self):
         "Raise PermissionError, naming the folder, unless results can be written into it."
         probe = self.root / f'.write-test-{os.getpid()}.tmp'
@@ -125,22 +172,24 @@ class ResultStore:
     def put(self, kind: str, cfg, result: dict, wall_seconds: float) -> Path:
         check_commit(commit := git_commit())  # one git call for the check and the record
         p = self.path(kind, cfg)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        record = dict(kind=kind, hash=config_hash(cfg), config=to_jsonable(cfg), result=to_jsonable(result),
+        record = dict(kind=kind, hash=config_hash(cfg), config=_settings(cfg), names=config_names(cfg),
+                      result=to_jsonable(result),
                       provenance=provenance(commit) | dict(wall_seconds=round(wall_seconds, 3)))
-        tmp = p.with_name(p.name + f'.{os.getpid()}.tmp')
-        tmp.write_text(json.dumps(strict_json(record), indent=1, allow_nan=False))
-        os.replace(tmp, p)
+        text = json.dumps(strict_json(record), indent=1, allow_nan=False)
+        _atomic_write(p, lambda tmp: tmp.write_text(text))
         return p
     def records(self, kind: str | None = None) -> list[dict]:
-        "All stored records (of one `kind`), in file-name order."
-        return [read_json(p) for p in sorted(self.root.glob(f'{kind or "*"}-*.json'))]
+        "All stored records (of one `kind`), in file-name order; files not named like records are not read."
+        paths = sorted(p for p in self.root.glob(f'{kind or "*"}-*.json') if record_name(p))
+        return [read_record(p) for p in paths if kind is None or record_name(p)[0] == kind]
 
 # %% ../nbs/05_experiments.ipynb #17d2763a
 def run(kind: str, cfg, fn: Callable, store: ResultStore | None) -> dict:
     "The stored result of `fn(cfg)` if there is one, else run it, store it with provenance, and return it."
     if store is not None and (rec := store.get(kind, cfg)) is not None: return rec['result']
-    if store is not None: check_commit()  # before the work, not after
+    if store is not None:  # before the work, not after: a result that cannot be stored is lost
+        store.check_writable()
+        check_commit()
     t0 = time.perf_counter()
     result = fn(cfg)
     if store is not None: store.put(kind, cfg, result, time.perf_counter() - t0)
@@ -259,15 +308,6 @@ def decode_preds(s: str) -> torch.Tensor:
     return torch.tensor([int(c) for c in s], dtype=torch.long)
 
 # %% ../nbs/05_experiments.ipynb #09eabdb2
-def _atomic_write(path: Path, write: Callable):
-    "Call write(tmp) for a temporary file beside `path`, then rename it to `path`; no temporary is left."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-
 def write_json(path: str | os.PathLike, # the .json file
                obj, # dicts, lists, numbers, strings, dataclasses; NaN/inf become null
                indent: int = 1, # pretty-printing

@@ -4,200 +4,27 @@
 
 # %% ../nbs/20_fast.ipynb #c34671b7
 from __future__ import annotations
-import argparse, contextlib, json, math, os, statistics, time
-from dataclasses import dataclass, field, asdict, replace
+import json, os, statistics, time
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 import matplotlib.pyplot as plt
-import torchvision.transforms as T
-from PIL import Image
-from .data import Split, Augment, CIFAR_NORM, DeviceLoader, cifar10
-from .models import get_model, PreActResNet, MODELS
-from kdnotes.train import (
-    TrainConfig,
-    fit,
-    ce_loss,
-    lr_factor,
-    pick_device,
-    seed_everything,
-    train_classifier,
-    predict,
-    evaluate,
-)
+from .data import Split, Augment, CIFAR_NORM, cifar10
+from .models import get_model, MODELS
+from .train import pick_device, evaluate
 from .experiments import ResultStore, provenance, config_hash, list_mean_std
-from .packing import COMPILE_MODES, PACK_METHODS, maybe_compile, is_compiled, train_packed
+from .packing import COMPILE_MODES, PACK_METHODS, train_packed
 from .options import opt, add_options, options_to_config
 from .metrics import check_whole, check_number
-
+from .pipelines import baseline_fit, FastConfig, fast_recipe, eager, fast_train
 
 # %% auto #0
-__all__ = ['CIFAR_AUG', 'BENCH_PARTS', 'TorchvisionStyle', 'baseline_transform', 'baseline_fit', 'FastConfig',
-           'fast_recipe', 'plot_recipe', 'eager', 'fast_train', 'BenchConfig', 'fake_cifar', 'bench_data',
-           'bench_speed', 'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config',
-           'run_bench', 'add_cli', 'load_unit']
-
-# %% ../nbs/20_fast.ipynb #714dbdc4
-class TorchvisionStyle(torch.utils.data.Dataset):
-    ("A `Split` served one PIL image at a time through "
-     "torchvision transforms, like `torchvision.datasets.CIFAR10`.")
-    def __init__(self, data: Split, transform: Callable):
-        if data.x.dtype != torch.uint8:
-            raise ValueError(
-                "TorchvisionStyle needs uint8 images; convert with (x * 255).round().to(torch.uint8)"
-            )
-        self.x, self.y, self.transform = (
-            data.x.permute(0, 2, 3, 1).contiguous().numpy(),
-            data.y.tolist(),
-            transform,
-        )
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i):
-        return (
-            self.transform(Image.fromarray(self.x[i].squeeze(-1) if self.x.shape[-1] == 1 else self.x[i])),
-            self.y[i],
-        )
-
-def baseline_transform(aug: Augment, size: int = 32):
-    ("torchvision's RandomCrop(size, padding=aug.pad) + RandomHorizontalFlip + "
-     "ToTensor + Normalize: the distribution `augment` reproduces on the device.")
-    steps = ([T.RandomCrop(size, padding=aug.pad)] if aug.pad else []) + (
-        [T.RandomHorizontalFlip()] if aug.flip else []
-    )
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(aug.mean, aug.std)])
-
-# %% ../nbs/20_fast.ipynb #f0a8deaf
-def baseline_fit(model: nn.Module, # trained in place
-                 data: Split, # uint8 training images
-                 epochs: int, # passes over `data`
-                 aug: Augment = Augment(pad=4, flip=True, **CIFAR_NORM), # turned into torchvision transforms
-                 batch_size: int = 128, lr: float = 0.1, # the usual CIFAR settings
-                 workers: int = 4, # DataLoader worker processes (0 = in the main process)
-                 device: str = 'auto', seed: int = 0, progress: bool = False,
-                ) -> list[dict]:
-    ("The common pipeline: DataLoader + per-image torchvision "
-     "transforms on CPU workers, fp32, batch 128, a `.item()` per step.")
-    device = pick_device(device)
-    seed_everything(seed)
-    ds = TorchvisionStyle(data, baseline_transform(aug, data.shape[-1]))
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=device.type == 'cuda',
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
-    history = []
-    for epoch in tqdm(range(epochs), desc='baseline', disable=not progress, leave=False):
-        t0, running, n = time.perf_counter(), 0.0, 0
-        for xb, yb in loader:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.item() * len(xb)
-            n += len(xb)  # the usual running loss: one device sync per step
-        history.append(dict(epoch=epoch, loss=running / n, seconds=time.perf_counter() - t0))
-    return history
-
-# %% ../nbs/20_fast.ipynb #5bd95f27
-@dataclass
-class FastConfig:
-    "The fast recipe's knobs: batch size, the learning rate it is scaled from, warm-up, and torch.compile."
-    batch_size: int = 512
-    base_lr: float = 0.1  # learning rate that works at base_batch
-    base_batch: int = 128
-    warmup_epochs: float = 5.0  # the most warm-up; short schedules get a tenth of their epochs
-    # 'auto' (compile on CUDA only), 'off', or a torch.compile mode:
-    # 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
-    compile: str = 'auto'
-
-def fast_recipe(epochs: int, fc: FastConfig = FastConfig(), **train_kwargs) -> TrainConfig:
-    ("A `TrainConfig` for `epochs` at `fc.batch_size`: lr = "
-     "base_lr·B/base_batch, linear warm-up when B > base_batch.")
-    if fc.batch_size < 1 or fc.base_batch < 1:
-        raise ValueError(f"batch sizes must be >= 1, got {fc.batch_size} and {fc.base_batch}")
-    k = fc.batch_size / fc.base_batch
-    warm = min(fc.warmup_epochs, 0.1 * epochs) if k > 1 else 0.0
-    return TrainConfig(
-        **{
-            'epochs': epochs,
-            'batch_size': fc.batch_size,
-            'lr': fc.base_lr * k,
-            'warmup_epochs': warm,
-            'schedule': 'cosine',
-            **train_kwargs,
-        }
-    )
-
-# %% ../nbs/20_fast.ipynb #1c67c189
-def plot_recipe(batch_sizes: tuple = (128, 512), # batch sizes to compare
-                epochs: int = 30, n_images: int = 50_000, fc: FastConfig = FastConfig()) -> plt.Figure:
-    "Learning rate per step (plotted against epochs) of `fast_recipe` for several batch sizes."
-    fig, ax = plt.subplots(figsize=(5, 2.6))
-    for B in batch_sizes:
-        cfg = fast_recipe(epochs, replace(fc, batch_size=B))
-        spe = math.ceil(n_images / B)
-        total = epochs * spe
-        s = np.arange(total)
-        ax.plot(
-            s / spe,
-            [cfg.lr * lr_factor(i, total, round(cfg.warmup_epochs * spe)) for i in s],
-            label=f'B={B}: lr {cfg.lr:g}, warm-up {cfg.warmup_epochs:g} ep',
-        )
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('learning rate')
-    ax.legend(fontsize=7)
-    ax.set_title(f'fast_recipe, {epochs} epochs', fontsize=9)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/20_fast.ipynb #111a2aa1
-@contextlib.contextmanager
-def eager(model: nn.Module):  # a model, compiled by `maybe_compile` or not
-    "Inside the block, calls of `model` run the uncompiled module (for evaluation and prediction)."
-    saved = getattr(model, '_compiled_call_impl', None)
-    model._compiled_call_impl = None
-    try:
-        yield model
-    finally:
-        model._compiled_call_impl = saved
-
-# %% ../nbs/20_fast.ipynb #16ac1681
-def fast_train(
-    model: nn.Module,  # trained in place
-    data: Split,  # training images, kept on the device
-    epochs: int,
-    fc: FastConfig = FastConfig(),  # batch size, lr scaling, warm-up, compile
-    aug: Augment = Augment(pad=4, flip=True, **CIFAR_NORM),  # on-device augmentation
-    seed: int = 0,
-    device: str = 'auto',
-    loss_fn: Callable = ce_loss,
-    progress: bool = False,
-    ckpt_path: str | os.PathLike | None = None,  # per-epoch checkpoint, resumed from if present
-) -> list[dict]:
-    "Train `model` with the fast recipe: data and augmentation on the device, bf16, channels-last, fused SGD."
-    device = pick_device(device)
-    maybe_compile(model, fc.compile, device)
-    cfg = fast_recipe(epochs, fc, seed=seed, device=str(device), progress=progress)
-    seed_everything(seed)
-    # drop_last: one batch shape, so a compiled model compiles once (50,000 % 512 = 336 would add a graph)
-    loader = DeviceLoader(
-        data, cfg.batch_size, aug, device=device, seed=seed, drop_last=len(data) >= cfg.batch_size
-    )
-    return fit(model, loader, cfg, loss_fn, ckpt_path)
+__all__ = ['CIFAR_AUG', 'BENCH_PARTS', 'BenchConfig', 'fake_cifar', 'bench_data', 'bench_speed',
+           'bench_packed', 'bench_accuracy', 'bench_full', 'plot_bench', 'check_bench_config', 'run_bench',
+           'add_cli', 'load_unit']
 
 # %% ../nbs/20_fast.ipynb #5de964c9
 @dataclass

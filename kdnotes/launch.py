@@ -4,24 +4,26 @@
 
 # %% ../nbs/06_launch.ipynb #e1380e34
 from __future__ import annotations
-import argparse, fcntl, functools, json, os, socket, threading, time, traceback, uuid
+import argparse, fcntl, functools, json, os, shutil, socket, subprocess, threading, time, traceback, uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
-from .experiments import ResultStore, config_hash, to_jsonable
-from .options import add_options, options_to_config, check_writable
+from .experiments import ResultStore, config_hash, to_jsonable, read_record, record_name
+from .options import add_options, options_to_config, check_writable, check_number, float_in, opt
 
 # %% auto #0
-__all__ = ['LAUNCHERS', 'LaunchConfig', 'runs_dir', 'claim_path', 'failure_path', 'claim_state', 'Claim',
-           'try_claim', 'record_failure', 'run_claimed', 'worker_loop', 'make_executor', 'submit_workers',
-           'SweepIncomplete', 'collect', 'launch_sweep', 'sweep_status', 'status_main', 'add_cli',
-           'add_launch_options', 'launch_from_options', 'add_config_command']
+__all__ = ['LAUNCHERS', 'TTL_RANGE', 'LaunchConfig', 'runs_dir', 'claim_path', 'failure_path', 'read_claim',
+           'claim_state', 'Claim', 'try_claim', 'record_failure', 'read_failure', 'run_claimed',
+           'worker_loop', 'check_launcher', 'make_executor', 'submit_workers', 'SweepIncomplete', 'collect',
+           'slurm_queued', 'launch_sweep', 'sweep_status', 'status_main', 'add_cli', 'add_launch_options',
+           'launch_from_options', 'add_config_command']
 
 # %% ../nbs/06_launch.ipynb #407b493b
 LAUNCHERS = ('serial', 'local', 'slurm')
+TTL_RANGE = (10.0, 7 * 86400.0)  # a claim's expiry: a heartbeat every ttl/4 s must land in time; <= a week
 
 @dataclass
 class LaunchConfig:
@@ -33,7 +35,7 @@ class LaunchConfig:
     partition: str = ''  # SLURM partition ('' = the cluster's default)
     time_min: int = 120  # time limit of one job in minutes (local jobs too)
     folder: str = ''  # submitit's folder for job logs and pickles ('' = DIR/_jobs)
-    ttl: float = 300.0  # seconds without a heartbeat after which a claim counts as dead
+    ttl: float = opt(300.0, float_in(*TTL_RANGE))  # seconds without a heartbeat before a claim counts as dead
     def __post_init__(self):
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"unknown launcher {self.launcher!r}; choose one of {LAUNCHERS}")
@@ -41,8 +43,10 @@ class LaunchConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-        if not (isinstance(self.ttl, (int, float)) and self.ttl > 0):
-            raise ValueError(f"ttl must be a number of seconds > 0, got {self.ttl!r}")
+        for name in ('partition', 'folder'):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        check_number(self.ttl, 'ttl (seconds)', *TTL_RANGE)  # inf stops the heartbeat, 1e-6 outruns it
 
 # %% ../nbs/06_launch.ipynb #989eb62e
 def runs_dir(store: ResultStore) -> Path:
@@ -72,13 +76,24 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError: return True  # it exists, owned by someone else
     return True
 
+def read_claim(path: Path) -> dict | None:
+    "The claim at `path` ({host, pid, token, started}); None if there is none, {} if it is not a valid claim."
+    try: info = json.loads(path.read_text())
+    except FileNotFoundError: return None
+    except (OSError, ValueError): return {}  # truncated or unreadable: no worker wrote it like this
+    pid = info.get('pid') if isinstance(info, dict) else None
+    valid = (isinstance(pid, int) and not isinstance(pid, bool) and pid >= 1
+             and all(isinstance(info.get(k), str) for k in ('host', 'token')))
+    return info if valid else {}
+
 def claim_state(path: Path, ttl: float) -> str:
     "'free' (no claim), 'live' (a worker holds it) or 'stale' (its worker died or went silent for `ttl` s)."
-    try:
-        info, age = json.loads(path.read_text()), time.time() - path.stat().st_mtime
-    except FileNotFoundError: return 'free'
-    except (OSError, ValueError): return 'stale'  # unreadable: no worker can be relying on it
-    if info.get('host') == socket.gethostname() and not _pid_alive(int(info.get('pid', -1))): return 'stale'
+    info = read_claim(path)
+    if info is None: return 'free'
+    if not info: return 'stale'  # not a valid claim: no worker can be relying on it, so it is taken over
+    try: age = time.time() - path.stat().st_mtime
+    except FileNotFoundError: return 'free'  # released meanwhile
+    if info['host'] == socket.gethostname() and not _pid_alive(info['pid']): return 'stale'
     return 'live' if age < ttl else 'stale'
 
 # %% ../nbs/06_launch.ipynb #4cc4f7ac
@@ -97,8 +112,8 @@ class Claim:
     def __exit__(self, *exc):
         self._stop.set()
         try:  # remove it only if it is still ours (a worker that went silent may have been replaced)
-            if json.loads(self.path.read_text()).get('token') == self.token: self.path.unlink()
-        except (OSError, ValueError): pass
+            if (read_claim(self.path) or {}).get('token') == self.token: self.path.unlink()
+        except OSError: pass
 
 # %% ../nbs/06_launch.ipynb #a5de53c5
 def try_claim(store: ResultStore, # the sweep's results store
@@ -107,6 +122,7 @@ def try_claim(store: ResultStore, # the sweep's results store
               ttl: float = 300.0, # seconds after which a silent claim is stale
              ) -> Claim | None:
     "Claim the run of `cfg`, unless it is done or a live worker holds it (then None: leave it)."
+    check_number(ttl, 'ttl (seconds)', *TTL_RANGE)
     path = claim_path(store, kind, cfg)
     with _locked(store):
         if store.path(kind, cfg).exists() or claim_state(path, ttl) == 'live': return None
@@ -128,6 +144,15 @@ def record_failure(store: ResultStore, kind: str, cfg, err: BaseException) -> Pa
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, path)
     return path
+
+def read_failure(path: Path) -> dict:
+    "The failure record at `path`; a truncated or malformed one gives an `error` naming it and what to do."
+    try: info = json.loads(path.read_text())
+    except (OSError, ValueError): info = None
+    if not isinstance(info, dict) or not isinstance(info.get('error'), str):
+        return dict(error=f"unreadable failure record {path} (truncated?); delete it, the run is retried "
+                          "anyway")
+    return info
 
 # %% ../nbs/06_launch.ipynb #def76eb7
 def run_claimed(kind: str, # record kind
@@ -166,6 +191,14 @@ def worker_loop(kind: str, # record kind
     return counts
 
 # %% ../nbs/06_launch.ipynb #1af0cb7f
+def check_launcher(launch: LaunchConfig) -> LaunchConfig:
+    "Raise a ValueError naming the fix if `launch` cannot start here (SLURM's commands missing); return it."
+    missing = [c for c in ('sbatch', 'squeue', 'srun') if shutil.which(c) is None]
+    if launch.launcher == 'slurm' and missing:
+        raise ValueError(f"--launcher slurm needs SLURM's {', '.join(missing)} on PATH, which this machine "
+                         "lacks: run on the cluster's login node, or use --launcher local (workers here)")
+    return launch
+
 def _threads(launch: LaunchConfig) -> int:
     return launch.threads or max(1, (os.cpu_count() or 1) // launch.workers)
 
@@ -213,17 +246,31 @@ def collect(kind: str, cfgs: list, store: ResultStore, ttl: float = 300.0) -> li
     busy = sum(claim_state(claim_path(store, kind, c), ttl) == 'live' for c in missing)
     msg = (f"{len(missing)} of {len(cfgs)} {kind} runs have no result: "
            f"{len(failed)} failed, {busy} still running")
-    if failed:
-        first = json.loads(failed[0].read_text())
-        msg += f" (first failure: {first['error']}; traceback in {failed[0]})"
+    if failed: msg += f" (first failure: {read_failure(failed[0])['error']}; traceback in {failed[0]})"
     raise SweepIncomplete(msg + ". Run the same command again: finished runs are skipped, failed ones "
                           f"retried (`kdnotes status {store.root}` lists them).")
 
 # %% ../nbs/06_launch.ipynb #b422389c
+def slurm_queued(job_ids: list[str]) -> set[str] | None:
+    "The tasks of `job_ids` ('123_4') that SLURM still queues or runs; None if `squeue` cannot answer now."
+    arrays = sorted({str(j).split('_')[0] for j in job_ids})
+    cmd = ['squeue', '--noheader', '--array', '--format=%i', '--jobs=' + ','.join(arrays)]
+    try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError): return None
+    if r.returncode: return set() if 'Invalid job id' in r.stderr else None  # forgotten by SLURM: ended
+    return set(r.stdout.split())
+
+def _ended(jobs: list) -> bool:
+    "Whether every job has ended: squeue for SLURM tasks (sacct needs accounting, often off), else submitit."
+    if not jobs or type(jobs[0]).__name__ != 'SlurmJob':
+        return all(j.done() for j in jobs)
+    queued = slurm_queued([j.job_id for j in jobs])
+    return queued is not None and not queued & {str(j.job_id) for j in jobs}
+
 def _wait(jobs: list, bar, kind: str, cfgs: list, store: ResultStore, poll: float = 1.0):
     "Update `bar` with the number of stored results until every job has ended; cancel the jobs on Ctrl-C."
     try:
-        while not all(j.done() for j in jobs):
+        while not _ended(jobs):
             bar.n = sum(store.path(kind, c).exists() for c in cfgs)
             bar.refresh()
             time.sleep(poll)
@@ -243,9 +290,9 @@ def launch_sweep(kind: str, # record kind
                  progress: bool = True, # show the progress bar
                 ) -> list[dict]:
     "`run_sweep` with a launcher: run every config without a stored result, then return all results in order."
-    launch, cfgs = launch or LaunchConfig(), list(cfgs)
+    launch, cfgs = check_launcher(launch or LaunchConfig()), list(cfgs)
     check_writable(store.root, 'the results folder (--out/--store)')  # before any run, not after
-    todo = [c for c in cfgs if not store.path(kind, c).exists()]
+    todo = [c for c in cfgs if store.get(kind, c) is None]  # a damaged record names itself here, before a run
     bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc=desc or kind, disable=not progress)
     if done := len(cfgs) - len(todo):
         bar.write(f'{kind}: {done} of {len(cfgs)} runs already in {store.root}, skipping them')
@@ -259,40 +306,50 @@ def launch_sweep(kind: str, # record kind
     return collect(kind, cfgs, store, launch.ttl)
 
 # %% ../nbs/06_launch.ipynb #4b6494e4
-def sweep_status(root: str | os.PathLike, # a results folder
+def _folder_status(root: Path, ttl: float) -> list[dict]:
+    "The rows of one record folder: its valid records, damaged records, failure records and claims."
+    rows = {}
+    for p in sorted(root.glob('*-*.json')):
+        if (key := record_name(p)) is None: continue  # a table, a report, someone's notes: not a run
+        try: row = read_record(p) and dict(state='done', detail='')
+        except ValueError as e: row = dict(state='damaged', detail=str(e))  # names the file and the fix
+        rows[key] = dict(kind=key[0], hash=key[1], **row)
+    for p in sorted((root / '_runs').glob('*.failed.json')):
+        key = record_name(p.name[:-len('.failed.json')] + '.json')
+        if key and key not in rows:
+            detail = f"{read_failure(p)['error']} ({p})"
+            rows[key] = dict(kind=key[0], hash=key[1], state='failed', detail=detail)
+    for p in sorted((root / '_runs').glob('*.claim')):
+        key, state = record_name(p.stem + '.json'), claim_state(p, ttl)
+        if key is None or state == 'free' or rows.get(key, {}).get('state') == 'done': continue
+        info = read_claim(p) or dict(host='?', pid='?')  # `?`: not a valid claim (stale, taken over)
+        rows[key] = dict(kind=key[0], hash=key[1], state='running' if state == 'live' else 'stale',
+                         detail=f"{info['host']}:{info['pid']}")
+    return [r | dict(folder=str(root)) for r in rows.values()]
+
+def sweep_status(root: str | os.PathLike, # a results folder: a sweep's --store, or a main job's --out
                  ttl: float = 300.0, # claim expiry, seconds
                 ) -> list[dict]:
-    "One row per run found under `root`: kind, hash, state (done/running/stale/failed) and a detail."
+    "One row per run in `root` and its `*-runs` record folders: kind, hash, state, detail and folder."
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no results folder {root}; give the --out folder of a sweep")
-    rows = {}
-    for p in sorted(root.glob('*-*.json')):
-        kind, _, h = p.stem.rpartition('-')
-        rows[(kind, h)] = dict(kind=kind, hash=h, state='done', detail='')
-    for p in sorted((root / '_runs').glob('*.failed.json')):
-        kind, _, h = p.name[:-len('.failed.json')].rpartition('-')
-        if (kind, h) not in rows:
-            err = json.loads(p.read_text()).get('error', '?')
-            rows[(kind, h)] = dict(kind=kind, hash=h, state='failed', detail=f'{err} ({p})')
-    for p in sorted((root / '_runs').glob('*.claim')):
-        kind, _, h = p.stem.rpartition('-')
-        if rows.get((kind, h), {}).get('state') == 'done': continue
-        state = {'live': 'running', 'stale': 'stale'}.get(claim_state(p, ttl), 'stale')
-        info = json.loads(p.read_text()) if state == 'running' else {}
-        where = f"{info.get('host', '')}:{info.get('pid', '')}"
-        rows[(kind, h)] = dict(kind=kind, hash=h, state=state, detail=where)
-    return list(rows.values())
+    check_number(ttl, 'ttl (seconds)', *TTL_RANGE)
+    folders = [root, *(d for d in sorted(root.glob('*-runs')) if d.is_dir())]  # a main job's OUT/NAME-runs
+    return [r for f in folders for r in _folder_status(f, ttl)]
 
 # %% ../nbs/06_launch.ipynb #3895d9d8
 def status_main(args) -> list[dict]:
     "`kdnotes status DIR`: counts per kind and state, then every run that is not done."
     rows = sweep_status(args.dir, args.ttl)
     counts = {}
-    for r in rows: counts.setdefault(r['kind'], {}).setdefault(r['state'], 0)
-    for r in rows: counts[r['kind']][r['state']] += 1
-    if not rows: print(f'{args.dir}: no runs')
-    for kind, c in counts.items(): print(f"{kind}: " + ', '.join(f'{n} {s}' for s, n in sorted(c.items())))
+    for r in rows: counts.setdefault((r['folder'], r['kind']), {}).setdefault(r['state'], 0)
+    for r in rows: counts[(r['folder'], r['kind'])][r['state']] += 1
+    if not rows:
+        print(f'{args.dir}: no runs (no run records, claims or failures here or in its *-runs folders)')
+    for (folder, kind), c in counts.items():
+        where = '' if Path(folder) == Path(args.dir) else f'{folder}: '
+        print(f"{where}{kind}: " + ', '.join(f'{n} {s}' for s, n in sorted(c.items())))
     for r in rows:
         if r['state'] != 'done': print(f"  {r['state']:<8} {r['kind']}-{r['hash']}  {r['detail']}")
     return rows
@@ -301,7 +358,8 @@ def add_cli(subparsers):
     "Register the `status` subcommand."
     p = subparsers.add_parser('status', help='the done, running, stale and failed runs of a results folder')
     p.add_argument('dir', help='a results folder (the --out of a sweep)')
-    p.add_argument('--ttl', type=float, default=300.0, help='claim expiry in seconds (default: 300)')
+    p.add_argument('--ttl', type=float_in(*TTL_RANGE), default=300.0,
+                   help=f'claim expiry in seconds, {TTL_RANGE[0]:g} to {TTL_RANGE[1]:g} (default: 300)')
     p.set_defaults(func=status_main)
     return p
 
@@ -311,8 +369,8 @@ def add_launch_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return add_options(parser, LaunchConfig)
 
 def launch_from_options(args: argparse.Namespace) -> LaunchConfig:
-    "The `LaunchConfig` that the parsed options describe."
-    return options_to_config(LaunchConfig, args)
+    "The `LaunchConfig` that the parsed options describe, checked against this machine (SLURM's commands)."
+    return check_launcher(options_to_config(LaunchConfig, args))
 
 # %% ../nbs/06_launch.ipynb #cec4b433
 def add_config_command(subparsers, # from `argparse.ArgumentParser.add_subparsers`

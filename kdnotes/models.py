@@ -12,7 +12,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreActBasic', 'PreActBottleneck',
            'PreActResNet', 'resnet20', 'resnet56', 'resnet8', 'mean_probs_logits', 'Ensemble', 'LoopPacked',
-           'get_model', 'build_model']
+           'get_model', 'build_model', 'layer_name', 'feature_width']
 
 # %% ../nbs/01_models.ipynb #485f69aa
 class ImageClassifier(nn.Module):
@@ -27,6 +27,9 @@ class ImageClassifier(nn.Module):
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
             raise ValueError(f"n_classes must be a whole number >= 2, got {n_classes!r}")
         self.in_shape, self.n_classes = tuple(in_shape), n_classes
+    def roles(self) -> dict:
+        "Feature role ('stage1', ..., 'penultimate') -> the name of the submodule whose output it is."
+        return {}
     def check_input(self, x: torch.Tensor):
         if x.ndim != 4 or tuple(x.shape[1:]) != self.in_shape:
             raise ValueError(
@@ -51,6 +54,7 @@ class LeNet5(ImageClassifier):
         self.classifier = nn.Sequential(
             nn.Linear(n_flat, f1), nn.ReLU(), nn.Linear(f1, f2), nn.ReLU(), nn.Linear(f2, n_classes)
         )
+    def roles(self) -> dict: return dict(stage1='features.2', stage2='features.5', penultimate='classifier.3')
     def forward(self, x):
         self.check_input(x)
         return self.classifier(self.features(x))
@@ -77,6 +81,10 @@ class MLP(ImageClassifier):
             layers += [nn.Linear(n_in, h), nn.ReLU(), nn.Dropout(dropout)]
             n_in = h
         self.net = nn.Sequential(*layers, nn.Linear(n_in, n_classes))
+        self.n_hidden = len(hidden)
+    def roles(self) -> dict:  # hidden layer i is Linear, ReLU, Dropout at net.3i+1 .. net.3i+3
+        stages = {f'stage{i + 1}': f'net.{3 * i + 2}' for i in range(self.n_hidden)}
+        return stages | (dict(penultimate=f'net.{3 * self.n_hidden - 1}') if self.n_hidden else {})
     def forward(self, x):
         self.check_input(x)
         return self.net(x)
@@ -148,10 +156,14 @@ class PreActResNet(ImageClassifier):
                 layers.append(Block(c_in, planes, stride=2 if i > 0 and j == 0 else 1))
                 c_in = planes * Block.expansion
         self.layers = nn.Sequential(*layers)
-        self.bn, self.fc = nn.BatchNorm2d(c_in), nn.Linear(c_in, n_classes)
+        self.bn, self.act, self.fc = nn.BatchNorm2d(c_in), nn.ReLU(), nn.Linear(c_in, n_classes)
+        self.n_per_stage = n
+    def roles(self) -> dict:  # a stage's output is its last block's; penultimate: the map before pooling
+        return {f'stage{i + 1}': f'layers.{(i + 1) * self.n_per_stage - 1}' for i in range(3)} | dict(
+            penultimate='act')
     def forward(self, x):
         self.check_input(x)
-        out = F.relu(self.bn(self.layers(self.stem(x))))
+        out = self.act(self.bn(self.layers(self.stem(x))))
         return self.fc(out.mean((2, 3)))
 
 # %% ../nbs/01_models.ipynb #ea76ccda
@@ -231,3 +243,25 @@ def build_model(name: str, # a name from `MODELS`
     "A fresh model from a config's name and kwargs, as read back from JSON."
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # JSON lists to tuples
     return get_model(name, n_classes, in_shape, **kw)
+
+# %% ../nbs/01_models.ipynb #f28ccf6b
+def layer_name(model: nn.Module, # the network
+               name: str, # a feature role from `model.roles()`, or a submodule name as in named_modules()
+              ) -> str:
+    "The submodule name that `name` stands for: a role the model declares, or one of its own modules."
+    roles = model.roles() if hasattr(model, 'roles') else {}
+    if name in roles: return roles[name]
+    if name in dict(model.named_modules()) and name: return name
+    raise ValueError(f"{type(model).__name__} has no feature role or module {name!r}; its roles are "
+                     f"{sorted(roles) or 'none (define roles())'}")
+
+def feature_width(model: nn.Module, # an `ImageClassifier`
+                  role: str, # a feature role or module name
+                 ) -> int:
+    "Channels (feature maps) or units (vectors) of the output at `role`, from one zero image in eval mode."
+    module, out = dict(model.named_modules())[layer_name(model, role)], []
+    handle, was_training = module.register_forward_hook(lambda m, i, o: out.append(o)), model.training
+    try:
+        with torch.no_grad(): model.eval()(torch.zeros(1, *model.in_shape))  # eval: no dropout, BN unchanged
+    finally: handle.remove(); model.train(was_training)
+    return out[0].shape[1]

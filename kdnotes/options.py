@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['positive_int', 'nonneg_int', 'positive_float', 'unit_float', 'field_help', 'opt', 'add_options',
-           'options_to_config', 'check_writable', 'check_nonempty', 'run_folders']
+           'options_to_config', 'float_in', 'check_number', 'check_writable', 'check_nonempty', 'run_folders']
 
 # %% ../nbs/07_options.ipynb #5e48c180
 _FIELD_LINE = re.compile(r'^\s*(\w+)\s*:[^#]*#\s*(.*?)\s*$')
@@ -107,12 +107,38 @@ nonneg_int = _typed(int, lambda v: v >= 0, 'an integer >= 0')
 positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, 'a finite number > 0')
 unit_float = _typed(float, lambda v: 0 <= v <= 1, 'a number in [0, 1]')
 
+def float_in(low: float, # the smallest value allowed
+             high: float, # the largest value allowed
+            ):
+    "An argparse type for a number in [low, high], e.g. a claim's `--ttl` in seconds."
+    return _typed(float, lambda v: low <= v <= high, f'a number in [{low:g}, {high:g}]')
+
+
+# %% ../nbs/07_options.ipynb #9ff47b40
+def check_number(value, # the value to check
+                 name: str, # the option or field it came from, for the message
+                 low: float = -math.inf, # the smallest value allowed
+                 high: float = math.inf, # the largest value allowed
+                 whole: bool = False, # an integer is required
+                ):
+    "Return `value` if it is a (whole) number in [low, high]; else a ValueError naming `name` and the range."
+    ok = isinstance(value, int if whole else (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and low <= value <= high):
+        kind = 'a whole number' if whole else 'a finite number'
+        bounds = (f'>= {low:g}' * (low > -math.inf), f'<= {high:g}' * (high < math.inf))
+        rng = ' and '.join(s for s in bounds if s)
+        raise ValueError(f"{name} must be {kind}{' ' + rng if rng else ''}, got {value!r}"
+                         + (" (a string: write the number without quotes)" if isinstance(value, str) else ''))
+    return value
+
 
 # %% ../nbs/07_options.ipynb #9a19b788
 def check_writable(folder: str | os.PathLike, # an output folder (created if missing)
                    option: str = '--out', # the option that named it, for the message
                   ) -> Path:
     "Create `folder` and prove it writable with a probe file; else raise an OSError that names the fix."
+    if isinstance(folder, str) and not folder.strip():  # Path('') is '.', the current folder
+        raise ValueError(f"{option} is empty; name a folder (e.g. {option} results)")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is a file; pass a folder to {option}")
@@ -131,9 +157,12 @@ def check_writable(folder: str | os.PathLike, # an output folder (created if mis
 def check_nonempty(cfg, # a main config
                    names: tuple, # its list-valued fields, e.g. ('sizes', 'T', 'seeds')
                   ):
-    "Raise a ValueError naming the first of `names` whose value is empty: a sweep over it would run nothing."
+    "Raise a ValueError naming the first of `names` that is empty or repeats a value (n would be wrong)."
     for name in names:
-        if not len(getattr(cfg, name)): raise ValueError(f"{name} is empty; give at least one value")
+        values = list(getattr(cfg, name))
+        if not values: raise ValueError(f"{name} is empty; give at least one value")
+        if dups := sorted({v for v in values if values.count(v) > 1}, key=str):
+            raise ValueError(f"{name} repeats {dups}: each value runs once; give each value once")
 
 def run_folders(out: str | os.PathLike, # --out: the job's table and figures
                 store: str | os.PathLike | None, # --store: one record per run (None: `out / runs`)

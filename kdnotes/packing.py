@@ -12,7 +12,8 @@ from torch.func import stack_module_state, functional_call, vmap
 from .data import Split, Augment, DeviceLoader
 from .models import LoopPacked, Ensemble, mean_probs_logits
 from .train import TrainConfig, fit, ce_loss, pick_device, seed_everything, predict
-from .distill import DistillConfig, KD, frozen, compare
+from .distill import DistillConfig, frozen, compare
+from .methods.kd import KD
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'PACK_METHODS', 'Packed', 'maybe_compile', 'is_compiled', 'packed_loss',

@@ -4,7 +4,6 @@
 
 # %% ../nbs/13_tfkd.ipynb #0de3aca3
 from __future__ import annotations
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
@@ -17,19 +16,18 @@ from .train import (TrainConfig, check_train_config, seed_everything, train_clas
                            spec_from_train, get_teacher, student_seed)
 from .metrics import (accuracy, nll, ece, calibration_report, check_whole, check_number, check_choice,
                              check_seeds)
-from .distill import kd_loss, DistillConfig, distill, Method, register_method
-from .launch import LaunchConfig, launch_sweep, add_launch_options, launch_from_options, add_config_command
-from .experiments import ResultStore, run_sweep, to_frame, mean_std, write_json, save_figure
-from .options import positive_int, nonneg_int, positive_float, opt, add_options, options_to_config
+from .distill import DistillConfig, distill
+from .methods.tfkd import virtual_teacher_logits, tfkd_virtual_loss, tfkd_reg_official_loss
+from .launch import LaunchConfig, launch_sweep, add_config_command
+from .experiments import ResultStore, to_frame, mean_std, write_json, save_figure
+from .options import positive_int, nonneg_int, opt
 
 # %% auto #0
 __all__ = ['TFKD_DATASETS', 'TFKD_METHODS', 'TFKD_COLS', 'CROSSQ_METHODS', 'TFKD_MAIN_METHODS', 'ls_loss',
-           'virtual_teacher_logits', 'plot_virtual_teacher', 'VirtualTeacherKD', 'tfkd_virtual_loss',
-           'TfKDReg', 'tfkd_reg_official_loss', 'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig',
-           'tfkd_teacher', 'tfkd_run', 'tfkd_configs', 'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs',
-           'tfkd_label', 'tfkd_table', 'plot_calibration_bars', 'LowRes', 'CrossQConfig', 'crossq_run',
-           'crossq_configs', 'plot_crossq', 'MainOptions', 'TfKDMainConfig', 'CrossQMainConfig', 'tfkd_main',
-           'add_cli']
+           'plot_virtual_teacher', 'tfkd_reg_effective_target', 'tfkd_data', 'TfKDConfig', 'tfkd_teacher',
+           'tfkd_run', 'tfkd_configs', 'TfKDRegConfig', 'tfkd_reg_run', 'tfkd_reg_configs', 'tfkd_label',
+           'tfkd_table', 'plot_calibration_bars', 'LowRes', 'CrossQConfig', 'crossq_run', 'crossq_configs',
+           'plot_crossq', 'MainOptions', 'TfKDMainConfig', 'CrossQMainConfig', 'tfkd_main', 'add_cli']
 
 # %% ../nbs/13_tfkd.ipynb #389e1abf
 def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)
@@ -37,23 +35,6 @@ def ls_loss(eps: float = 0.1): # smoothing epsilon, in [0, 1)
      "`eps` (= KD from a uniform teacher + eps·log K).")
     if not 0 <= eps < 1: raise ValueError(f"label smoothing eps must be in [0, 1), got {eps}")
     return lambda logits, x, y: F.cross_entropy(logits.float(), y, label_smoothing=eps, ignore_index=-1)
-
-# %% ../nbs/13_tfkd.ipynb #4d1fa57f
-def virtual_teacher_logits(labels: torch.Tensor, # (N,) class labels, all >= 0
-                           n_classes: int, # number of classes K
-                           a: float = 0.9, # probability of the true class, in (1/K, 1)
-                          ) -> torch.Tensor:
-    "Logits log p^d (N, K) of Yuan et al.'s virtual teacher: a on the true class, (1-a)/(K-1) elsewhere."
-    check_whole('n_classes', n_classes, 2)
-    if labels.ndim != 1: raise ValueError(f"labels must be (N,) class indices, got {tuple(labels.shape)}")
-    if len(labels) and labels.max() >= n_classes:
-        raise ValueError(f"labels must be < n_classes = {n_classes}, got {labels.max().item()}")
-    if not 1 / n_classes < a < 1:
-        raise ValueError(f"a must be in (1/K, 1) = ({1 / n_classes:.3g}, 1), got {a}")
-    if (labels < 0).any():
-        raise ValueError("the virtual teacher needs a label for every example; drop unlabeled (-1) examples")
-    out = torch.full((len(labels), n_classes), math.log((1 - a) / (n_classes - 1)), device=labels.device)
-    return out.scatter(1, labels[:, None], math.log(a))
 
 # %% ../nbs/13_tfkd.ipynb #108f4caf
 def plot_virtual_teacher(a: float = 0.9, # virtual teacher's true-class probability
@@ -70,61 +51,6 @@ def plot_virtual_teacher(a: float = 0.9, # virtual teacher's true-class probabil
     ax.set(ylim=(0, 1), xlabel='class (true class 0)', ylabel='target probability', title=f'a={a}, T={T}')
     ax.legend(fontsize=7)
     return ax.figure
-
-# %% ../nbs/13_tfkd.ipynb #238d6422
-@register_method('tfkd_virtual')
-class VirtualTeacherKD(Method):
-    "Yuan et al.'s Tf-KD_virtual: KD from a teacher built from the labels (a on the true class); no network."
-    uses_labels = True
-    def __init__(self, a: float = 0.9, # virtual teacher's true-class probability
-                 T: float = 2.0, # temperature
-                 alpha: float = 0.5, # weight of the hard-label cross-entropy
-                 calibrated: bool = True, # log p^d as logits (False: p^d, as the authors' code)
-                ):
-        super().__init__()
-        if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
-        check_number('T', T)
-        check_number('alpha', alpha, strict=False, hi=1.0)
-        self.a, self.T, self.alpha, self.calibrated = a, T, alpha, calibrated
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        t = virtual_teacher_logits(labels, student_logits.shape[1], self.a)  # the teacher's logits are unused
-        t = t if self.calibrated else t.exp()
-        return kd_loss(student_logits, t, labels, T=self.T, alpha=self.alpha, check_finite=False)
-
-def tfkd_virtual_loss(a: float = 0.9, T: float = 2.0, alpha: float = 0.5, calibrated: bool = True):
-    "The loss_fn for `fit` (no teacher network): `VirtualTeacherKD` with these settings."
-    method = VirtualTeacherKD(a=a, T=T, alpha=alpha, calibrated=calibrated)
-    return lambda logits, x, y: method(logits, None, y, {}, {})
-
-# %% ../nbs/13_tfkd.ipynb #5e6f7081
-@register_method('tfkd_reg')
-class TfKDReg(Method):
-    "Yuan et al.'s Tf-KD_reg code: (1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C; no teacher network."
-    uses_labels = True
-    def __init__(self, a: float = 0.99, # virtual teacher's true-class probability (fixed in their code)
-                 T: float = 20.0, # temperature applied to the teacher's probabilities (10-40 there)
-                 alpha: float = 0.1, # weight of the KL term; the cross-entropy gets 1 - alpha
-                 multiplier: float = 100.0, # scale m of the KL term (1 to 100 in their configs)
-                ):
-        super().__init__()
-        if not 0 < a < 1: raise ValueError(f"a must be in (1/K, 1), got {a}")
-        check_number('T', T)
-        check_number('alpha', alpha, strict=False, hi=1.0)
-        check_number('multiplier', multiplier, strict=False)
-        self.a, self.T, self.alpha, self.multiplier = a, T, alpha, multiplier
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        p_d = virtual_teacher_logits(labels, student_logits.shape[1], self.a).exp()  # (N, C): a on the label
-        log_t = (p_d / self.T).log_softmax(-1)  # probabilities used as logits, as the authors' code does
-        log_q = student_logits.float().log_softmax(-1)  # the student is not tempered, and there is no T²
-        # nn.KLDivLoss()'s default reduction: the mean over all N·C elements, not over the N examples
-        kl = F.kl_div(log_q, log_t, log_target=True, reduction='sum') / student_logits.numel()
-        ce = F.cross_entropy(student_logits.float(), labels)
-        return (1 - self.alpha) * ce + self.alpha * self.multiplier * kl
-
-def tfkd_reg_official_loss(a: float = 0.99, T: float = 20.0, alpha: float = 0.1, multiplier: float = 100.0):
-    "The loss_fn for `fit` (no teacher network): `TfKDReg` with these settings."
-    method = TfKDReg(a=a, T=T, alpha=alpha, multiplier=multiplier)
-    return lambda logits, x, y: method(logits, None, y, {}, {})
 
 # %% ../nbs/13_tfkd.ipynb #a3b4c5d6
 def tfkd_reg_effective_target(n_classes: int = 10, # number of classes C
@@ -197,7 +123,9 @@ def _report(net, data, aug, seed: int) -> dict:
     zt, zv = predict(net, data['test'], aug), predict(net, data['val'], aug)
     out = calibration_report(zt, data['test'].y, zv, data['val'].y)
     if seed != 0: return out
-    return out | {'test_logits': zt.round(decimals=3).tolist(), 'test_y': data['test'].y.tolist()}
+    # rounded in float32 as before, then written short: 0.041, not 0.04100000113248825 (halves the file)
+    logits = [[round(v, 3) for v in row] for row in zt.round(decimals=3).tolist()]
+    return out | {'test_logits': logits, 'test_y': data['test'].y.tolist()}
 
 def tfkd_teacher(cfg, # a run of this chapter: its seed, data and `train` recipe
                  data: dict, aug: Augment, # from `tfkd_data`

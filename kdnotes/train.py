@@ -18,6 +18,7 @@ from .data import Split, Augment, DeviceLoader, augment
 from .metrics import check_labels, accuracy, nll
 from .models import Ensemble, build_model
 from .experiments import to_jsonable, config_hash
+from .options import check_writable, check_number
 
 # %% auto #0
 __all__ = ['DEVICE_CHOICES', 'TEACHER_CACHE_SIZE', 'check_train_config', 'TrainConfig', 'pick_device',
@@ -39,7 +40,7 @@ def check_train_config(cfg): # a `TrainConfig`
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose 'cosine' or 'constant'")
     if not _number_in(cfg.momentum, 0, 1):
         raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum!r}")
-    for name in ('weight_decay', 'warmup_epochs'):
+    for name in ('weight_decay', 'warmup_epochs', 'grad_clip'):
         if not _number_in(getattr(cfg, name), 0, math.inf):
             raise ValueError(f"{name} must be a finite number >= 0, got {getattr(cfg, name)!r}")
     if not _whole(cfg.seed, 0):
@@ -64,6 +65,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast, on CUDA only
     channels_last: bool = True  # on CUDA only
     progress: bool = True
+    grad_clip: float = field(default=0.0, metadata=dict(omit_default=True))  # max gradient norm; 0: off
     def __post_init__(self): check_train_config(self)  # validation only: no new fields, so config hashes stay
     check = check_train_config
 
@@ -131,10 +133,16 @@ def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = 'cosine') 
 def save_checkpoint(path: str | os.PathLike, **state):
     "Atomically write `state` (tensors, numbers, lists, dicts) to `path`."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')  # per process: two workers may write one file
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its writer
+        why = getattr(e, 'strerror', None) or str(e)[:100]
+        raise OSError(getattr(e, 'errno', None), f"cannot write checkpoint {path} ({why}); free some space "
+                      f"or make {path.parent} writable, then run again") from e
+    finally: tmp.unlink(missing_ok=True)  # a half-written temporary would keep a full disk full
 
 def load_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict:
     "Read a checkpoint written by `save_checkpoint` (weights only: no code runs); a broken file names itself."
@@ -200,6 +208,7 @@ def _train_epoch(model, loader, loss_fn, opt, step_fn, device, cfg) -> float:
         with _autocast(device, cfg): loss = loss_fn(model(xb), xb, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         step_fn()
         total += loss.detach() * len(xb); n += len(xb)
     return (total / n).item()  # one sync per epoch, not per step
@@ -209,7 +218,7 @@ _CKPT_KEYS = {'model', 'opt', 'sched', 'gen', 'epoch', 'history', 'config'}
 
 def _ckpt_config(cfg: TrainConfig, loader: DeviceLoader) -> dict:
     "What a checkpoint must match to be resumed: the config (less the progress bar) and the steps per epoch."
-    return {k: v for k, v in asdict(cfg).items() if k != 'progress'} | dict(steps_per_epoch=len(loader))
+    return {k: v for k, v in to_jsonable(cfg).items() if k != 'progress'} | dict(steps_per_epoch=len(loader))
 
 def _resume(path, model, opt, sched, loader, cfg) -> tuple[list, int]:
     "Load the checkpoint at `path` into model, optimiser, schedule and loader; (history, next epoch)."
@@ -311,6 +320,8 @@ def teacher_seed(seed: int, # the teacher's seed s: a run's seed, or a config's 
     "The one seed rule: member j trains from s + 100·j; member j of the control teacher, s + 1000 + 100·j."
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"a teacher's seed must be a whole number >= 0, got {seed!r}")
+    if control not in (0, 1) or not isinstance(control, (bool, int)):  # 2 would train from seed + 2000
+        raise ValueError(f"control must be True or False, got {control!r}")
     if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member <= 9:
         raise ValueError(f"member must be in 0..9 (members are 100 seeds apart), got {member!r}; "
                          "use at most 10 ensemble members")
@@ -334,9 +345,16 @@ class TeacherSpec:
     member: int = 0  # ensemble member j, 0..9
     control: bool = False  # the control teacher: the same recipe from its own seeds
     model_kwargs: dict = field(default_factory=dict)  # e.g. {'hidden': (512, 512), 'dropout': 0.3}
-    def __post_init__(self):
-        teacher_seed(self.seed, self.member, self.control)  # checked when built
-        if self.control in (0, 1): self.control = bool(self.control)  # 0/1 and False/True: one key
+    def __post_init__(self):  # checked when built, not when the teacher trains
+        teacher_seed(self.seed, self.member, self.control)
+        self.control = bool(self.control)  # 0/1 and False/True: one key
+        for name, low, whole in (('epochs', 1, True), ('batch_size', 1, True), ('lr', 1e-12, False),
+                                 ('weight_decay', 0, False)):
+            check_number(getattr(self, name), f'TeacherSpec.{name}', low, whole=whole)
+        kinds = ((self.model, str), (self.data, str), (self.model_kwargs, dict))
+        if not all(isinstance(v, t) for v, t in kinds):
+            raise ValueError("TeacherSpec's model and data are strings, its model_kwargs a dict; got "
+                             f"{self.model!r}, {self.data!r}, {self.model_kwargs!r}")
 
 def split_fingerprint(data: Split) -> str:
     "12 hex digits of SHA-1 over a split's images and labels: two different splits never share a teacher."
@@ -358,15 +376,24 @@ def teacher_path(spec: TeacherSpec, train: Split, aug: Augment, folder: str | os
 _TEACHERS: OrderedDict = OrderedDict()  # teacher key -> trained model (CPU, eval mode): this process's cache
 TEACHER_CACHE_SIZE = 32  # models kept in memory, least recently used dropped first
 
+def _load_teacher(path: Path, model: nn.Module, spec: TeacherSpec) -> nn.Module:
+    "`model` (eval mode) with the weights of the teacher checkpoint at `path`; ValueError naming the file."
+    ck, fix = load_checkpoint(path), "delete it (the teacher is trained again) or pass another folder"
+    if not isinstance(ck.get('model'), dict):
+        raise ValueError(f"{path} has no 'model' weights: not a checkpoint written by `get_teacher`; {fix}")
+    try: model.load_state_dict(ck['model'])
+    except (RuntimeError, KeyError, ValueError) as e:  # another architecture, or other layer sizes
+        raise ValueError(f"{path} holds another teacher: its spec {ck.get('spec', '(not recorded)')}, "
+                         f"the wanted one {to_jsonable(spec)} ({str(e).splitlines()[0][:80]}); {fix}") from e
+    return model.eval()
+
 def _load_or_train(spec: TeacherSpec, train: Split, aug: Augment, path: Path | None, device: str,
                    progress: bool) -> nn.Module:
     "Teacher `spec` from its checkpoint at `path`, else trained now (resumably, when `path` is given)."
     seed = teacher_seed(spec.seed, spec.member, spec.control)
     seed_everything(seed)  # before the model: its initialisation is the seed's
     model = build_model(spec.model, spec.model_kwargs, train.shape)
-    if path is not None and path.exists():
-        model.load_state_dict(load_checkpoint(path)['model'])
-        return model.eval()
+    if path is not None and path.exists(): return _load_teacher(path, model, spec)
     tc = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                      weight_decay=spec.weight_decay, seed=seed, device=device, progress=progress)
     resume = path.with_name(f'.{path.stem}.fit.pt') if path is not None else None  # per-epoch state
@@ -383,6 +410,8 @@ def get_teacher(spec: TeacherSpec, # what to train
     "Teacher `spec`, in eval mode on the CPU: from memory, else from `folder`, else trained now (and saved)."
     key = teacher_key(spec, aug, train)  # one pass over the split's bytes per call
     path = _teacher_file(folder, key) if folder is not None else None
+    if path is not None and not path.exists():  # it will be written: the folder is tried before any training
+        check_writable(folder, "get_teacher's folder")
     if key in _TEACHERS: _TEACHERS.move_to_end(key)
     else: _TEACHERS[key] = _load_or_train(spec, train, aug, path, device, progress)
     while len(_TEACHERS) > TEACHER_CACHE_SIZE: _TEACHERS.popitem(last=False)

@@ -4,210 +4,24 @@
 
 # %% ../nbs/15_zoo_inside.ipynb #5cdcda68
 from __future__ import annotations
-import functools, math, os, warnings
-from dataclasses import replace
+import functools, math, os
 from pathlib import Path
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.autograd.forward_ad as fwAD
-from .distill import (Method, register_method, kd_loss, check_kd_params, get_method, distill,
-                             DistillConfig, capture_features)
+from .distill import get_method, distill, DistillConfig, capture_features
 from .models import build_model
 from .train import TrainConfig, seed_everything, predict
-from .experiments import ResultStore, format_mean_std, write_json, save_figure, to_jsonable
+from .experiments import ResultStore, to_jsonable
 from .launch import LaunchConfig, launch_sweep
-from .kdbench import (kdbench_select, kdbench_teacher, teacher_spec,
-                             KDBenchConfig, KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_configs,
-                             kdbench_sweep, kdbench_table, plot_leaderboard)
+from .kdbench import (BENCH_KD, BENCH_ROWS, BenchRow, register_rows, kdbench_select, kdbench_teacher,
+                             teacher_spec, KDBenchConfig, KIND as BENCH_KIND, kdbench_data)
 
 # %% auto #0
-__all__ = ['EXITS_KIND', 'INSIDE_LABELS', 'BENCH_LABELS', 'FITNET_BETA', 'DEEP_STUDENT', 'DEEP_ROWS',
-           'fitnet_hint_loss', 'FitNet', 'rkd_distance', 'rkd_angle', 'rkd_loss', 'RKD', 'pool_features',
-           'ExitHead', 'byot_loss', 'BYOT', 'ExitsView', 'byot_exits_run', 'byot_exits_sweep',
-           'directional_derivative', 'unit_directions', 'logits_jvp', 'log_softmax_jvp', 'sobolev_loss',
-           'Sobolev', 'rotate_copies', 'similarity', 'keep_rows', 'sskd_ss_loss', 'proj_head', 'SSKD',
-           'inside_methods', 'inside_configs']
+__all__ = ['EXITS_KIND', 'FITNET_BETA', 'DEEP_STUDENT', 'ExitsView', 'byot_exits_run', 'byot_exits_sweep',
+           'inside_rows', 'inside_configs', 'inside_records']
 
-# %% ../nbs/15_zoo_inside.ipynb #8c8d41a1
-def fitnet_hint_loss(guided: torch.Tensor, # (N, ...) the student's guided layer
-                     hint: torch.Tensor, # (N, ...) the teacher's hint layer, no gradient
-                     regressor: nn.Module, # maps the guided layer to the hint's shape
-                    ) -> torch.Tensor:
-    "FitNets' hint loss: ½‖hint − regressor(guided)‖², summed over features, batch mean."
-    pred = regressor(guided.float())
-    if pred.shape != hint.shape:
-        raise ValueError(f"the regressor maps the guided layer {tuple(guided.shape)} to {tuple(pred.shape)}, "
-                         f"but the hint is {tuple(hint.shape)}: give the regressor the hint's width")
-    return 0.5 * (hint.float() - pred).pow(2).flatten(1).sum(1).mean()
-
-# %% ../nbs/15_zoo_inside.ipynb #e1c6d670
-@register_method('fitnet')
-class FitNet(Method):
-    "Romero et al. (2015): beta·hint loss for `hint_steps` steps, then KD (+ beta·hint loss if `joint`)."
-    uses_labels = True
-    def __init__(self, hint_steps: int = 0, # stage 1 length in training steps (hint loss only)
-                 beta: float = 0.01, # weight of the hint loss (the sum over 512 features is large)
-                 joint: bool = False, # keep the hint loss in stage 2 (False: the paper's plain KD)
-                 T: float = 2.0, # KD temperature in stage 2
-                 alpha: float = 0.1, # cross-entropy weight in stage 2
-                 guided_dim: int = 16, # width of the student's guided layer
-                 hint_dim: int = 512, # width of the teacher's hint layer
-                 student_layer: str = 'net.2', # the guided layer
-                 teacher_layer: str = 'net.2', # the hint layer
-                 conv: bool = False, # feature maps (N, C, H, W): a 3×3 conv regressor without ReLU
-                ):
-        super().__init__()
-        check_kd_params(T, alpha)
-        if hint_steps < 0 or beta < 0:
-            raise ValueError(f"hint_steps and beta must be >= 0, got {hint_steps}, {beta}")
-        self.hint_steps, self.beta, self.joint, self.T, self.alpha = hint_steps, beta, joint, T, alpha
-        self.steps = 0  # training calls so far
-        self.student_layers, self.teacher_layers = (student_layer,), (teacher_layer,)
-        # the regressor ends like the hint: ReLU after an MLP hidden layer, none after a pre-activation block
-        self.regressor = (nn.Conv2d(guided_dim, hint_dim, 3, padding=1) if conv
-                          else nn.Sequential(nn.Linear(guided_dim, hint_dim), nn.ReLU()))
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        if self.training: self.steps += 1
-        hint = fitnet_hint_loss(student_feats[self.student_layers[0]], teacher_feats[self.teacher_layers[0]],
-                                self.regressor)
-        if self.steps <= self.hint_steps: return self.beta * hint  # stage 1
-        kd = kd_loss(student_logits, teacher_logits, labels, self.T, self.alpha, check_finite=False)
-        return kd + self.beta * hint if self.joint else kd
-
-# %% ../nbs/15_zoo_inside.ipynb #6e29e348
-def rkd_distance(emb: torch.Tensor, # (N, D)
-                 eps: float = 1e-12, # keeps the gradient of a zero distance finite
-                ) -> torch.Tensor:
-    "ψ_D: pairwise distances (N, N) divided by their mean over distinct pairs (the diagonal stays 0)."
-    diff = emb[:, None, :] - emb[None, :, :]  # (N, N, D)
-    off = ~torch.eye(len(emb), dtype=torch.bool, device=emb.device)
-    d = diff.pow(2).sum(-1).clamp_min(eps).sqrt() * off  # (N, N)
-    return d / d[off].mean().clamp_min(eps)
-
-def rkd_angle(emb: torch.Tensor, # (N, D)
-             ) -> torch.Tensor:
-    "ψ_A: cosines (N, N, N) of the angle at vertex i between e_ij and e_ik (0 where a pair coincides)."
-    e = F.normalize(emb[None, :, :] - emb[:, None, :], dim=2)  # e[i, j] = unit vector from t_i to t_j
-    return e @ e.transpose(1, 2)  # (N, N, N): [i, j, k] = <e_ij, e_ik>
-
-# %% ../nbs/15_zoo_inside.ipynb #6c6b4f4b
-def rkd_loss(student_emb: torch.Tensor, # (N, Ds) student embeddings (flattened to 2-D)
-             teacher_emb: torch.Tensor, # (N, Dt) teacher embeddings, any width Dt
-             w_dist: float = 25.0, # weight of the distance term (paper: 25)
-             w_angle: float = 50.0, # weight of the angle term (paper: 50)
-            ) -> torch.Tensor:
-    "RKD: w_dist·Huber(ψ_D student, ψ_D teacher) + w_angle·Huber(ψ_A student, ψ_A teacher), means."
-    s, t = student_emb.float().flatten(1), teacher_emb.float().flatten(1)
-    if len(s) != len(t) or len(s) < 3:
-        raise ValueError(f"RKD needs the same N >= 3 examples from both networks (angles need triples), "
-                         f"got {len(s)} and {len(t)}: use batches of at least 3")
-    with torch.no_grad():
-        td, ta = rkd_distance(t), rkd_angle(t)
-    loss = s.new_zeros(())
-    if w_dist: loss = loss + w_dist * F.smooth_l1_loss(rkd_distance(s), td)
-    if w_angle: loss = loss + w_angle * F.smooth_l1_loss(rkd_angle(s), ta)
-    return loss
-
-# %% ../nbs/15_zoo_inside.ipynb #d65c70c4
-@register_method('rkd')
-class RKD(Method):
-    "Park et al. (2019): ce·CE (or KD when kd=True) + RKD(w_dist, w_angle) on the named embeddings."
-    uses_labels = True
-    def __init__(self, w_dist: float = 25.0, # distance weight (paper: 25)
-                 w_angle: float = 50.0, # angle weight (paper: 50)
-                 kd: bool = False, # False: cross-entropy + RKD; True: KD (T, alpha) + RKD
-                 T: float = 2.0, # KD temperature (kd=True)
-                 alpha: float = 0.1, # KD's cross-entropy weight (kd=True)
-                 student_layer: str = 'net.2', # the student's embedding
-                 teacher_layer: str = 'net.5', # the teacher's embedding
-                ):
-        super().__init__()
-        check_kd_params(T, alpha)
-        if w_dist < 0 or w_angle < 0: raise ValueError(f"RKD weights must be >= 0, got {w_dist}, {w_angle}")
-        self.w_dist, self.w_angle, self.kd, self.T, self.alpha = w_dist, w_angle, kd, T, alpha
-        self.student_layers, self.teacher_layers = (student_layer,), (teacher_layer,)
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        task = (kd_loss(student_logits, teacher_logits, labels, self.T, self.alpha, check_finite=False)
-                if self.kd else F.cross_entropy(student_logits.float(), labels))
-        rel = rkd_loss(student_feats[self.student_layers[0]], teacher_feats[self.teacher_layers[0]],
-                       self.w_dist, self.w_angle)
-        return task + rel
-
-# %% ../nbs/15_zoo_inside.ipynb #66aabea6
-def pool_features(f: torch.Tensor, # (N, D) vectors or (N, C, H, W) feature maps
-                 ) -> torch.Tensor:
-    "A feature as (N, D) in float32: feature maps are averaged over space, vectors flattened."
-    return f.float().mean((2, 3)) if f.dim() == 4 else f.float().flatten(1)
-
-class ExitHead(nn.Module):
-    "BYOT's shallow classifier: a bottleneck to the deepest feature's width, then a linear classifier."
-    def __init__(self, in_dim: int, # units (or channels) of the stage the exit reads
-                 deep_dim: int, # width of the deepest feature, which the bottleneck's output imitates
-                 n_classes: int = 10, # classes
-                 conv: bool = False, # feature maps: a 3×3 conv bottleneck with BN, then global pooling
-                ):
-        super().__init__()
-        self.bottleneck = (nn.Sequential(nn.Conv2d(in_dim, deep_dim, 3, padding=1, bias=False),
-                                         nn.BatchNorm2d(deep_dim), nn.ReLU()) if conv
-                           else nn.Sequential(nn.Linear(in_dim, deep_dim), nn.ReLU()))
-        self.fc = nn.Linear(deep_dim, n_classes)
-    def forward(self, f):
-        h = pool_features(self.bottleneck(f.float()))  # (N, deep_dim): the exit's F_i
-        return h, self.fc(h)  # F_i and the exit's logits (N, n_classes)
-
-# %% ../nbs/15_zoo_inside.ipynb #9ec2ac86
-def byot_loss(exit_logits: list, # [(N, C)] the shallow exits' logits, shallowest first
-              deep_logits: torch.Tensor, # (N, C) the deepest classifier: the student's own output
-              exit_feats: list, # [(N, D)] the shallow exits' features F_i (after their bottlenecks)
-              deep_feat: torch.Tensor, # (N, D) the deepest feature F_C
-              labels: torch.Tensor, # (N,) class labels
-              T: float = 3.0, # temperature of the KL terms
-              alpha: float = 0.1, # weight of the KL terms; the cross-entropies get 1 − alpha
-              beta: float = 1e-6, # weight of the feature hints
-             ) -> torch.Tensor:
-    "(1−α)·Σ CE(every exit) + α·Σ T²·KL(deepest ‖ shallow) + β·Σ ‖F_i − F_C‖², the deepest detached."
-    if len(exit_logits) != len(exit_feats) or not exit_logits:
-        raise ValueError(f"got {len(exit_logits)} exits' logits and {len(exit_feats)} exits' features: "
-                         "give both for every shallow exit (at least one)")
-    ce = sum(F.cross_entropy(z.float(), labels) for z in [*exit_logits, deep_logits])
-    kl = sum(kd_loss(z, deep_logits.detach(), None, T, 0.0, check_finite=False) for z in exit_logits)
-    hint = sum((f.float() - deep_feat.detach().float()).pow(2).sum(1).mean() for f in exit_feats)
-    return (1 - alpha) * ce + alpha * kl + beta * hint
-
-# %% ../nbs/15_zoo_inside.ipynb #92e4ec70
-@register_method('byot')
-class BYOT(Method):
-    "Zhang et al. (2019): shallow exits learn from the labels and the deepest exit; no teacher is read."
-    uses_labels = True
-    def __init__(self, exit_layers=('net.2', 'net.5'), # the stages the shallow exits read
-                 exit_dims=(16, 16), # their widths (channels)
-                 deep_layer: str = 'net.8', # the deepest feature F_C: the input of the student's classifier
-                 deep_dim: int = 16, # its width
-                 T: float = 3.0, # temperature of the KL terms
-                 alpha: float = 0.1, # weight of the KL terms (the cross-entropies get 1 − alpha)
-                 beta: float = 1e-6, # weight of the feature hints
-                 n_classes: int = 10, # classes
-                 conv: bool = False, # feature maps: conv bottlenecks and global pooling
-                ):
-        super().__init__()
-        check_kd_params(T, alpha)
-        if len(exit_layers) != len(exit_dims) or not exit_layers:
-            raise ValueError(f"give one width per exit layer (at least one exit), got {list(exit_layers)} "
-                             f"and {list(exit_dims)}")
-        if beta < 0: raise ValueError(f"beta must be >= 0, got {beta}")
-        self.T, self.alpha, self.beta = T, alpha, beta
-        self.student_layers = (*exit_layers, deep_layer)
-        self.heads = nn.ModuleList(ExitHead(d, deep_dim, n_classes, conv) for d in exit_dims)
-    def exits(self, student_feats: dict, # name -> captured output of that student stage
-             ) -> list:
-        "[(F_i, logits)] of every shallow exit, shallowest first."
-        return [head(student_feats[n]) for head, n in zip(self.heads, self.student_layers[:-1])]
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        feats, logits = zip(*self.exits(student_feats))
-        deep = pool_features(student_feats[self.student_layers[-1]])
-        return byot_loss(list(logits), student_logits, list(feats), deep, labels, self.T, self.alpha,
-                         self.beta)
+# %% ../nbs/15_zoo_inside.ipynb #b15e0a01
+from .methods.byot import BYOT
 
 # %% ../nbs/15_zoo_inside.ipynb #7732d913
 class ExitsView(nn.Module):
@@ -233,9 +47,9 @@ def byot_exits_run(cfg: KDBenchConfig, # a bench config of the 'byot' method
     teacher = kdbench_teacher(teacher_spec(cfg), data, teachers_dir, cfg.device)  # read by distill only
     seed_everything(cfg.seed)  # as the bench does: the student first, then the method's exits
     student = build_model(cfg.student, cfg.student_kwargs, data['in_shape'])
-    method = get_method(cfg.method, **{k: v for k, v in cfg.method_kwargs.items() if k != 'label'})
+    method = get_method(cfg.method, **cfg.method_kwargs)  # its exits are built by distill's `setup` call
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                     device=cfg.device, progress=False)
+                     device=cfg.device, progress=False, grad_clip=cfg.grad_clip)
     res = distill(teacher, student, data['train'], data['test'], DistillConfig(train=tc), data['aug'],
                   method=method)
     z = predict(ExitsView(student, method), data['test'], data['aug'])  # (N, exits + 1, C)
@@ -256,218 +70,55 @@ def byot_exits_sweep(cfgs: list[KDBenchConfig], # 'byot' bench configs
     res = launch_sweep(EXITS_KIND, cfgs, fn, ResultStore(root), launch, desc=EXITS_KIND, progress=progress)
     return [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, res)]
 
-# %% ../nbs/15_zoo_inside.ipynb #1524afd1
-def directional_derivative(fn, # maps a batch (N, ...) to outputs (N, C), each example on its own
-                           x: torch.Tensor, # (N, ...) the points
-                           v: torch.Tensor, # (N, ...) one direction per example, the shape of x
-                           create_graph: bool = False, # True: the result can be differentiated again
-                          ) -> torch.Tensor:
-    "J_fn(x_i)·v_i for every example: (N, C), by reverse mode twice (no Jacobian is formed)."
-    if v.shape != x.shape:
-        raise ValueError(f"the directions {tuple(v.shape)} must have the inputs' shape {tuple(x.shape)}")
-    x = x.detach().requires_grad_()
-    out = fn(x)  # (N, C)
-    u = torch.zeros_like(out, requires_grad=True)  # a dummy cotangent: Jᵀu is linear in u
-    jtu, = torch.autograd.grad(out, x, u, create_graph=True)  # (N, ...)
-    jv, = torch.autograd.grad(jtu, u, v, create_graph=create_graph)  # d(vᵀJᵀu)/du = J v, (N, C)
-    return jv
-
-def unit_directions(x: torch.Tensor, # (N, ...) the batch
-                    n: int = 1, # directions per example
-                    generator: torch.Generator | None = None, # for reproducible directions
-                   ) -> torch.Tensor:
-    "n random directions per example, uniform on the unit sphere of one input: (n, N, ...)."
-    dev = x.device if generator is None else generator.device
-    v = torch.randn((n, *x.shape), generator=generator, device=dev, dtype=x.dtype).to(x.device)
-    return v / v.flatten(2).norm(dim=2).view(n, len(x), *[1] * (x.dim() - 1))
-
-# %% ../nbs/15_zoo_inside.ipynb #6e571fe3
-def logits_jvp(net: nn.Module, # the network
-               x: torch.Tensor, # (N, ...) the points
-               v: torch.Tensor, # (N, ...) one direction per example
-              ) -> tuple:
-    "The logits (N, C) and their directional derivatives J v (N, C), by forward-mode AD (one pass)."
-    with warnings.catch_warnings():  # torch's first forward-mode use warns about its own jit.script
-        warnings.simplefilter('ignore', FutureWarning)
-        with fwAD.dual_level():
-            out = fwAD.unpack_dual(net(fwAD.make_dual(x, v)))
-            return out.primal, out.tangent
-
-def log_softmax_jvp(z: torch.Tensor, # (N, C) logits
-                    jz: torch.Tensor, # (N, C) their directional derivatives
-                    T: float = 1.0, # temperature
-                   ) -> torch.Tensor:
-    "Directional derivative of log-softmax(z/T) from the logits': (jz − Σ_c p_c·jz_c) / T, p = softmax(z/T)."
-    p = F.softmax(z.float() / T, -1)
-    return (jz.float() - (p * jz.float()).sum(-1, keepdim=True)) / T
-
-# %% ../nbs/15_zoo_inside.ipynb #03e36e59
-def sobolev_loss(student: nn.Module, # the student, being trained
-                 teacher: nn.Module, # the frozen teacher
-                 x: torch.Tensor, # (N, ...) the batch
-                 T: float = 2.0, # both networks' log-probabilities are taken at this temperature
-                 n_dirs: int = 1, # random directions per example
-                 generator: torch.Generator | None = None, # for reproducible directions
-                 forward_mode: bool = False, # the student's J v by forward mode (batch norm in training)
-                ) -> torch.Tensor:
-    "Stochastic Sobolev: mean over unit directions v of ‖J_s v − J_t v‖², log-softmax at T, batch mean."
-    fs = lambda z: F.log_softmax(student(z).float() / T, -1)
-    ft = lambda z: F.log_softmax(teacher(z).float() / T, -1)
-    loss = torch.zeros((), device=x.device)
-    for v in unit_directions(x, n_dirs, generator):
-        if forward_mode: js = log_softmax_jvp(*logits_jvp(student, x, v), T)  # (N, C), differentiable
-        else: js = directional_derivative(fs, x, v, create_graph=True)
-        jt = directional_derivative(ft, x, v).detach()  # (N, C), the target
-        loss = loss + (js - jt).pow(2).sum(1).mean()
-    return loss / n_dirs
-
-# %% ../nbs/15_zoo_inside.ipynb #2c104b24
-@register_method('sobolev')
-class Sobolev(Method):
-    "Czarnecki et al. (2017): KD + w·‖J_s v − J_t v‖² along random input directions (stochastic Sobolev)."
-    uses_labels, uses_inputs = True, True
-    def __init__(self, w: float = 1.0, # weight of the derivative term
-                 T: float = 2.0, # KD temperature, also of the differentiated log-probabilities
-                 alpha: float = 0.1, # KD's cross-entropy weight
-                 n_dirs: int = 1, # random directions per example
-                 forward_mode: bool = False, # the student's J v by forward-mode AD (needed with batch norm)
-                ):
-        super().__init__()
-        check_kd_params(T, alpha)
-        if w < 0 or n_dirs < 1: raise ValueError(f"need w >= 0 and n_dirs >= 1, got {w} and {n_dirs}")
-        self.w, self.T, self.alpha, self.n_dirs, self.forward_mode = w, T, alpha, n_dirs, forward_mode
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats, inputs=None):
-        if inputs is None:
-            raise ValueError("Sobolev differentiates both networks: call it with inputs=MethodInputs(...)")
-        kd = kd_loss(student_logits, teacher_logits, labels, self.T, self.alpha, check_finite=False)
-        if not self.w: return kd
-        return kd + self.w * sobolev_loss(inputs.student, inputs.teacher, inputs.x, self.T, self.n_dirs,
-                                          forward_mode=self.forward_mode)
-
-# %% ../nbs/15_zoo_inside.ipynb #3273c9e1
-def rotate_copies(x: torch.Tensor, # (N, C, H, W) square images
-                 ) -> torch.Tensor:
-    "The batch rotated by 90°, 180° and 270°: (3N, C, H, W), all 90° copies first."
-    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"rotations need square image batches (N, C, H, H), got {tuple(x.shape)}")
-    return torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in (1, 2, 3)])
-
-def similarity(rotated: torch.Tensor, # (3N, D) embeddings of the rotated copies
-               originals: torch.Tensor, # (N, D) embeddings of the originals
-              ) -> torch.Tensor:
-    "Cosine similarities A (3N, N) between every rotated copy and every original."
-    return F.normalize(rotated.float(), dim=1) @ F.normalize(originals.float(), dim=1).T
-
-def keep_rows(t_simi: torch.Tensor, # (3N, N) the teacher's similarities
-              target: torch.Tensor, # (3N,) the original of each copy
-              ratio: float = 0.75, # the fraction of the teacher's wrong rows to keep
-             ) -> torch.Tensor:
-    "Indices of the rows the teacher gets right, plus `ratio` of its wrong rows where the truth ranks best."
-    rank = (t_simi > t_simi.gather(1, target[:, None])).sum(1)  # 0: the teacher picks the right original
-    wrong = int((rank > 0).sum())
-    order = torch.argsort(rank, stable=True)
-    return torch.sort(order[:len(rank) - wrong + int(wrong * ratio)]).values
-
-# %% ../nbs/15_zoo_inside.ipynb #12b68701
-def sskd_ss_loss(s_simi: torch.Tensor, # (3N, N) the student's similarities
-                 t_simi: torch.Tensor, # (3N, N) the teacher's, no gradient
-                 target: torch.Tensor, # (3N,) the original of each copy
-                 T: float = 0.5, # temperature of the similarity distributions
-                 ratio: float = 0.75, # fraction of the teacher's wrong rows kept
-                ) -> torch.Tensor:
-    "SSKD's self-supervised term: T²·KL(softmax(A_t/T) ‖ softmax(A_s/T)), mean over the kept rows."
-    keep = keep_rows(t_simi, target, ratio)
-    log_q, log_p = F.log_softmax(s_simi[keep] / T, 1), F.log_softmax(t_simi[keep] / T, 1)
-    return T**2 * F.kl_div(log_q, log_p, log_target=True, reduction='batchmean')
-
-# %% ../nbs/15_zoo_inside.ipynb #0716be3b
-def proj_head(dim: int, # the feature's width
-             ) -> nn.Module:
-    "SSKD's projection head: Linear, ReLU, Linear at the feature's width."
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-
-@register_method('sskd')
-class SSKD(Method):
-    "Xu et al. (2020), reduced: CE + KD + KD on rotated copies + the teacher's rotation similarities."
-    uses_labels, uses_inputs = True, True
-    def __init__(self, ce_w: float = 0.1, kd_w: float = 0.9, # weights of CE and KD on the originals
-                 tf_w: float = 2.7, ss_w: float = 10.0, # weights of KD on the rotations, of the similarities
-                 kd_T: float = 4.0, tf_T: float = 4.0, # temperatures of the two KD terms
-                 ss_T: float = 0.5, # temperature of the similarity distributions
-                 ratio_ss: float = 0.75, # fraction of the teacher's wrong similarity rows kept
-                 student_layer: str = 'net.2', teacher_layer: str = 'net.5', # the features the heads read
-                 student_dim: int = 16, teacher_dim: int = 512, # their widths
-                ):
-        super().__init__()
-        for T in (kd_T, tf_T, ss_T): check_kd_params(T, 0.0)
-        if min(ce_w, kd_w, tf_w, ss_w) < 0 or not 0 <= ratio_ss <= 1:
-            raise ValueError(f"weights must be >= 0 and ratio_ss in [0, 1], got {ce_w, kd_w, tf_w, ss_w}, "
-                             f"{ratio_ss}")
-        self.w, self.T, self.ratio_ss = (ce_w, kd_w, tf_w, ss_w), (kd_T, tf_T, ss_T), ratio_ss
-        self.student_layers, self.teacher_layers = (student_layer,), (teacher_layer,)
-        self.s_head, self.t_head = proj_head(student_dim), proj_head(teacher_dim)
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats, inputs=None):
-        if inputs is None: raise ValueError("SSKD rotates the batch: call it with inputs=MethodInputs(...)")
-        sl, tl = self.student_layers[0], self.teacher_layers[0]
-        # the originals' features, read before the extra forward passes refill the hooks' dicts
-        s_nor, t_nor = pool_features(student_feats[sl]), pool_features(teacher_feats[tl])
-        xr = rotate_copies(inputs.x)  # (3N, C, H, W)
-        zs_rot = inputs.student(xr)
-        s_rot = pool_features(student_feats[sl])
-        with torch.no_grad():
-            zt_rot = inputs.teacher(xr).float()
-            t_rot = pool_features(teacher_feats[tl])
-        target = torch.arange(len(inputs.x), device=xr.device).repeat(3)
-        t_simi = similarity(self.t_head(t_rot), self.t_head(t_nor))  # (3N, N)
-        head = F.cross_entropy(t_simi, target)  # trains only the teacher's head: its inputs are frozen
-        s_simi = similarity(self.s_head(s_rot), self.s_head(s_nor))
-        kd_T, tf_T, ss_T = self.T
-        terms = (F.cross_entropy(student_logits.float(), labels),
-                 kd_loss(student_logits, teacher_logits, None, kd_T, 0.0, check_finite=False),
-                 kd_loss(zs_rot, zt_rot, None, tf_T, 0.0, check_finite=False),
-                 sskd_ss_loss(s_simi, t_simi.detach(), target, ss_T, self.ratio_ss))
-        return sum(w * t for w, t in zip(self.w, terms)) + head
-
 # %% ../nbs/15_zoo_inside.ipynb #370768bd
-# the chapter's rows, in order
-INSIDE_LABELS = ('labels', 'kd', 'fitnet', 'fitnet_joint', 'rkd', 'rkd_kd', 'rkd_kd_w1',
-                 'deep_labels', 'deep_kd', 'byot', 'byot_hint', 'sobolev', 'sobolev_w10',
-                 'sskd', 'sskd_tf', 'sskd_ss', 'sskd_tf03')
-BENCH_LABELS = INSIDE_LABELS[2:]  # this chapter's own rows for the shared leaderboard (not the core's two)
-
 FITNET_BETA = 0.01  # hint weight: the bench's lr 0.05 on the unweighted 512-feature sum kills the student
 DEEP_STUDENT = dict(hidden=[16, 16, 16])  # the bench student's width in three stages: BYOT's exits
-DEEP_ROWS = ('deep_labels', 'deep_kd', 'byot', 'byot_hint')  # the rows trained on DEEP_STUDENT
 
-def inside_methods(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix stage 1)
-                   hint_fraction: float = 1 / 3, # FitNets' stage 1, as a fraction of the run's steps
-                  ) -> dict:
-    "Row label -> (registered method, kwargs) for every method of this chapter."
+@register_rows('15 zoo II')
+def inside_rows(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix FitNets' stage 1)
+                hint_fraction: float = 1 / 3, # FitNets' stage 1, as a fraction of the run's steps
+               ) -> list[BenchRow]:
+    "The chapter's bench rows in reading order: the core's two, then FitNets, RKD, BYOT, Sobolev and SSKD."
     base = base or KDBenchConfig()
     if not 0 <= hint_fraction < 1:
         raise ValueError(f"hint_fraction must be in [0, 1) (stage 2 needs steps), got {hint_fraction}")
     per_epoch = math.ceil(len(kdbench_data(base.data)['train']) / base.batch_size)
-    steps = round(hint_fraction * base.epochs * per_epoch)
-    kd = dict(T=2.0, alpha=0.1)
-    return {'labels': ('labels', {}), 'kd': ('kd', kd),
-            'fitnet': ('fitnet', dict(hint_steps=steps, beta=FITNET_BETA)),
-            'fitnet_joint': ('fitnet', dict(hint_steps=0, beta=FITNET_BETA, joint=True)),
-            'rkd': ('rkd', dict(w_dist=25.0, w_angle=50.0)),
-            'rkd_kd': ('rkd', dict(w_dist=25.0, w_angle=50.0, kd=True)),
-            'rkd_kd_w1': ('rkd', dict(w_dist=1.0, w_angle=2.0, kd=True)),
-            'deep_labels': ('labels', {}), 'deep_kd': ('kd', kd),
-            'byot': ('byot', dict(T=3.0, alpha=0.1, beta=1e-6)),
-            'byot_hint': ('byot', dict(T=3.0, alpha=0.1, beta=0.1)),
-            'sobolev': ('sobolev', dict(w=1.0, **kd)), 'sobolev_w10': ('sobolev', dict(w=10.0, **kd)),
-            'sskd': ('sskd', {}), 'sskd_tf': ('sskd', dict(ss_w=0.0)), 'sskd_ss': ('sskd', dict(tf_w=0.0)),
-            'sskd_tf03': ('sskd', dict(tf_w=0.3))}
+    steps, R, deep = round(hint_fraction * base.epochs * per_epoch), BenchRow, DEEP_STUDENT
+    w = lambda **ws: tuple({k: v * f for k, v in ws.items()} for f in (1.0, 0.1, 0.01))  # the paper's × f
+    temps = tuple(dict(T=T) for T in (2.0, 4.0, 8.0))  # KD's grid, as on the bench's own kd row
+    hint = 100 * 2 / 512  # RepDistiller's FitNets weight 100 on a mean squared error; ours is ½·sum of 512
+    return [*BENCH_ROWS, R('fitnet', 'fitnet', dict(hint_steps=steps), tune=w(beta=hint)),
+            R('fitnet_joint', 'fitnet', dict(hint_steps=0, joint=True), tune=w(beta=hint)),
+            R('rkd', 'rkd', {}, tune=w(w_dist=25.0, w_angle=50.0)),
+            R('rkd_kd', 'rkd', dict(kd=True), tune=w(w_dist=25.0, w_angle=50.0)),
+            R('rkd_kd_w1', 'rkd', dict(kd=True), tune=w(w_dist=1.0, w_angle=2.0)),
+            R('deep_labels', 'labels', {}, deep),  # BYOT's baselines on its three-stage student
+            R('deep_kd', 'kd', dict(alpha=0.1), deep, tune=temps),
+            R('byot', 'byot', dict(T=3.0), deep, tune=w(alpha=0.1, beta=1e-6)),
+            R('byot_hint', 'byot', dict(T=3.0), deep, tune=w(alpha=0.1, beta=0.1)),
+            R('sobolev', 'sobolev', dict(BENCH_KD), tune=w(w=1.0)),
+            R('sobolev_w10', 'sobolev', dict(BENCH_KD), tune=w(w=10.0)),
+            R('sskd', 'sskd', {}, tune=w(tf_w=2.7, ss_w=10.0)),  # the authors' weights of the two new terms
+            R('sskd_tf', 'sskd', dict(ss_w=0.0), tune=w(tf_w=2.7)),
+            R('sskd_ss', 'sskd', dict(tf_w=0.0), tune=w(ss_w=10.0)),
+            R('sskd_tf03', 'sskd', dict(tf_w=0.3), tune=w(ss_w=10.0))]
 
-def inside_configs(methods=None, # row labels from `inside_methods` (default: all)
+# %% ../nbs/15_zoo_inside.ipynb #b15e0a07
+def inside_configs(methods=None, # row labels from `inside_rows` (default: all)
                    seeds=range(5), # student seeds
                    base: KDBenchConfig | None = None, # bench settings (default: the CPU tier)
                   ) -> list[KDBenchConfig]:
-    "The bench configs of the chosen methods and seeds; the DEEP_ROWS train the three-stage student."
-    base = base or KDBenchConfig()
-    cfgs = kdbench_select(inside_methods(base), methods, seeds, base)
-    deep = lambda c: c.method_kwargs.get('label', c.method) in DEEP_ROWS
-    return [replace(c, student_kwargs=DEEP_STUDENT) if deep(c) else c for c in cfgs]
+    "The bench configs of the chosen rows and seeds, named by row and chapter."
+    return kdbench_select(inside_rows(base), methods, seeds, base, chapter='15 zoo II')
+
+def inside_records(root: str | os.PathLike, # the shared bench store (nbs/results/zoo)
+                   methods=None, # row labels (default: all)
+                   kind: str = BENCH_KIND, # or EXITS_KIND: the BYOT re-runs that read every exit
+                  ) -> list[dict]:
+    "The stored records of the chosen rows' configs, 5 seeds, named by this chapter's rows (in its order)."
+    store, out = ResultStore(root), []
+    for c in inside_configs(methods):  # found by hash (labels and kd: chapter 14's runs), labelled here
+        if (rec := store.get(kind, c)) is None:
+            raise ValueError(f"no {kind} record of row {c.label!r}, seed {c.seed} in {root}: run the sweep")
+        out.append(dict(config=to_jsonable(c), result=rec['result']))
+    return out

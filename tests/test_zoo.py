@@ -1,4 +1,4 @@
-"Edge cases and a CLI smoke test for kdnotes.kdbench (the KD bench) and kdnotes.zoo_outputs (zoo I)."
+"Edge cases and a CLI smoke test for kdnotes.kdbench (the KD bench), zoo I's methods and kdnotes.zoo_outputs."
 import argparse, json, math
 from dataclasses import replace
 import pytest
@@ -7,8 +7,11 @@ import torch.nn.functional as F
 from kdnotes.distill import kd_loss, get_method
 from kdnotes.kdbench import (KDBenchConfig, check_kdbench_config, kdbench_configs, kdbench_run, kdbench_sweep,
                              kdbench_table, plot_leaderboard)
-from kdnotes.zoo_outputs import (dkd_terms, dkd_loss, dist_loss, pearson_rows, perturb_logits, tang_target,
-                                 zoo_configs, add_cli, ZOO_LABELS, DKD, ChainConfig, chain_run,
+from kdnotes.methods.dkd import dkd_terms, dkd_loss, DKD
+from kdnotes.methods.dist import dist_loss, pearson_rows
+from kdnotes.methods.noisy import perturb_logits
+from kdnotes.methods.tang import tang_target
+from kdnotes.zoo_outputs import (zoo_rows, zoo_configs, add_cli, ChainConfig, chain_run,
                                  chain_sweep, teacher_choice_configs, confusable_subsets, collapse,
                                  combine_specialists, specialist_configs, specialist_sweep, SpecialistConfig,
                                  specialist_run)
@@ -69,12 +72,22 @@ def test_tang_targets_are_distributions(keep):
     assert torch.allclose(q.sum(1), torch.ones(len(y)), atol=1e-5) and (q >= 0).all()
 
 
+def test_tang_target_builds_on_its_inputs_device():
+    # issue 24 item 7: kd_sim's class means were made on the CPU whatever the labels' device. Under a 'meta'
+    # default device a tensor made without a device lands on 'meta'; only tensors made from p stay on the CPU
+    _, zt, y = _logits(2)
+    with torch.device('meta'):
+        q = tang_target(zt, y, 2.0, 'sim')
+    assert q.device == zt.device and torch.equal(q, tang_target(zt, y, 2.0, 'sim'))
+
+
 def test_every_zoo_method_builds_and_gives_a_finite_loss():
     zs, zt, y = _logits(3, c=10)
     for cfg in zoo_configs(seeds=[0]):
         check_kdbench_config(cfg)
-        kwargs = {k: v for k, v in cfg.method_kwargs.items() if k != 'label'}
-        assert torch.isfinite(get_method(cfg.method, **kwargs)(zs, zt, y, {}, {})), cfg.method
+        assert 'label' not in cfg.method_kwargs
+        assert cfg.chapter == ('08 bench' if cfg.label in ('labels', 'kd') else '14 zoo I')
+        assert torch.isfinite(get_method(cfg.method, **cfg.method_kwargs)(zs, zt, y, {}, {})), cfg.label
 
 
 def test_bench_refuses_bad_configs_before_training():
@@ -109,9 +122,11 @@ def test_cli_zoo_tiny(tmp_path, capsys):
     assert json.loads((tmp_path / 'zoo_summary.json').read_text())['seeds'] == 1
     assert (tmp_path / 'leaderboard.png').stat().st_size > 0
     assert 'kd_pt' in capsys.readouterr().out
-    with pytest.raises(SystemExit): parser.parse_args(['zoo', '--methods', 'crd'])
+    bad = parser.parse_args(['zoo', '--methods', 'crd', '--out', str(tmp_path / 'bad')])
+    with pytest.raises(ValueError, match='unknown zoo methods'): bad.func(bad)
+    assert not (tmp_path / 'bad').exists()  # refused before any work
     with pytest.raises(SystemExit): parser.parse_args(['zoo', '--seeds', '0'])
-    assert set(ZOO_LABELS) >= {'labels', 'kd', 'dkd', 'dist'}
+    assert {r.label for r in zoo_rows()} >= {'labels', 'kd', 'dkd', 'dist'}
 
 
 def test_cli_zoo_chains_tiny(tmp_path):
@@ -125,13 +140,13 @@ def test_cli_zoo_chains_tiny(tmp_path):
 
 
 def test_empty_chain_reads_the_bench_teachers(tmp_path):
-    """A chain without intermediates is taught by the bench's teacher and control teacher (one checkpoint each);
-    its student starts from `student_seed` (chapter 14 checks it against the distillation done by hand)."""
+    """A chain without intermediates is taught by the bench's teacher and control teacher (one checkpoint
+    each); its student starts from `student_seed` (chapter 14 checks it against a distillation by hand)."""
     plain = kdbench_run(TINY, tmp_path)
     chained = chain_run(ChainConfig(TINY), tmp_path)
     assert chained['teacher_acc'] == plain['teacher_acc']
     assert len(list((tmp_path).glob('teacher-*.pt'))) == 2
-    with pytest.raises(ValueError, match='no chains'): chain_sweep([], tmp_path)
+    with pytest.raises(ValueError, match='at least one seed'): chain_sweep([], tmp_path)
 
 
 def test_kdnotes_zoo_through_the_cli(tmp_path):
@@ -148,7 +163,8 @@ def test_teacher_choices_change_only_the_teacher():
         check_kdbench_config(c)
         assert (c.seed, c.student_kwargs, c.method_kwargs['T']) == (3, base.student_kwargs, 2.0)
         assert (c.teacher_epochs, c.teacher_kwargs) != (base.teacher_epochs, base.teacher_kwargs) \
-            or c.method_kwargs['label'] == 't_ep12'
+            or c.label == 't_ep12'
+        assert 'label' not in c.method_kwargs and c.chapter == '14 zoo I'
 
 
 def test_combination_is_the_average_when_the_dustbin_is_one_class():

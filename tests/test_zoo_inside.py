@@ -1,4 +1,4 @@
-"Edge cases of kdnotes.zoo_inside (FitNets, RKD, BYOT, Sobolev, SSKD) and one-epoch bench runs."
+"Edge cases of chapter 15's methods (kdnotes.methods: FitNets, RKD, BYOT, Sobolev, SSKD), its rows and bench runs."
 import itertools
 import pytest
 import torch
@@ -6,10 +6,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from kdnotes.distill import get_method, kd_loss, capture_features, MethodInputs
 from kdnotes.kdbench import KDBenchConfig, kdbench_sweep, kdbench_table, build_model
-from kdnotes.zoo_inside import (fitnet_hint_loss, rkd_distance, rkd_angle, rkd_loss, FitNet, RKD,
-                                inside_configs, inside_methods, INSIDE_LABELS, DEEP_ROWS, byot_loss, BYOT,
-                                ExitsView, byot_exits_sweep, directional_derivative, unit_directions,
-                                sobolev_loss, Sobolev, rotate_copies, similarity, keep_rows, sskd_ss_loss, SSKD)
+from kdnotes.methods.fitnet import fitnet_hint_loss, FitNet
+from kdnotes.methods.rkd import rkd_distance, rkd_angle, rkd_loss, RKD
+from kdnotes.methods.byot import byot_loss, BYOT
+from kdnotes.methods.sobolev import directional_derivative, unit_directions, sobolev_loss, Sobolev
+from kdnotes.methods.sskd import rotate_copies, similarity, keep_rows, sskd_ss_loss, SSKD
+from kdnotes.zoo_inside import inside_configs, inside_rows, ExitsView, byot_exits_sweep
 
 torch.set_num_threads(1)
 TINY = KDBenchConfig(teacher_epochs=1, epochs=1, teacher_kwargs=dict(hidden=[512, 512], dropout=0.0))
@@ -40,9 +42,13 @@ def test_hint_loss_trains_only_guided_side():
 
 def test_fitnet_stages():
     m = FitNet(hint_steps=1, beta=0.1)
+    assert m.student_layers == m.teacher_layers == ('stage1',) and m.regressor is None  # built by setup
+    student, teacher = (build_model('mlp', dict(hidden=h), (1, 28, 28)) for h in ([16], [512, 512]))
+    m.setup(student, teacher)
+    assert m.regressor[0].weight.shape == (512, 16)  # the widths of both networks' 'stage1' (net.2)
     zs, zt, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
-    fs, ft = {'net.2': torch.randn(8, 16)}, {'net.2': torch.randn(8, 512)}
-    hint = fitnet_hint_loss(fs['net.2'], ft['net.2'], m.regressor)
+    fs, ft = {'stage1': torch.randn(8, 16)}, {'stage1': torch.randn(8, 512)}
+    hint = fitnet_hint_loss(fs['stage1'], ft['stage1'], m.regressor)
     assert torch.allclose(m(zs, zt, y, fs, ft), 0.1 * hint, atol=1e-5)  # stage 1
     assert torch.allclose(m(zs, zt, y, fs, ft), kd_loss(zs, zt, y, 2.0, 0.1), atol=1e-5)  # stage 2: KD
     assert any(True for _ in m.parameters())  # the regressor trains with the student (Distiller)
@@ -85,10 +91,15 @@ def test_rkd_bad_input():
 
 def test_configs_and_registry():
     assert isinstance(get_method('fitnet'), FitNet) and isinstance(get_method('rkd'), RKD)
-    labels = [c.method_kwargs.get('label', c.method) for c in inside_configs(seeds=[0])]
-    assert labels == list(INSIDE_LABELS)
+    cfgs = {c.label: c for c in inside_configs(seeds=[0])}
+    assert list(cfgs) == [r.label for r in inside_rows()] and list(cfgs)[:2] == ['labels', 'kd']
+    assert all('label' not in c.method_kwargs for c in cfgs.values())
+    assert {c.chapter for label, c in cfgs.items() if label not in ('labels', 'kd')} == {'15 zoo II'}
+    for name in ('fitnet', 'rkd', 'byot', 'sobolev', 'sskd'):  # registered by kdnotes.methods alone
+        assert get_method(name).chapter == '15 zoo II'
+        assert type(get_method(name)).__module__ == f'kdnotes.methods.{name}'
     with pytest.raises(ValueError, match='stage 2 needs steps'):
-        inside_methods(hint_fraction=1.0)
+        inside_rows(hint_fraction=1.0)
 
 
 def test_bench_smoke(tmp_path):
@@ -115,12 +126,13 @@ def test_byot_loss_formula():
 def test_byot_exits_and_params():
     student = build_model('mlp', dict(hidden=[16, 16, 16]), (1, 28, 28))
     m = BYOT()
+    m.setup(student, None)  # the exits' widths from the student's roles; no teacher is read
     x = torch.randn(3, 1, 28, 28)
     z = ExitsView(student, m)(x)
     assert z.shape == (3, 3, 10) and torch.allclose(z[:, -1], student(x))
     assert len(list(m.parameters())) == 8  # two exits: bottleneck and classifier, weights and biases
     with pytest.raises(ValueError, match='one width per exit'):
-        BYOT(exit_layers=('net.2',), exit_dims=(16, 16))
+        BYOT(exit_layers=('stage1',), exit_dims=(16, 16))
     with pytest.raises(ValueError, match='beta'):
         BYOT(beta=-1.0)
 
@@ -169,7 +181,7 @@ def test_sskd_parts():
 
 
 def test_sskd_needs_inputs():
-    m = SSKD(teacher_dim=8)
+    m = SSKD()
     with pytest.raises(ValueError, match='inputs=MethodInputs'):
         m(torch.randn(2, 10), torch.randn(2, 10), torch.zeros(2, dtype=torch.long), {}, {})
     assert SSKD.uses_inputs and Sobolev.uses_inputs and not BYOT.uses_inputs
@@ -177,7 +189,7 @@ def test_sskd_needs_inputs():
 
 def test_new_rows_smoke(tmp_path):
     cfgs = inside_configs(['byot', 'sobolev', 'sskd'], seeds=[0], base=TINY)
-    assert cfgs[0].student_kwargs == dict(hidden=[16, 16, 16]) and set(DEEP_ROWS) <= set(INSIDE_LABELS)
+    assert cfgs[0].student_kwargs == dict(hidden=[16, 16, 16]) and cfgs[1].student_kwargs == dict(hidden=[16])
     recs = kdbench_sweep(cfgs, tmp_path, progress=False)
     table = kdbench_table(recs, order=['byot', 'sobolev', 'sskd'])
     assert table['method'].tolist() == ['byot', 'sobolev', 'sskd'] and (table['acc_mean'] > 0.1).all()
@@ -196,5 +208,26 @@ def test_sobolev_forward_mode_with_batch_norm():
     with pytest.raises(RuntimeError, match='batch_norm'):  # reverse mode twice needs 3rd derivatives
         sobolev_loss(s, t, x).backward()
     loss = sobolev_loss(s, t, x, forward_mode=True)
+    loss.backward()
+    assert torch.isfinite(loss) and s.stem.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('row', ['fitnet_joint', 'rkd_kd', 'byot', 'sobolev', 'sskd'])
+def test_roles_on_resnets(row):
+    "The GPU tier's rows name no layers and no widths: the roles and `setup` resolve them on ResNets."
+    kwargs = dict(fitnet_joint=dict(hint_steps=0, joint=True, conv=True, student_layer='stage2',
+                                    teacher_layer='stage2'),
+                  rkd_kd=dict(kd=True), byot=dict(conv=True), sobolev=dict(forward_mode=True), sskd={})[row]
+    torch.manual_seed(0)
+    s = build_model('resnet8', {}, (3, 32, 32))
+    t = build_model('resnet20', {}, (3, 32, 32)).eval()
+    m = get_method(dict(fitnet_joint='fitnet', rkd_kd='rkd').get(row, row), **kwargs)
+    m.setup(s, t)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    with capture_features(s, m.student_layers) as sf, capture_features(t, m.teacher_layers) as tf:
+        zs = s(x)
+        with torch.no_grad(): zt = t(x)
+        extra = dict(inputs=MethodInputs(x=x, student=s, teacher=t)) if m.uses_inputs else {}
+        loss = m(zs, zt, y, sf, tf, **extra)
     loss.backward()
     assert torch.isfinite(loss) and s.stem.weight.grad.abs().sum() > 0

@@ -1,5 +1,6 @@
-"Integration checks of kdnotes.zoo_without: BSS through `distill`, the online losses' gradients, records."
-import math
+"""Integration checks of chapter 16 (kdnotes.zoo_without, methods/bss.py, methods/online.py): BSS through
+`distill`, the online losses' gradients, records."""
+import dataclasses, math
 import pytest
 import torch
 import torch.nn as nn
@@ -8,9 +9,9 @@ from kdnotes.data import Split, Augment
 from kdnotes.distill import DistillConfig, distill, frozen, kd_loss
 from kdnotes.train import TrainConfig
 from kdnotes.models import MLP
-from kdnotes.zoo_without import (BSS, bss_attack, okddip_attention, okddip_loss, one_loss, dml_loss,
-                                 DataFreeConfig, check_datafree_config, OnlineConfig, check_online_config,
-                                 BENCH_KINDS, DATAFREE_KIND, ONLINE_KIND)
+from kdnotes.methods.bss import BSS, bss_attack
+from kdnotes.methods.online import okddip_attention, okddip_loss, one_loss, dml_loss
+from kdnotes.zoo_without import DataFreeConfig, check_datafree_config, OnlineConfig, check_online_config
 
 torch.set_num_threads(1)
 
@@ -79,10 +80,22 @@ def test_online_config_checks(bad, match):
 
 
 def test_records_read_as_bench_rows():
-    from kdnotes.kdbench import bench_record, method_label, student_name
-    from kdnotes.experiments import to_jsonable
-    assert set(BENCH_KINDS) == {DATAFREE_KIND, ONLINE_KIND}
+    from kdnotes.kdbench import bench_record, method_label, student_name, record_chapter
+    from kdnotes.experiments import to_jsonable, config_hash
     rows = ((OnlineConfig(method='okddip', label='okddip_code'), 'okddip_code'), (DataFreeConfig(), 'dafl'))
     for cfg, label in rows:
         row = bench_record(dict(config=to_jsonable(cfg), result=dict(acc=0.5)))
         assert method_label(row['config']) == label and student_name(row['config']) == 'mlp 16'
+        assert record_chapter(row['config']) == '16 zoo II'  # the leaderboard takes it from the record
+        assert config_hash(cfg) == config_hash(dataclasses.replace(cfg, chapter='elsewhere'))  # not a setting
+
+
+def test_bench_registry_knows_the_chapter():
+    from kdnotes.distill import method_info
+    from kdnotes.kdbench import BENCH_TABLES
+    from kdnotes.zoo_without import bss_rows
+    info = method_info('bss')
+    assert info['chapter'] == '16 zoo II' and info['paper'] and info['cls'] == 'kdnotes.methods.bss.BSS'
+    rows = {r.label: r for r in BENCH_TABLES['16 zoo II']()}
+    assert rows == {r.label: r for r in bss_rows()} and list(rows)[:2] == ['labels', 'kd']
+    assert rows['bss'].kwargs == info['defaults']  # a bare 'bss' on the bench runs the chapter's row

@@ -34,21 +34,14 @@ from kdnotes.models import get_model
 from kdnotes.distill import DistillConfig
 from kdnotes.metrics import agreement, predictive_kl
 from kdnotes.experiments import provenance, write_json, check_commit
-from kdnotes.packing import maybe_compile, train_packed, distill_packed, Packed, EnsembleGroups, relative_state_gap
-from kdnotes.fast import (
-    CIFAR_AUG,
-    FastConfig,
-    fast_recipe,
-    fast_train,
-    eager,
-    BenchConfig,
-    bench_speed,
-    bench_packed,
-    fake_cifar,
-)
+from kdnotes.packing import (maybe_compile, train_packed, distill_packed, Packed, EnsembleGroups,
+                             relative_state_gap)
+from kdnotes.pipelines import FastConfig, fast_recipe, fast_train, eager
+from kdnotes.fast import CIFAR_AUG, BenchConfig, bench_speed, bench_packed, fake_cifar
 from kdnotes.cifar import TEACHER_FORWARD  # a forward pass, in units of a training step
 
 UNITS = ('U1', 'U2', 'U3', 'U4')
+MIN_BUDGET = 200  # seconds: imports, probe and calibration take about 60-90 s on the GPU, a unit wants 100+
 RESULTS = ROOT / 'nbs' / 'results' / 'gpu'
 
 
@@ -72,14 +65,14 @@ class Scale:
     ddpm_channels: tuple = (32, 64, 128)
     ddpm_batch: int = 256
     ddpm_seconds: float = 75.0  # DDPM training per unit (U2, U3), step-budgeted from the measured speed
+    ddpm_calib_steps: int = 101  # calibration: steps 1 (warm-up) to the last synced one (history every 50)
     sample_steps: int = 10  # DDIM steps per synthetic image
     sample_batch: int = 1000
     n_synth: tuple = (0, 12_500, 25_000, 50_000)  # synthetic images added (U2, U3)
     ens_sizes: tuple = (1, 2, 3, 5)  # U4
-    budget: float = (
-        480.0  # seconds after imports: probe, calibration, unit (tools/gpu_task.sh kills at 530)
-    )
+    budget: float = 480.0  # seconds for the whole command from the start of gpu_task.sh (kill: budget + 40)
     probe_arch: str = 'resnet20'
+    probe_batch: int = 64  # images per probe step
 
 
 DRY = Scale(
@@ -98,12 +91,14 @@ DRY = Scale(
     ddpm_channels=(8, 16),
     ddpm_batch=16,
     ddpm_seconds=1.0,
+    ddpm_calib_steps=4,
     sample_steps=2,
     sample_batch=64,
     n_synth=(0, 64),
     ens_sizes=(1, 2),
     budget=170.0,
     probe_arch='resnet8',
+    probe_batch=16,
 )
 
 
@@ -112,7 +107,9 @@ class Log:
     "Print and append to $OUT/log.txt, with seconds since the start."
 
     def __init__(self, out: Path):
-        self.path, self.t0 = out / 'log.txt', time.perf_counter()
+        # the clock starts with tools/gpu_task.sh (its unpacking and install count against the budget)
+        since = time.time() - float(os.environ.get('KDNOTES_TASK_T0') or time.time())
+        self.path, self.t0 = out / 'log.txt', time.perf_counter() - max(0.0, since)
 
     def __call__(self, *msg):
         line = f'[{time.perf_counter() - self.t0:7.1f}s] ' + ' '.join(map(str, msg))
@@ -180,7 +177,7 @@ def new_record(unit: str, scale: Scale, plan: dict) -> dict:
 def load(scale: Scale) -> dict:
     "Training and test images (uint8) on the CPU."
     if scale.data == 'fake':
-        d = fake_cifar(256, 128, seed=0)
+        d = fake_cifar(128, 64, seed=0)  # two batches of the dry run's 64: every code path, little compute
         return {'train': d['train'], 'test': d['test']}
     return cifar10()
 
@@ -196,8 +193,8 @@ def _probe_bf16(scale, data, dev):
     "One training step's loss and gradients with bf16 autocast + channels-last against fp32."
     torch.manual_seed(0)
     m = make_model(scale.probe_arch, (3, 32, 32)).to(dev)
-    x = augment(data['train'].x[:64].to(dev), CIFAR_AUG, train=False)
-    y = data['train'].y[:64].to(dev)
+    x = augment(data['train'].x[: scale.probe_batch].to(dev), CIFAR_AUG, train=False)
+    y = data['train'].y[: scale.probe_batch].to(dev)
 
     def grads(low):
         mm = copy.deepcopy(m)
@@ -233,8 +230,8 @@ def _probe_compile(scale, data, dev):
         c.compile(
             backend='eager'
         )  # Inductor on 2 CPU cores would take minutes; this still traces with dynamo
-    x = augment(data['train'].x[:64].to(dev), CIFAR_AUG, train=False)
-    y = data['train'].y[:64].to(dev)
+    x = augment(data['train'].x[: scale.probe_batch].to(dev), CIFAR_AUG, train=False)
+    y = data['train'].y[: scale.probe_batch].to(dev)
     outs = []
     for mm in (m, c):
         z = mm(x)
@@ -251,7 +248,7 @@ def _probe_compile(scale, data, dev):
 
 def _probe_packed(scale, data, dev):
     "K=3 models packed (vmap) against the same three trained separately: one step on one batch."
-    k, n = 3, 2 * scale.batch_size if dev.type == 'cuda' else 128
+    k, n = 3, 2 * scale.batch_size if dev.type == 'cuda' else 2 * scale.probe_batch
     inits = []
     for s in range(k):
         torch.manual_seed(s)
@@ -277,8 +274,9 @@ class _Stop(Exception):
 
 def _probe_resume(scale, data, dev, tmp: Path):
     "`fit` for 2 epochs straight against 1 epoch, a crash, and a resume from the checkpoint, on the device."
-    train = data['train'][: 4 * 64]
-    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, seed=0, device=str(dev), progress=False)
+    b = scale.probe_batch
+    train = data['train'][: 4 * b]  # 4 steps per epoch
+    cfg = TrainConfig(epochs=2, batch_size=b, lr=0.05, seed=0, device=str(dev), progress=False)
 
     def run(ckpt, crash_after=None):
         torch.manual_seed(0)
@@ -293,7 +291,7 @@ def _probe_resume(scale, data, dev, tmp: Path):
 
         seed_everything(0)
         try:
-            hist = fit(mdl, DeviceLoader(train, 64, CIFAR_AUG, device=dev, seed=0), cfg, loss, ckpt)
+            hist = fit(mdl, DeviceLoader(train, b, CIFAR_AUG, device=dev, seed=0), cfg, loss, ckpt)
         except _Stop:
             return mdl, None
         return mdl, hist
@@ -317,7 +315,7 @@ def _probe_resume(scale, data, dev, tmp: Path):
 def _probe_diffusers(scale, data, dev):
     "A diffusers UNet2DModel: two training steps with EMA, and two DDIM-sampled images, finite and uint8."
     import diffusers
-    from kdnotes.synthetic import DDPMConfig, train_ddpm, sample, make_scheduler
+    from kdnotes.ddpm import DDPMConfig, train_ddpm, sample, make_scheduler
 
     cfg = DDPMConfig(
         dataset='cifar10',
@@ -341,40 +339,45 @@ def _probe_diffusers(scale, data, dev):
     )
 
 
+# diffusers first: on the device its import also pulls in the preinstalled transformers, accelerate and peft,
+# a path the CPU venv never takes, and it costs seconds, not minutes
 PROBES = (
+    ('diffusers', _probe_diffusers),
     ('bf16_channels_last', _probe_bf16),
-    ('compile', _probe_compile),
     ('packed', _probe_packed),
     ('resume', _probe_resume),
-    ('diffusers', _probe_diffusers),
 )
+COMPILE_PROBE = ('compile', _probe_compile)  # only U1 compiles: its failure skips U1, never the others
 
 
-def probe(scale: Scale, data: dict, log: Log, tmp: Path) -> dict:
-    "Run the probes in order; stop at the first failure."
+def _run_probe(name, fn, scale, data, dev, tmp, log) -> dict:
+    "One probe; an exception becomes a failed result with its traceback."
+    t0 = time.perf_counter()
+    try:
+        res = fn(scale, data, dev, tmp) if name == 'resume' else fn(scale, data, dev)
+    except Exception as e:
+        res = dict(ok=False, error=f'{type(e).__name__}: {e}'[:800], traceback=traceback.format_exc()[-2000:])
+    res['seconds'] = round(time.perf_counter() - t0, 2)
+    shown = {k: v for k, v in res.items() if k != 'traceback'}
+    log(f'probe {name}: {"ok" if res["ok"] else "FAILED"}', shown)
+    return res
+
+
+def probe(scale: Scale, data: dict, log: Log, tmp: Path, compile_check: bool = True) -> dict:
+    "Run the probes every unit needs in order, stopping at the first failure; then the compile probe."
     dev, out = pick_device(scale.device), {}
     for name, fn in PROBES:
-        t0 = time.perf_counter()
-        try:
-            res = fn(scale, data, dev, tmp) if name == 'resume' else fn(scale, data, dev)
-        except Exception as e:
-            res = dict(
-                ok=False, error=f'{type(e).__name__}: {e}'[:800], traceback=traceback.format_exc()[-2000:]
-            )
-        res['seconds'] = round(time.perf_counter() - t0, 2)
-        out[name] = res
-        log(
-            f'probe {name}: {"ok" if res["ok"] else "FAILED"}',
-            {k: v for k, v in res.items() if k not in ('traceback',)},
-        )
-        if not res['ok']:
-            break
+        out[name] = _run_probe(name, fn, scale, data, dev, tmp, log)
+        if not out[name]['ok']:
+            return out
+    if compile_check:
+        out['compile'] = _run_probe(*COMPILE_PROBE, scale, data, dev, tmp, log)
     return out
 
 
 def calibrate(scale: Scale, data: dict, log: Log) -> dict:
     "Seconds per full epoch of the units' network (fast path), packed efficiency, DDPM and sampling speed."
-    from kdnotes.synthetic import DDPMConfig, train_ddpm, sample, make_scheduler
+    from kdnotes.ddpm import DDPMConfig, train_ddpm, sample, make_scheduler
 
     dev, N = pick_device(scale.device), len(data['train'])
     sub = data['train'][: min(scale.calib_images, N)]
@@ -393,22 +396,26 @@ def calibrate(scale: Scale, data: dict, log: Log) -> dict:
         attention=False,
         batch_size=scale.ddpm_batch,
         time_budget=600,
-        max_steps=12,
+        max_steps=scale.ddpm_calib_steps,
         warmup_steps=1,
         device=str(dev),
     )
-    t0 = time.perf_counter()
     _, ema, hist = train_ddpm(data['train'].x[:4096], dc, progress=False)
-    ddpm_s = time.perf_counter() - t0
+    # step 1 pays for the lazy start (cuDNN plans, allocator); time from it to the last entry `train_ddpm`
+    # took with a device sync (every 50th step), not to the end (the host may run ahead of the GPU)
+    synced = [h for h in hist[1:] if h['step'] % 50 == 0] or hist[-1:]
+    a, b = hist[0], synced[-1]
+    ddpm_rate = (b['step'] - a['step']) / max(b['seconds'] - a['seconds'], 1e-6)
+    sched = make_scheduler(dc)
+    sample(ema, sched, 8, steps=1, batch_size=8, progress=False)  # warm-up: the first call's set-up untimed
     t0 = time.perf_counter()
-    sample(
-        ema, make_scheduler(dc), scale.sample_batch, steps=2, batch_size=scale.sample_batch, progress=False
-    )
+    sample(ema, sched, scale.sample_batch, steps=2, batch_size=scale.sample_batch, progress=False)
     per_image_step = (time.perf_counter() - t0) / (2 * scale.sample_batch)
     out = dict(
         epoch_seconds=e1,
         packed4_efficiency=p4,
-        ddpm_steps_per_s=12 / ddpm_s,
+        ddpm_steps_per_s=ddpm_rate,
+        ddpm_calib_steps=b['step'] - a['step'],
         sample_seconds_per_image_step=per_image_step,
     )
     log('calibration', {k: round(v, 5) for k, v in out.items()})
@@ -500,7 +507,7 @@ def _epochs_for(seconds: float, per_epoch: float, scale: Scale) -> int:
 
 def _ddpm_and_samples(scale, data, dev, seconds, n, calib, log):
     "A small DDPM (step-budgeted, EMA) on the training images, and `n` DDIM samples (uint8)."
-    from kdnotes.synthetic import DDPMConfig, train_ddpm, sample, make_scheduler
+    from kdnotes.ddpm import DDPMConfig, train_ddpm, sample, make_scheduler
 
     steps = max(10, int(seconds * calib['ddpm_steps_per_s']))
     cfg = DDPMConfig(
@@ -574,7 +581,11 @@ def unit_speed(scale, data, calib, log, saver, rec, budget) -> dict:
         saver.save(rec['file'], rec)
         log('U1 packed', _short(pk))
     if log.left(budget) > 30:
-        rec['pieces']['profile'] = _profile(bc, d)
+        try:  # a profiler error must not throw away a finished U1: the table is a nicety
+            rec['pieces']['profile'] = _profile(bc, d)
+        except Exception as e:
+            rec['pieces']['profile_error'] = f'{type(e).__name__}: {e}'[:500]
+            log('U1 profile FAILED (U1 stays complete):', rec['pieces']['profile_error'])
         saver.save(rec['file'], rec)
     sp, pk = rec['pieces'].get('speed', {}), rec['pieces'].get('packed', {})
     errors = [
@@ -756,8 +767,9 @@ def done_units(results: Path) -> set:
     return out
 
 
-def next_unit(results: Path) -> str | None:
-    done = done_units(results)
+def next_unit(results: Path, skip: tuple = ()) -> str | None:
+    "The first unit without a complete record, other than those in `skip`."
+    done = done_units(results) | set(skip)
     return next((u for u in UNITS if u not in done), None)
 
 
@@ -809,7 +821,8 @@ def main(argv=None) -> int:
         '--budget',
         type=float,
         default=None,
-        help='seconds for the whole command (default 500 on the GPU, 170 dry)',
+        help='seconds for the whole command, counted from the start of tools/gpu_task.sh, which kills at the'
+        ' budget + 40 s (default 480 on the GPU, 170 dry); the unit is planned to end inside it',
     )
     ap.add_argument(
         '--results', default=str(RESULTS), help='committed unit records, read to pick the next unit'
@@ -821,6 +834,9 @@ def main(argv=None) -> int:
     budget = args.budget or scale.budget
     if budget <= 0:
         ap.error('--budget must be > 0 seconds')
+    if not args.dry_run and budget < MIN_BUDGET:
+        ap.error(f'--budget {budget:g} s leaves no room for a unit after the probe and calibration; '
+                 f'give at least {MIN_BUDGET} s (device time left, less the machine start)')
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out)
@@ -852,7 +868,8 @@ def main(argv=None) -> int:
     )
     log('provenance', provenance() | dict(git_commit=commit()))
     if scale.device == 'cpu':
-        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        # one thread: on a shared machine a second one spins against other jobs (10-100x slower under load)
+        torch.set_num_threads(1)
     work = Path(
         tempfile.mkdtemp(prefix='gpu_task_')
     )  # not under $OUT: only a few files may come back from there
@@ -861,8 +878,9 @@ def main(argv=None) -> int:
     log('data', scale.data, {k: tuple(v.x.shape) for k, v in data.items()})
     tmp = work / 'tmp'
     tmp.mkdir()
-    pr = probe(scale, data, log, tmp)
-    failed = [k for k, v in pr.items() if not v['ok']]
+    pr = probe(scale, data, log, tmp, compile_check='U1' in units)
+    failed = [k for k, v in pr.items() if not v['ok'] and k != 'compile']
+    compile_failed = 'compile' in pr and not pr['compile']['ok']
     calib = {} if failed else calibrate(scale, data, log)
     prec = dict(
         kind='probe',
@@ -878,8 +896,16 @@ def main(argv=None) -> int:
         log(f'PROBE FAILED at {failed[0]}: {pr[failed[0]].get("error", pr[failed[0]])}')
         return 2
     failed_units = []
+    if compile_failed:  # U1 waits for a fix; the units that do not compile go on
+        log(f'compile probe FAILED: U1 skipped ({pr["compile"].get("error", pr["compile"])})')
+        failed_units.append('U1')
+        units = [u for u in units if u != 'U1']
+        if args.unit == 'next':
+            units = [u for u in [next_unit(Path(args.results), skip=('U1',))] if u]
+        log(f'units now {units or "none left"}')
     for unit in units:
-        if not args.dry_run and log.left(budget) < 60:  # the dry run always runs every unit: that is its point
+        # the dry run always runs every unit: that is its point
+        if not args.dry_run and log.left(budget) < 60:
             log(f'{unit}: skipped, {log.left(budget):.0f} s left')
             break
         if 'error' in run_unit(unit, scale, data, calib, log, saver, budget):

@@ -6,11 +6,14 @@ Run it as `make test` (which creates .venv and installs what is missing first), 
      kdnotes/ did not change (the package matches the notebooks)
   2. nbdev_test on every notebook (cells tagged #|slow or #|gpu are skipped)
   3. pytest tests/
-  4. gpu-dry-run: the lent-GPU command (tools/gpu_task.sh) on the CPU at tiny size (tools/GPU_TASK.md)
-  5. docs build into docs/ (offline)
-  6. headless-Chromium check of every page of the built site
-  7. headless-Chromium check of a widget in JupyterLab
-Options: --skip STEP [STEP ...] (names: export nbs pytest gpu-dry-run docs site lab), --only STEP [...].
+  4. gpu-size: the lent-GPU call still fits, with 10 MB to spare (tools/prepare_gpu_task.sh --spare 10:
+     the tree, untracked files and the carried CIFAR-10 file and diffusers wheel against 64 MiB)
+  5. gpu-dry-run: the lent-GPU command (tools/gpu_task.sh) on the CPU at tiny size (tools/GPU_TASK.md)
+  6. docs build into docs/ (offline)
+  7. headless-Chromium check of every page of the built site
+  8. headless-Chromium check of a widget in JupyterLab
+Options: --skip STEP [STEP ...] (names: export nbs pytest gpu-size gpu-dry-run docs site lab),
+--only STEP [...].
 """
 import argparse, hashlib, os, subprocess, sys, time
 from pathlib import Path
@@ -58,11 +61,26 @@ def step_nbs() -> int:
     return 0 if subprocess.run([str(BIN / 'nbdev_test'), '--n_workers', workers, '--timing'], cwd=ROOT, env=env).returncode == 0 else 1
 
 
+def step_gpu_size() -> int:
+    # the call that a lent GPU gets must fit 64 MiB: fail here, with room to spare, not on the day a GPU comes
+    env = dict(os.environ, PYTHON=sys.executable)
+    try:
+        subprocess.run([sys.executable, '-c', 'from kdnotes.data import cifar10_path; cifar10_path()'],
+                       cwd=ROOT, check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        if os.environ.get('CI'): print('no CIFAR-10 file (../shared/data or $KDNOTES_CIFAR10)'); return 1
+        print('SKIPPED: no CIFAR-10 file here (../shared/data or $KDNOTES_CIFAR10); CI has it'); return 0
+    print('$ bash tools/prepare_gpu_task.sh --spare 10', flush=True)
+    cmd = ['bash', 'tools/prepare_gpu_task.sh', '--spare', '10']
+    code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    return 1 if code else 0
+
+
 def step_gpu_dry_run() -> int:
-    # keeps the GPU command working between lent GPU sessions: same script, CPU, tiny, trimmed diffusers
-    if sh(sys.executable, 'tools/trim_diffusers.py'): return 1
+    # keeps the GPU command working between lent GPU sessions: same script, CPU, tiny, the carried wheel
+    if sh(sys.executable, 'tools/pack_diffusers.py'): return 1
     out = ROOT / 'runs' / 'gpu-dry-run'
-    env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), OMP_NUM_THREADS='2')
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), OMP_NUM_THREADS='1')
     print('$ bash tools/gpu_task.sh --dry-run --unit all', flush=True)
     code = subprocess.run(['bash', 'tools/gpu_task.sh', '--dry-run', '--unit', 'all'], cwd=ROOT, env=env).returncode
     return 0 if code == 0 else 1
@@ -72,6 +90,7 @@ STEPS = {
     'export': step_export,
     'nbs': step_nbs,
     'pytest': step_pytest,
+    'gpu-size': step_gpu_size,
     'gpu-dry-run': step_gpu_dry_run,
     'docs': lambda: sh(sys.executable, 'tools/build_docs.py'),
     'site': lambda: sh(sys.executable, 'tools/check_site.py'),
