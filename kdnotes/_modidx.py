@@ -9,6 +9,12 @@ d = {
         'lib_path': 'kdnotes',
     },
     'syms': {
+        'kdnotes.bench_plots': {
+            'kdnotes.bench_plots._rows_panel': ('kdbench.html#_rows_panel', 'kdnotes/bench_plots.py'),
+            'kdnotes.bench_plots._style': ('kdbench.html#_style', 'kdnotes/bench_plots.py'),
+            'kdnotes.bench_plots.plot_leaderboard':
+                ('kdbench.html#plot_leaderboard', 'kdnotes/bench_plots.py'),
+        },
         'kdnotes.cifar': {
             'kdnotes.cifar.CifarMainConfig': ('stanton_cifar.html#cifarmainconfig', 'kdnotes/cifar.py'),
             'kdnotes.cifar.CifarTeacherConfig': ('stanton_cifar.html#cifarteacherconfig', 'kdnotes/cifar.py'),
@@ -345,26 +351,16 @@ d = {
         'kdnotes.kdbench': {
             'kdnotes.kdbench.BenchRow': ('kdbench.html#benchrow', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.KDBenchConfig': ('kdbench.html#kdbenchconfig', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.KDBenchMainConfig': ('kdbench.html#kdbenchmainconfig', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.LeaderboardMainConfig':
-                ('kdbench.html#leaderboardmainconfig', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._checks': ('kdbench.html#_checks', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench._kw': ('kdbench.html#_kw', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._method': ('kdbench.html#_method', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench._rows_panel': ('kdbench.html#_rows_panel', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._student': ('kdbench.html#_student', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench._style': ('kdbench.html#_style', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.add_cli': ('kdbench.html#add_cli', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.bench_record': ('kdbench.html#bench_record', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.bench_row': ('kdbench.html#bench_row', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.check_kdbench_config':
                 ('kdbench.html#check_kdbench_config', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.choose_settings': ('kdbench.html#choose_settings', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.diverged': ('kdbench.html#diverged', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.holm': ('kdbench.html#holm', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_configs': ('kdbench.html#kdbench_configs', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_data': ('kdbench.html#kdbench_data', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.kdbench_main': ('kdbench.html#kdbench_main', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_run': ('kdbench.html#kdbench_run', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_select': ('kdbench.html#kdbench_select', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.kdbench_sweep': ('kdbench.html#kdbench_sweep', 'kdnotes/kdbench.py'),
@@ -372,20 +368,15 @@ d = {
             'kdnotes.kdbench.kdbench_teacher': ('kdbench.html#kdbench_teacher', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.leaderboard_headline':
                 ('kdbench.html#leaderboard_headline', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.leaderboard_main': ('kdbench.html#leaderboard_main', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.leaderboard_records': ('kdbench.html#leaderboard_records', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.method_class': ('kdbench.html#method_class', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.method_label': ('kdbench.html#method_label', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.paired_table': ('kdbench.html#paired_table', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.plot_leaderboard': ('kdbench.html#plot_leaderboard', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.protocol_rows': ('kdbench.html#protocol_rows', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.protocol_sweep': ('kdbench.html#protocol_sweep', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.record_chapter': ('kdbench.html#record_chapter', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.register_rows': ('kdbench.html#register_rows', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.setting_label': ('kdbench.html#setting_label', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.student_name': ('kdbench.html#student_name', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.teacher_spec': ('kdbench.html#teacher_spec', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench.tune_configs': ('kdbench.html#tune_configs', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.zoo_leaderboard': ('kdbench.html#zoo_leaderboard', 'kdnotes/kdbench.py'),
         },
         'kdnotes.launch': {
@@ -750,6 +741,20 @@ d = {
             'kdnotes.pipelines.fast_train': ('fast.html#fast_train', 'kdnotes/pipelines.py'),
             'kdnotes.pipelines.plot_recipe': ('fast.html#plot_recipe', 'kdnotes/pipelines.py'),
         },
+        'kdnotes.protocol': {
+            'kdnotes.protocol.KDBenchMainConfig': ('kdbench.html#kdbenchmainconfig', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.LeaderboardMainConfig':
+                ('kdbench.html#leaderboardmainconfig', 'kdnotes/protocol.py'),
+            'kdnotes.protocol._kw': ('kdbench.html#_kw', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.add_cli': ('kdbench.html#add_cli', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.bench_row': ('kdbench.html#bench_row', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.choose_settings': ('kdbench.html#choose_settings', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.kdbench_main': ('kdbench.html#kdbench_main', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.leaderboard_main': ('kdbench.html#leaderboard_main', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.protocol_rows': ('kdbench.html#protocol_rows', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.protocol_sweep': ('kdbench.html#protocol_sweep', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.tune_configs': ('kdbench.html#tune_configs', 'kdnotes/protocol.py'),
+        },
         'kdnotes.synthetic': {
             'kdnotes.synthetic.SampleConfig': ('synthetic.html#sampleconfig', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.SynthMainConfig': ('synthetic.html#synthmainconfig', 'kdnotes/synthetic.py'),
@@ -854,14 +859,37 @@ d = {
             'kdnotes.zoo_inside.byot_exits_run': ('zoo_inside.html#byot_exits_run', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.byot_exits_sweep':
                 ('zoo_inside.html#byot_exits_sweep', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.inside_answer': ('zoo_inside.html#inside_answer', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.inside_configs': ('zoo_inside.html#inside_configs', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.inside_records': ('zoo_inside.html#inside_records', 'kdnotes/zoo_inside.py'),
             'kdnotes.zoo_inside.inside_rows': ('zoo_inside.html#inside_rows', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.inside_table': ('zoo_inside.html#inside_table', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.paired_family': ('zoo_inside.html#paired_family', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.protocol_records':
+                ('zoo_inside.html#protocol_records', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.row_refs': ('zoo_inside.html#row_refs', 'kdnotes/zoo_inside.py'),
+            'kdnotes.zoo_inside.row_setting': ('zoo_inside.html#row_setting', 'kdnotes/zoo_inside.py'),
+        },
+        'kdnotes.zoo_multiview': {
+            'kdnotes.zoo_multiview.MultiViewConfig':
+                ('zoo_outputs.html#multiviewconfig', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.check_multiview':
+                ('zoo_outputs.html#check_multiview', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.multiview_data':
+                ('zoo_outputs.html#multiview_data', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.multiview_run':
+                ('zoo_outputs.html#multiview_run', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.multiview_views':
+                ('zoo_outputs.html#multiview_views', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.mv_forward': ('zoo_outputs.html#mv_forward', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.mv_train': ('zoo_outputs.html#mv_train', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.smoothed_relu':
+                ('zoo_outputs.html#smoothed_relu', 'kdnotes/zoo_multiview.py'),
+            'kdnotes.zoo_multiview.views_learned':
+                ('zoo_outputs.html#views_learned', 'kdnotes/zoo_multiview.py'),
         },
         'kdnotes.zoo_outputs': {
             'kdnotes.zoo_outputs.ChainConfig': ('zoo_outputs.html#chainconfig', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.MultiViewConfig':
-                ('zoo_outputs.html#multiviewconfig', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.SpecialistConfig':
                 ('zoo_outputs.html#specialistconfig', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.ZooMainConfig': ('zoo_outputs.html#zoomainconfig', 'kdnotes/zoo_outputs.py'),
@@ -872,8 +900,6 @@ d = {
             'kdnotes.zoo_outputs.chain_configs': ('zoo_outputs.html#chain_configs', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_run': ('zoo_outputs.html#chain_run', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_sweep': ('zoo_outputs.html#chain_sweep', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.check_multiview':
-                ('zoo_outputs.html#check_multiview', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.collapse': ('zoo_outputs.html#collapse', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.combine_specialists':
                 ('zoo_outputs.html#combine_specialists', 'kdnotes/zoo_outputs.py'),
@@ -882,14 +908,6 @@ d = {
             'kdnotes.zoo_outputs.gpu_chains': ('zoo_outputs.html#gpu_chains', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.gpu_teacher_choice':
                 ('zoo_outputs.html#gpu_teacher_choice', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.multiview_data':
-                ('zoo_outputs.html#multiview_data', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.multiview_run': ('zoo_outputs.html#multiview_run', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.multiview_views':
-                ('zoo_outputs.html#multiview_views', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.mv_forward': ('zoo_outputs.html#mv_forward', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.mv_train': ('zoo_outputs.html#mv_train', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.smoothed_relu': ('zoo_outputs.html#smoothed_relu', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.specialist_configs':
                 ('zoo_outputs.html#specialist_configs', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.specialist_run':
@@ -902,11 +920,31 @@ d = {
                 ('zoo_outputs.html#teacher_choices', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.train_specialist':
                 ('zoo_outputs.html#train_specialist', 'kdnotes/zoo_outputs.py'),
-            'kdnotes.zoo_outputs.views_learned': ('zoo_outputs.html#views_learned', 'kdnotes/zoo_outputs.py'),
+            'kdnotes.zoo_outputs.zoo_answer': ('zoo_outputs.html#zoo_answer', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.zoo_configs': ('zoo_outputs.html#zoo_configs', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.zoo_main': ('zoo_outputs.html#zoo_main', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.zoo_records': ('zoo_outputs.html#zoo_records', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.zoo_rows': ('zoo_outputs.html#zoo_rows', 'kdnotes/zoo_outputs.py'),
+        },
+        'kdnotes.zoo_protocol': {
+            'kdnotes.zoo_protocol._bench_claims':
+                ('zoo_outputs.html#_bench_claims', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol._claim': ('zoo_outputs.html#_claim', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol._interval': ('zoo_outputs.html#_interval', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol._old_claims': ('zoo_outputs.html#_old_claims', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol._setting': ('zoo_outputs.html#_setting', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol._verdict': ('zoo_outputs.html#_verdict', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol._verdict_of': ('zoo_outputs.html#_verdict_of', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol.before_after': ('zoo_outputs.html#before_after', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol.paired_claim': ('zoo_outputs.html#paired_claim', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol.protocol_table':
+                ('zoo_outputs.html#protocol_table', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol.protocol_view':
+                ('zoo_outputs.html#protocol_view', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol.sign_test_range':
+                ('zoo_outputs.html#sign_test_range', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol.t_interval': ('zoo_outputs.html#t_interval', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol.zoo_ledger': ('zoo_outputs.html#zoo_ledger', 'kdnotes/zoo_protocol.py'),
         },
         'kdnotes.zoo_without': {
             'kdnotes.zoo_without.Cohort': ('zoo_without.html#cohort', 'kdnotes/zoo_without.py'),
@@ -952,6 +990,8 @@ d = {
             'kdnotes.zoo_without.peer_diversity':
                 ('zoo_without.html#peer_diversity', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.ramp_weight': ('zoo_without.html#ramp_weight', 'kdnotes/zoo_without.py'),
+            'kdnotes.zoo_without.without_answer':
+                ('zoo_without.html#without_answer', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.without_sweep': ('zoo_without.html#without_sweep', 'kdnotes/zoo_without.py'),
         },
     },

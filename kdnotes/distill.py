@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_distill.ipynb #72fac758
 from __future__ import annotations
-import importlib, inspect, math, numbers, time
+import inspect, math, numbers, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import torch
@@ -130,8 +130,7 @@ def register_method(name: str, # the method's name: in `get_method`, configs, re
         return cls
     return add
 def registered(name: str) -> type:
-    "The class registered under `name`, after importing the built-in method files (kdnotes/methods/)."
-    importlib.import_module('kdnotes.methods')  # each method file registers itself on import
+    "The class registered under `name` (`import kdnotes` registers the built-in ones, kdnotes/methods/)."
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)} "
                          "or register yours with @register_method")

@@ -29,7 +29,7 @@ __all__ = ['CIFAR_AUG', 'BENCH_PARTS', 'BenchConfig', 'fake_cifar', 'bench_data'
 # %% ../nbs/20_fast.ipynb #5de964c9
 @dataclass
 class BenchConfig:
-    "What `kdnotes bench` measures, on which model, data and device; its fields are the command's options."
+    "What `kdnotes speed` measures, on which model, data and device; its fields are the command's options."
     model: str = 'resnet56'  # architecture, e.g. resnet20, resnet56
     dataset: str = opt('cifar10', choices=('cifar10', 'fake'))  # the JPEG q75 copy, or random images
     images: int = 50_000  # training images per epoch (the first N of the training set)
@@ -363,9 +363,9 @@ def _summary(results: dict) -> str:
 
 # %% ../nbs/20_fast.ipynb #d3f63c4d
 def add_cli(subparsers):
-    "Register `kdnotes bench`: its options are `BenchConfig`'s fields; JSON + PNG to --out."
+    "Register `kdnotes speed`: its options are `BenchConfig`'s fields; JSON + PNG to --out."
     p = subparsers.add_parser(
-        'bench', help='speed benchmark: common DataLoader pipeline vs the fast path, packed K-model training'
+        'speed', help='speed benchmark: common DataLoader pipeline vs the fast path, packed K-model training'
     )
     add_options(p, BenchConfig, exclude=('progress',))
     p.add_argument('--out', default='.', help='results folder: JSON records with provenance and a PNG')

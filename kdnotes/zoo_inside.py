@@ -4,8 +4,9 @@
 
 # %% ../nbs/15_zoo_inside.ipynb #5cdcda68
 from __future__ import annotations
-import functools, math, os
+import functools, json, math, os
 from pathlib import Path
+import pandas as pd
 import torch
 import torch.nn as nn
 from .distill import get_method, distill, DistillConfig, capture_features
@@ -14,11 +15,13 @@ from .train import TrainConfig, seed_everything, predict
 from .experiments import ResultStore, to_jsonable
 from .launch import LaunchConfig, launch_sweep
 from .kdbench import (BENCH_KD, BENCH_ROWS, BenchRow, register_rows, kdbench_select, kdbench_teacher,
-                             teacher_spec, KDBenchConfig, KIND as BENCH_KIND, kdbench_data)
+                             teacher_spec, KDBenchConfig, KIND as BENCH_KIND, kdbench_data,
+                             leaderboard_records, paired_table, holm, diverged, method_label, setting_label)
 
 # %% auto #0
-__all__ = ['EXITS_KIND', 'FITNET_BETA', 'DEEP_STUDENT', 'ExitsView', 'byot_exits_run', 'byot_exits_sweep',
-           'inside_rows', 'inside_configs', 'inside_records']
+__all__ = ['EXITS_KIND', 'FITNET_BETA', 'DEEP_STUDENT', 'CHAPTER', 'NO_TEACHER', 'ANSWER_ROWS', 'ExitsView',
+           'byot_exits_run', 'byot_exits_sweep', 'inside_rows', 'inside_configs', 'inside_records',
+           'protocol_records', 'row_refs', 'paired_family', 'row_setting', 'inside_table', 'inside_answer']
 
 # %% ../nbs/15_zoo_inside.ipynb #b15e0a01
 from .methods.byot import BYOT
@@ -71,7 +74,7 @@ def byot_exits_sweep(cfgs: list[KDBenchConfig], # 'byot' bench configs
     return [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, res)]
 
 # %% ../nbs/15_zoo_inside.ipynb #370768bd
-FITNET_BETA = 0.01  # hint weight: the bench's lr 0.05 on the unweighted 512-feature sum kills the student
+FITNET_BETA = 100 * 2 / 512  # RepDistiller's hint weight 100 on a mean squared error; ours: ½·sum of 512
 DEEP_STUDENT = dict(hidden=[16, 16, 16])  # the bench student's width in three stages: BYOT's exits
 
 @register_rows('15 zoo II')
@@ -86,9 +89,8 @@ def inside_rows(base: KDBenchConfig | None = None, # the bench settings (epochs 
     steps, R, deep = round(hint_fraction * base.epochs * per_epoch), BenchRow, DEEP_STUDENT
     w = lambda **ws: tuple({k: v * f for k, v in ws.items()} for f in (1.0, 0.1, 0.01))  # the paper's × f
     temps = tuple(dict(T=T) for T in (2.0, 4.0, 8.0))  # KD's grid, as on the bench's own kd row
-    hint = 100 * 2 / 512  # RepDistiller's FitNets weight 100 on a mean squared error; ours is ½·sum of 512
-    return [*BENCH_ROWS, R('fitnet', 'fitnet', dict(hint_steps=steps), tune=w(beta=hint)),
-            R('fitnet_joint', 'fitnet', dict(hint_steps=0, joint=True), tune=w(beta=hint)),
+    return [*BENCH_ROWS, R('fitnet', 'fitnet', dict(hint_steps=steps), tune=w(beta=FITNET_BETA)),
+            R('fitnet_joint', 'fitnet', dict(hint_steps=0, joint=True), tune=w(beta=FITNET_BETA)),
             R('rkd', 'rkd', {}, tune=w(w_dist=25.0, w_angle=50.0)),
             R('rkd_kd', 'rkd', dict(kd=True), tune=w(w_dist=25.0, w_angle=50.0)),
             R('rkd_kd_w1', 'rkd', dict(kd=True), tune=w(w_dist=1.0, w_angle=2.0)),
@@ -122,3 +124,87 @@ def inside_records(root: str | os.PathLike, # the shared bench store (nbs/result
             raise ValueError(f"no {kind} record of row {c.label!r}, seed {c.seed} in {root}: run the sweep")
         out.append(dict(config=to_jsonable(c), result=rec['result']))
     return out
+
+# %% ../nbs/15_zoo_inside.ipynb #7451d978
+CHAPTER = '15 zoo II'  # this chapter's name on the bench
+NO_TEACHER = ('labels', 'deep_labels', 'byot', 'byot_hint')  # never read a teacher: no own gap to test
+ANSWER_ROWS = ('labels', 'kd', 'fitnet', 'fitnet_joint', 'rkd', 'rkd_kd', 'deep_labels', 'byot', 'sobolev',
+               'sskd')  # the opening's table: the papers' methods (with their '(paper)' rows)
+
+def protocol_records(root: str | os.PathLike, # a bench folder: nbs/results/bench (or the old nbs/results/zoo)
+                    ) -> list[dict]:
+    "The chapter's bench runs in `root`, with the bench's `labels` and `kd` runs they are compared with."
+    keep = lambda r: r['chapter'] == CHAPTER or method_label(r['config']) in ('labels', 'kd')
+    return [r for r in leaderboard_records(root) if keep(r)]
+
+def row_refs(label: str, # a row label, e.g. 'byot' or 'rkd (paper)'
+            ) -> tuple[str, str]:
+    "The rows a row is compared with on its own student: (KD, the student alone)."
+    deep = {r.label for r in inside_rows() if r.student_kwargs}  # the three-stage student's rows
+    return ('deep_kd', 'deep_labels') if label.removesuffix(' (paper)') in deep else ('kd', 'labels')
+
+def paired_family(recs: list, # bench records, e.g. from `protocol_records`
+                  refs: dict, # row -> the row it is compared with ('': against zero, one sample)
+                  metric: str = 'acc', # 'acc', 'agreement', 'kl', or 'own' (agreement − control agreement)
+                 ):
+    "Each row's paired difference to its reference over common seeds, Holm's correction across all rows."
+    have, parts = {method_label(r['config']) for r in recs}, []
+    for ref in dict.fromkeys(refs.values()):  # each reference once, in order
+        rows = [m for m, r in refs.items() if r == ref and m in have]
+        if not rows or (ref and ref not in have): continue  # not run (yet)
+        sub = [r for r in recs if method_label(r['config']) in {*rows, ref}]
+        t = paired_table(sub, ref, metric)
+        parts.append(t[t['method'].isin(rows)].assign(ref=ref))
+    if not parts: raise ValueError(f"none of the rows {list(refs)} has runs in these records: run the sweep")
+    t = pd.concat(parts, ignore_index=True)
+    t['p_holm'] = holm(t['p'].tolist())  # one family: every comparison of the column
+    return t.set_index('method')
+
+# %% ../nbs/15_zoo_inside.ipynb #73337e7f
+def row_setting(root: str | os.PathLike, # the protocol's folder (its protocol.json)
+                label: str, # a row label, e.g. 'rkd' or 'rkd (paper)'
+               ) -> tuple[str, str]:
+    "A row's setting in words and its validation mean, from the protocol's choice ('—' where none)."
+    path, base = Path(root) / 'protocol.json', label.removesuffix(' (paper)')
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    c = {**saved.get('08 bench', {}), **saved.get(CHAPTER, {})}.get(base)
+    if c is None: return '—', '—'  # no grid (the student alone), or a folder from before the protocol
+    s = c['paper'] if label.endswith(' (paper)') else c['chosen']
+    k = next(iter(s))  # the grid scales the paper's weights together: one ratio gives the factor
+    tag = 'paper' if s == c['paper'] else '' if k == 'T' else f"paper × {s[k] / c['paper'][k]:g}"
+    words = ', '.join(f'{k}={v:g}' for k, v in s.items()) + (f' ({tag})' if tag else '')
+    return words, f"{c['val_acc'][setting_label(BenchRow(base, ''), s)]:.3f}"
+
+def inside_table(root: str | os.PathLike, # nbs/results/bench (protocol.json there names the settings)
+                 rows=None, # row labels to show, with their '(paper)' rows (default: all the chapter's)
+                 brief: bool = False, # the opening's columns only
+                ):
+    "The chapter's rows: setting, validation and test accuracy, paired gaps (95% t interval, Holm), diverged."
+    recs = protocol_records(root)
+    have = {method_label(r['config']) for r in recs}
+    order = [m for row in inside_rows() if rows is None or row.label in rows
+             for m in (row.label, f'{row.label} (paper)') if m in have]
+    kd = paired_family(recs, {m: row_refs(m)[0] for m in order if m not in ('kd', 'deep_kd')})
+    alone = paired_family(recs, {m: row_refs(m)[1] for m in order if m not in ('labels', 'deep_labels')})
+    own = paired_family(recs, {m: '' for m in order if m.removesuffix(' (paper)') not in NO_TEACHER}, 'own')
+    ci = lambda t, m: (f"{t.loc[m, 'diff']:+.4f} [{t.loc[m, 'low']:+.4f}, {t.loc[m, 'high']:+.4f}]"
+                       if m in t.index else '—')
+    p = lambda t, m: f"{t.loc[m, 'p_holm']:.3f}" if m in t.index else '—'
+    out = []
+    for m in order:
+        runs = [r['result'] for r in recs if method_label(r['config']) == m]
+        acc = torch.tensor([r['acc'] for r in runs if not diverged(r)], dtype=torch.float64)
+        sd = f' ± {acc.std().item():.3f}' if len(acc) > 1 else ''
+        setting, val = row_setting(root, m)
+        out.append({'row': m, 'setting': setting, 'val': val,
+                    'test acc': f'{acc.mean().item():.3f}{sd}' if len(acc) else '—',
+                    'vs KD, 95% CI': ci(kd, m), 'Holm p': p(kd, m), 'vs alone, 95% CI': ci(alone, m),
+                    'Holm p ': p(alone, m), 'own, 95% CI': ci(own, m), 'Holm p  ': p(own, m),
+                    'diverged': f'{len(runs) - len(acc)}/{len(runs)}'})
+    t = pd.DataFrame(out)
+    return t[['row', 'setting', 'test acc', 'vs KD, 95% CI', 'vs alone, 95% CI', 'diverged']] if brief else t
+
+def inside_answer(root: str | os.PathLike, # nbs/results/bench
+                 ) -> str:
+    "The opening's table in Markdown: the papers' methods under the protocol vs KD and the student alone."
+    return inside_table(root, ANSWER_ROWS, brief=True).to_markdown(index=False)

@@ -10,26 +10,26 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .train import TrainConfig, seed_everything, predict, train_classifier, teacher_seed, student_seed
+from .train import TrainConfig, seed_everything, predict, train_classifier, student_seed
 from .data import Split
 from .models import get_model, build_model
-from .distill import get_method, kd_loss, DistillConfig, distill, compare, control_fidelity
+from .distill import get_method, DistillConfig, distill, compare, control_fidelity
 from .experiments import ResultStore, format_mean_std, write_json, save_figure, to_jsonable
 from .options import positive_int, check_writable, opt
 from .launch import LaunchConfig, launch_sweep, add_config_command
 from .kdbench import (BenchRow, BENCH_ROWS, BENCH_KD, register_rows, kdbench_select, KDBenchConfig,
                              KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_sweep, kdbench_table,
                              plot_leaderboard, check_kdbench_config, kdbench_teacher, teacher_spec,
-                             bench_record, zoo_leaderboard, KDBENCH_GPU)
+                             bench_record, zoo_leaderboard, KDBENCH_GPU, leaderboard_records,
+                             method_label)
+from .zoo_protocol import protocol_table, protocol_view  # chapter 14's, from this notebook
 
 # %% auto #0
-__all__ = ['ZOO_CHAPTER', 'CHAIN_KIND', 'SPECIALIST_KIND', 'MULTIVIEW_KIND', 'MV_ROWS', 'ChainConfig',
-           'chain_run', 'chain_configs', 'chain_sweep', 'zoo_records', 'teacher_choices',
-           'teacher_choice_configs', 'confusable_subsets', 'collapse', 'combine_specialists',
-           'SpecialistConfig', 'train_specialist', 'specialist_run', 'specialist_configs', 'specialist_sweep',
-           'MultiViewConfig', 'check_multiview', 'multiview_views', 'multiview_data', 'smoothed_relu',
-           'mv_forward', 'mv_train', 'views_learned', 'multiview_run', 'zoo_rows', 'zoo_configs',
-           'ZooMainConfig', 'zoo_main', 'add_cli', 'gpu_chains', 'gpu_teacher_choice']
+__all__ = ['ZOO_CHAPTER', 'CHAIN_KIND', 'SPECIALIST_KIND', 'ChainConfig', 'chain_run', 'chain_configs',
+           'chain_sweep', 'zoo_records', 'teacher_choices', 'teacher_choice_configs', 'confusable_subsets',
+           'collapse', 'combine_specialists', 'SpecialistConfig', 'train_specialist', 'specialist_run',
+           'specialist_configs', 'specialist_sweep', 'zoo_rows', 'zoo_configs', 'zoo_answer', 'ZooMainConfig',
+           'zoo_main', 'add_cli', 'gpu_chains', 'gpu_teacher_choice']
 
 # %% ../nbs/14_zoo_outputs.ipynb #91f9cb1b
 ZOO_CHAPTER = '14 zoo I'  # this chapter's name on the shared leaderboard (chapter 08)
@@ -120,9 +120,8 @@ def chain_sweep(cfgs: list[ChainConfig], root, launch: LaunchConfig | None = Non
 def zoo_records(root: str | os.PathLike, # a results folder
                ) -> list[dict]:
     "The bench records and the chain records stored under `root`, in `kdbench_table`'s format."
-    store = ResultStore(root)
-    chains = [bench_record(r) for r in store.records(CHAIN_KIND)]
-    return store.records(BENCH_KIND) + chains
+    store = ResultStore(root)  # bench_record: a row's label is stored beside the config, not in it
+    return [bench_record(r) for r in store.records(BENCH_KIND) + store.records(CHAIN_KIND)]
 
 # %% ../nbs/14_zoo_outputs.ipynb #c15a0002
 def teacher_choices(base: KDBenchConfig | None = None, # the bench (its teacher is the reference)
@@ -280,131 +279,6 @@ def specialist_sweep(cfgs: list[SpecialistConfig], root, launch: LaunchConfig | 
     return _teacher_sweep(SPECIALIST_KIND, cfgs, specialist_run, root, launch, progress, controls=(False,))
 
 
-# %% ../nbs/14_zoo_outputs.ipynb #c15d0002
-@dataclass
-class MultiViewConfig:
-    "The multi-view toy, in the spirit of Allen-Zhu & Li (2020): K classes with two views each, P patches."
-    seed: int = 0  # features, data and networks (members: seed + 100 i; students: seed + 1)
-    K: int = 10  # classes (two views each)
-    D: int = 64  # patch dimension (>= 2K: the views are orthonormal)
-    P: int = 8  # patches per example (one per feature present)
-    n_train: int = 500
-    n_test: int = 2000
-    single: float = 0.2  # fraction of single-view examples
-    s: float = 2.0  # another class's feature is present with probability s / K
-    rho: float = 0.1  # a single-view example's missing view, relative to the view it shows
-    gamma: float = 0.02  # feature noise: every feature on every patch at strength U[0, gamma]
-    sigma: float = 1.2  # Gaussian noise per patch (its norm, about)
-    members: int = 5  # independently initialised networks in the ensemble
-    neurons: int = 4  # per class
-    q: int = 3  # the smoothed ReLU's power near zero
-    thr: float = 1.0  # where the smoothed ReLU turns linear (the paper's varrho)
-    init: float = 0.05  # standard deviation of the initial weights
-    epochs: int = 300  # full-batch gradient steps
-    lr: float = 1.5
-    T: float = 4.0  # temperature of KD and self-distillation
-
-def check_multiview(cfg: MultiViewConfig) -> MultiViewConfig:
-    "Raise a ValueError naming the fix for a toy that cannot be built; return `cfg`."
-    if not 2 <= cfg.members <= 10:  # members are 100 seeds apart (chapter 02's seed rule)
-        raise ValueError(f"an ensemble needs 2..10 members, got {cfg.members}")
-    if 2 * cfg.K > cfg.D: raise ValueError(f"2K = {2 * cfg.K} orthonormal views need D >= 2K, got D={cfg.D}")
-    if cfg.P < 2: raise ValueError(f"P must be >= 2 (both views of a class need a patch), got {cfg.P}")
-    if not 0 <= cfg.single <= 1: raise ValueError(f"single must be in [0, 1], got {cfg.single}")
-    if cfg.thr <= 0 or cfg.q < 2: raise ValueError("the smoothed ReLU needs thr > 0 and q >= 2")
-    return cfg
-
-def multiview_views(cfg: MultiViewConfig) -> torch.Tensor:
-    "(K, 2, D) orthonormal views of the seed's classes."
-    q = torch.linalg.qr(torch.randn(cfg.D, cfg.D, generator=torch.Generator().manual_seed(cfg.seed)))[0]
-    return q[:2 * cfg.K].reshape(cfg.K, 2, cfg.D)
-
-# %% ../nbs/14_zoo_outputs.ipynb #1d12fb52
-def multiview_data(cfg: MultiViewConfig, n: int, seed: int, feats: torch.Tensor, # (K, 2, D) views
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    "x (n, P, D), labels y (n,), single-view mask (n,) and every feature's strength (n, K, 2)."
-    g, K, V = torch.Generator().manual_seed(seed), cfg.K, 2
-    rand = lambda *shape: torch.rand(*shape, generator=g)
-    y, single = torch.randint(0, K, (n,), generator=g), rand(n) < cfg.single
-    keep = torch.randint(0, V, (n,), generator=g)  # the view a single-view example shows
-    lo, hi = [torch.where(single, a, b)[:, None, None] for a, b in ((0.05, 0.1), (0.2, 0.4))]
-    st = torch.where(rand(n, K, V) < cfg.s / K, lo + (hi - lo) * rand(n, K, V), 0.0)  # other classes
-    own, i = 1 + 0.2 * rand(n, V), torch.arange(n)
-    missing = single[:, None] & (torch.arange(V) != keep[:, None])  # (n, V): the view a single-view lacks
-    st[i, y] = torch.where(missing, cfg.rho * own[i, keep][:, None], own)
-    fv, stf = feats.reshape(K * V, cfg.D), st.reshape(n, K * V)
-    x = torch.randn(n, cfg.P, cfg.D, generator=g) * cfg.sigma / math.sqrt(cfg.D)
-    x += cfg.gamma * rand(n, cfg.P, K * V) @ fv  # feature noise: faint copies of every feature
-    own_first = stf + 10 * F.one_hot(y, K).repeat_interleave(V, 1)  # the class's views get patches first
-    rank = own_first.argsort(1, descending=True).argsort(1)  # (n, 2K) each feature's place
-    stf = torch.where(rank < cfg.P, stf, 0.0)  # at most P features per example: the weakest others go
-    e, f = (stf > 0).nonzero(as_tuple=True)
-    patch = torch.argsort(rand(n, cfg.P), 1)[e, rank[e, f]]  # a random patch for each feature
-    x.index_put_((e, patch), stf[e, f][:, None] * fv[f], accumulate=True)
-    return x, y, single, stf.view(n, K, V)
-
-# %% ../nbs/14_zoo_outputs.ipynb #c15d0005
-def smoothed_relu(z: torch.Tensor, q: int = 3, thr: float = 1.0) -> torch.Tensor:
-    "0 below 0, z^q / (q·thr^(q−1)) on [0, thr], z − (1 − 1/q)·thr above: continuous with its slope."
-    z = F.relu(z)
-    return torch.where(z <= thr, z**q / (q * thr**(q - 1)), z - (1 - 1 / q) * thr)
-
-def mv_forward(w: torch.Tensor, # (K·neurons, D) the network's only weights
-               x: torch.Tensor, # (N, P, D)
-               cfg: MultiViewConfig,
-              ) -> torch.Tensor:
-    "Logits (N, K): per class, the sum over its neurons and the patches of the smoothed ReLU of <w, x_p>."
-    a = smoothed_relu(torch.einsum('npd,kd->npk', x, w), cfg.q, cfg.thr)  # (N, P, K·neurons)
-    return a.sum(1).view(len(x), cfg.K, -1).sum(2)
-
-def mv_train(cfg: MultiViewConfig, seed: int, x: torch.Tensor, y: torch.Tensor,
-             teacher: torch.Tensor | None = None, # (N, K) a teacher's logits: labels + T²·KL at cfg.T
-            ) -> torch.Tensor:
-    "Full-batch gradient descent from a seeded small initialisation; the trained weights."
-    w = torch.randn(cfg.K * cfg.neurons, cfg.D, generator=torch.Generator().manual_seed(seed)) * cfg.init
-    w.requires_grad_(True)
-    opt = torch.optim.SGD([w], lr=cfg.lr)
-    for _ in range(cfg.epochs):
-        z = mv_forward(w, x, cfg)
-        loss = F.cross_entropy(z, y)
-        if teacher is not None: loss = loss + kd_loss(z, teacher, T=cfg.T)  # alpha 0: T²·KL only
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return w.detach()
-
-# %% ../nbs/14_zoo_outputs.ipynb #c15d0008
-MULTIVIEW_KIND = 'multiview'  # record kind in the results folder
-MV_ROWS = ('members', 'ensemble', 'kd', 'self_distilled')  # the four networks of a run
-
-def views_learned(w: torch.Tensor, feats: torch.Tensor, cfg: MultiViewConfig) -> float:
-    "Fraction of classes that learned both views: the weaker view's best neuron ≥ half the stronger's."
-    best = torch.einsum('krd,kvd->krv', w.view(cfg.K, cfg.neurons, cfg.D), feats).amax(1)  # (K, 2)
-    return (best.amin(1) >= 0.5 * best.amax(1)).float().mean().item()
-
-def multiview_run(cfg: MultiViewConfig) -> dict:
-    "Single- and multi-view test accuracy: members, their ensemble, its KD student, a self-distilled one."
-    check_multiview(cfg)
-    t0, feats = time.perf_counter(), multiview_views(cfg)
-    xtr, ytr, _, _ = multiview_data(cfg, cfg.n_train, 2 * cfg.seed + 1, feats)
-    xte, yte, single, _ = multiview_data(cfg, cfg.n_test, 2 * cfg.seed + 2, feats)
-    # chapter 02's seed rule: member i from seed + 100 i; both students from seed + 1 (one start, 2 teachers)
-    nets = [mv_train(cfg, teacher_seed(cfg.seed, member=i), xtr, ytr) for i in range(cfg.members)]
-    ensemble = lambda x: torch.stack([mv_forward(w, x, cfg) for w in nets]).mean(0)  # the outputs' average
-    kd = mv_train(cfg, student_seed(cfg.seed), xtr, ytr, teacher=ensemble(xtr))
-    sd = mv_train(cfg, student_seed(cfg.seed), xtr, ytr, teacher=mv_forward(nets[0], xtr, cfg))
-    right = lambda z: (z.argmax(1) == yte).float()  # (N,)
-    hits = dict(members=torch.stack([right(mv_forward(w, xte, cfg)) for w in nets]).mean(0),
-                ensemble=right(ensemble(xte)), kd=right(mv_forward(kd, xte, cfg)),
-                self_distilled=right(mv_forward(sd, xte, cfg)))
-    both = dict(members=sum(views_learned(w, feats, cfg) for w in nets) / len(nets),
-                kd=views_learned(kd, feats, cfg), self_distilled=views_learned(sd, feats, cfg))
-    res = {}
-    for k, h in hits.items():
-        res |= {f'{k}_acc': h.mean().item(), f'{k}_single_acc': h[single].mean().item(),
-                f'{k}_multi_acc': h[~single].mean().item()}
-    return res | {f'{k}_both_views': v for k, v in both.items()} | dict(seconds=time.perf_counter() - t0)
-
 # %% ../nbs/14_zoo_outputs.ipynb #27614ce3
 @register_rows(ZOO_CHAPTER)
 def zoo_rows(base: KDBenchConfig | None = None, # the bench settings (epochs and data fix DKD's warm-up)
@@ -434,6 +308,18 @@ def zoo_configs(methods=None, # row labels of `zoo_rows` (default: all)
                ) -> list[KDBenchConfig]:
     "The bench configs of the chosen rows and seeds, named by their row's label and this chapter."
     return kdbench_select(zoo_rows(base), methods, seeds, base, what='zoo', chapter=ZOO_CHAPTER)
+
+# %% ../nbs/14_zoo_outputs.ipynb #029cca8c
+def zoo_answer(root: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
+               old: str | os.PathLike, # the pre-protocol records, for the 'before' column (nbs/results/zoo)
+              ) -> pd.DataFrame:
+    "The chapter's answer: each row under the protocol against KD, and its accuracy before the protocol."
+    t = protocol_table(root, zoo_rows())
+    view = protocol_view(t, ('setting', 'test acc', 'vs KD [95%]', 'p (Holm)', 'diverged'))
+    by = {}
+    for r in leaderboard_records(old): by.setdefault(method_label(r['config']), []).append(r['result']['acc'])
+    view['before (all runs)'] = [f'{sum(by[m]) / len(by[m]):.3f}' if m in by else '—' for m in t['row']]
+    return view
 
 # %% ../nbs/14_zoo_outputs.ipynb #9631bf87
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import pandas as pd
 from .data import DeviceLoader, augment
 from .models import mean_probs_logits, build_model, feature_width
 from .train import TrainConfig, fit, predict, seed_everything, pick_device
@@ -21,14 +22,14 @@ from .methods.online import dml_loss, one_loss, okddip_attention, okddip_loss
 from .experiments import ResultStore, to_jsonable
 from .launch import LaunchConfig, launch_sweep
 from .kdbench import (KDBenchConfig, BenchRow, BENCH_ROWS, register_rows, kdbench_data, kdbench_select,
-                             kdbench_sweep, kdbench_teacher, teacher_spec)
+                             kdbench_sweep, kdbench_teacher, teacher_spec, zoo_leaderboard)
 
 # %% auto #0
-__all__ = ['CHAPTER', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'DAFLGenerator',
-           'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'dafl_train', 'kd_real', 'encode_images',
-           'decode_images', 'datafree_run', 'ramp_weight', 'peer_diversity', 'OnlineConfig',
+__all__ = ['CHAPTER', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'KEPT_ROWS',
+           'DAFLGenerator', 'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'dafl_train', 'kd_real',
+           'encode_images', 'decode_images', 'datafree_run', 'ramp_weight', 'peer_diversity', 'OnlineConfig',
            'check_online_config', 'Cohort', 'embedding', 'OnlineLoss', 'online_run', 'bss_rows',
-           'bss_configs', 'datafree_configs', 'online_configs', 'without_sweep']
+           'bss_configs', 'datafree_configs', 'online_configs', 'without_sweep', 'without_answer']
 
 # %% ../nbs/16_zoo_without.ipynb #3a5a7fde
 class DAFLGenerator(nn.Module):
@@ -370,8 +371,9 @@ def bss_rows(base: KDBenchConfig | None = None, # the bench settings (epochs and
     lo, hi = MNIST_RANGE if base.data == 'mnist5k' else (-2.5, 2.5)  # CIFAR: the authors' clipping
     bss = dict(total_steps=steps, lo=lo, hi=hi)
     weights = tuple(dict(w=f) for f in (1.0, 0.1, 0.01))  # the protocol's grid: the authors' weights × f
+    # bss_noadv: the ablation, the same loss without the boundary samples
     return BENCH_ROWS + [BenchRow('bss', 'bss', bss, tune=weights),
-                         BenchRow('bss_noadv', 'bss', dict(bss, adversarial=False), tune=weights)]  # the ablation
+                         BenchRow('bss_noadv', 'bss', dict(bss, adversarial=False), tune=weights)]
 
 def bss_configs(methods=None, # row labels from `bss_rows` (default: all)
                 seeds=range(5), # student seeds
@@ -423,3 +425,24 @@ def without_sweep(root: str | os.PathLike, # the results folder (the shared nbs/
         results = launch_sweep(kind, cfgs, fn, store, launch, desc=kind, progress=progress)
         out[kind] = [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, results)]
     return out
+
+# %% ../nbs/16_zoo_without.ipynb #63174106
+KEPT_ROWS = ['dafl', *ONLINE_ROWS]  # not rerun under the protocol: read from the records before it
+
+def without_answer(bench: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
+                   old: str | os.PathLike, # the records before the protocol (nbs/results/zoo)
+                  ) -> pd.DataFrame:
+    "The chapter's rows: which records, test accuracy (mean ± sd), paired difference to KD (95% t interval)."
+    order = [r.label for r in bss_rows()] + KEPT_ROWS
+    rank = lambda m: (order.index(m.removesuffix(' (paper)')), m)  # a row's '(paper)' setting right below it
+    out = []
+    for root, recipe in ((bench, 'protocol'), (old, 'before')):
+        t = zoo_leaderboard(root)
+        keep = t['method'].str.removesuffix(' (paper)').isin(order) & t['chapter'].isin([CHAPTER, '08 bench'])
+        keep &= t['method'].isin(KEPT_ROWS) == (recipe == 'before')  # KD and labels: those of the protocol
+        for r in sorted(t[keep].itertuples(), key=lambda r: rank(r.method)):
+            vs = '—' if r.method == 'kd' else f"{r.vs_kd:+.3f} [{r.vs_kd_low:+.3f}, {r.vs_kd_high:+.3f}]"
+            out.append({'row': r.method, 'records': recipe,
+                        'test accuracy': f"{r.acc_mean:.3f} ± {r.acc_std:.3f}", 'vs KD (paired, 95%)': vs,
+                        'runs (diverged)': f"{r.n + r.diverged} ({r.diverged})"})
+    return pd.DataFrame(out)

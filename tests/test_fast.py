@@ -11,7 +11,7 @@ torch.set_num_threads(1)  # shared CPU; also avoids OpenMP spinning
 def test_cli_bench_tiny(tmp_path, capsys):
     ap = argparse.ArgumentParser(prog='kdnotes'); sub = ap.add_subparsers()
     add_cli(sub)
-    args = ap.parse_args(['bench', '--dataset', 'fake', '--model', 'resnet20', '--device', 'cpu', '--images', '32', '--test-images', '16',
+    args = ap.parse_args(['speed', '--dataset', 'fake', '--model', 'resnet20', '--device', 'cpu', '--images', '32', '--test-images', '16',
                           '--batch-size', '32', '--base-batch', '16', '--workers', '0', '--k', '2', '--repeats', '1',
                           '--epochs', '1', '--seeds', '1', '--full-epochs', '1', '--out', str(tmp_path)])
     res = args.func(args)

@@ -203,7 +203,7 @@ def test_cli_zoo_teachers_tiny(tmp_path):
 
 
 def test_multiview_tiny_and_bad_configs():
-    from kdnotes.zoo_outputs import MultiViewConfig, multiview_run, mv_forward, smoothed_relu, check_multiview
+    from kdnotes.zoo_multiview import MultiViewConfig, multiview_run, mv_forward, smoothed_relu, check_multiview
     res = multiview_run(MultiViewConfig(n_train=60, n_test=100, members=2, epochs=5))
     rows = ('members', 'ensemble', 'kd', 'self_distilled')
     assert {f'{k}_{c}' for k in rows for c in ('acc', 'single_acc', 'multi_acc')} <= set(res)
@@ -218,7 +218,7 @@ def test_multiview_tiny_and_bad_configs():
 
 
 def test_multiview_data_properties():
-    from kdnotes.zoo_outputs import MultiViewConfig, multiview_data, multiview_views
+    from kdnotes.zoo_multiview import MultiViewConfig, multiview_data, multiview_views
     cfg = MultiViewConfig(seed=3, single=0.3, rho=0.2, sigma=0.5, gamma=0.0)
     feats = multiview_views(cfg)
     x, y, single, st = multiview_data(cfg, 3000, 7, feats)
@@ -258,3 +258,29 @@ def test_gpu_tier_configs_build_without_a_gpu():
     assert {c.bench.student for c in chains} == {'resnet56'}
     assert [c.teacher_epochs for c in early] == [1, 3, 6, 240]
     for c in early: check_kdbench_config(c)
+
+
+RESULTS = __import__('pathlib').Path(__file__).resolve().parent.parent / 'nbs' / 'results'
+
+
+@pytest.mark.skipif(not (RESULTS / 'bench' / 'protocol.json').exists(), reason='no protocol runs committed')
+def test_protocol_runs_of_the_chapter_are_complete_and_read_without_training():
+    # issue 24: every row of the chapter ran under the protocol at 5 seeds, diverged runs named, not averaged
+    from kdnotes.zoo_protocol import protocol_table, zoo_ledger
+    t = protocol_table(RESULTS / 'bench', zoo_rows()).set_index('row')
+    assert {r.label for r in zoo_rows()} <= set(t.index)
+    assert ((t['n'] + t['diverged']) == 5).all(), t[['n', 'diverged']]
+    paper = t.loc['dkd (paper)'] if 'dkd (paper)' in t.index else t.loc['dkd']  # the paper's row: beta 8
+    assert paper['setting'] == 'alpha=1, beta=8'
+    ledger = zoo_ledger(RESULTS / 'bench', RESULTS / 'zoo', zoo_rows())
+    assert ledger['verdict'].str.match('reproduced|same direction|not reproduced').all()
+    sp = ledger[ledger['claim'].str.startswith('specialists')]
+    assert sp['verdict'].iloc[0] != 'reproduced'  # no seed's sign test on the changed digits reaches 0.05
+
+
+def test_sign_test_range_bounds_the_exact_test():
+    from kdnotes.zoo_protocol import sign_test_range
+    assert sign_test_range(3, 3) == (0.125, 0.125)  # 3 fixed, none broken
+    lo, hi = sign_test_range(3, 12)  # 3 to 11 discordant digits: p from 1/8 up to P(Bin(11, 1/2) >= 7)
+    assert lo == 0.125 and hi == pytest.approx(sum(math.comb(11, i) for i in range(7, 12)) / 2**11)
+    with pytest.raises(ValueError, match='net'): sign_test_range(4, 2)

@@ -1,5 +1,5 @@
-"Edge cases of chapter 15's methods (kdnotes.methods: FitNets, RKD, BYOT, Sobolev, SSKD), its rows and bench runs."
-import itertools
+"Edge cases of chapter 15's methods (kdnotes.methods: FitNets, RKD, BYOT, Sobolev, SSKD), rows, runs, tables."
+import itertools, json
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +11,8 @@ from kdnotes.methods.rkd import rkd_distance, rkd_angle, rkd_loss, RKD
 from kdnotes.methods.byot import byot_loss, BYOT
 from kdnotes.methods.sobolev import directional_derivative, unit_directions, sobolev_loss, Sobolev
 from kdnotes.methods.sskd import rotate_copies, similarity, keep_rows, sskd_ss_loss, SSKD
-from kdnotes.zoo_inside import inside_configs, inside_rows, ExitsView, byot_exits_sweep
+from kdnotes.zoo_inside import (inside_configs, inside_rows, ExitsView, byot_exits_sweep, paired_family,
+                                row_refs, row_setting)
 
 torch.set_num_threads(1)
 TINY = KDBenchConfig(teacher_epochs=1, epochs=1, teacher_kwargs=dict(hidden=[512, 512], dropout=0.0))
@@ -231,3 +232,35 @@ def test_roles_on_resnets(row):
         loss = m(zs, zt, y, sf, tf, **extra)
     loss.backward()
     assert torch.isfinite(loss) and s.stem.weight.grad.abs().sum() > 0
+
+
+def _run(label, seed, acc, classes=10):
+    "A bench run as `leaderboard_records` returns it (no training)."
+    return dict(config=dict(method='x', label=label, seed=seed), chapter='15 zoo II',
+                result=dict(acc=acc, agreement=0.9, control_agreement=0.9, final_loss=0.1,
+                            pred_classes=classes))
+
+
+def test_paired_family_holm_and_divergence():
+    runs = [_run('kd', s, 0.90 + 0.01 * s) for s in range(4)]
+    runs += [_run('a', s, 0.905 + 0.01 * s + 0.001 * s * s) for s in range(4)]
+    runs += [_run('b', s, 0.88 + 0.01 * s, classes=1 if s == 0 else 10) for s in range(4)]  # seed 0 diverged
+    fam = paired_family(runs, {'a': 'kd', 'b': 'kd'})
+    d = torch.tensor([0.005 + 0.001 * s * s for s in range(4)], dtype=torch.float64)
+    assert fam.loc['a', 'diff'] == pytest.approx(d.mean().item()) and fam.loc['b', 'n'] == 3
+    p = sorted(fam['p'])
+    assert sorted(fam['p_holm']) == pytest.approx([min(1, 2 * p[0]), max(min(1, 2 * p[0]), p[1])])
+    assert row_refs('byot_hint (paper)') == ('deep_kd', 'deep_labels')
+    assert row_refs('sskd') == ('kd', 'labels')
+    with pytest.raises(ValueError, match='run the sweep'):
+        paired_family(runs, {'c': 'kd'})
+
+
+def test_row_setting(tmp_path):
+    choice = dict(chosen=dict(w_dist=2.5, w_angle=5.0), paper=dict(w_dist=25.0, w_angle=50.0),
+                  val_acc={'rkd[w_dist=25,w_angle=50]': 0.9, 'rkd[w_dist=2.5,w_angle=5]': 0.92,
+                           'rkd[w_dist=0.25,w_angle=0.5]': 0.91})
+    (tmp_path / 'protocol.json').write_text(json.dumps({'15 zoo II': {'rkd': choice}}))
+    assert row_setting(tmp_path, 'rkd') == ('w_dist=2.5, w_angle=5 (paper × 0.1)', '0.920')
+    assert row_setting(tmp_path, 'rkd (paper)') == ('w_dist=25, w_angle=50 (paper)', '0.900')
+    assert row_setting(tmp_path, 'labels') == ('—', '—')

@@ -1,15 +1,16 @@
 """Integration checks of chapter 16 (kdnotes.zoo_without, methods/bss.py, methods/online.py): BSS through
-`distill`, the online losses' gradients, records."""
+`distill` with the authors' base samples and target sampling, its protocol grid, the online losses' gradients,
+records."""
 import dataclasses, math
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from kdnotes.data import Split, Augment
-from kdnotes.distill import DistillConfig, distill, frozen, kd_loss
+from kdnotes.distill import DistillConfig, distill, frozen, kd_loss, MethodInputs
 from kdnotes.train import TrainConfig
 from kdnotes.models import MLP
-from kdnotes.methods.bss import BSS, bss_attack
+from kdnotes.methods.bss import BSS, bss_attack, bss_select, bss_target_classes, soft_ce
 from kdnotes.methods.online import okddip_attention, okddip_loss, one_loss, dml_loss
 from kdnotes.zoo_without import DataFreeConfig, check_datafree_config, OnlineConfig, check_online_config
 
@@ -32,6 +33,45 @@ def test_bss_trains_through_distill_and_leaves_teacher_alone():
     res = distill(teacher, student, _split(64, 1), _split(32, 2), cfg, Augment(), method=method)
     assert method.steps == 8 and math.isfinite(res['history'][-1]['loss'])
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the search moves inputs
+
+
+def test_bss_attacks_only_what_teacher_and_student_get_right():
+    torch.manual_seed(0)
+    teacher = frozen(MLP(n_classes=3, in_shape=(1, 8, 8), hidden=(16,)))
+    student = MLP(n_classes=3, in_shape=(1, 8, 8), hidden=(4,))
+    x = torch.randn(32, 1, 8, 8)
+    zt, zs = teacher(x), student(x)
+    y = zt.argmax(1)  # the teacher right everywhere
+    inputs = MethodInputs(x=x, student=student, teacher=teacher)
+    no_adv = BSS(total_steps=10, adversarial=False)(zs, zt, y, {}, {}, inputs=inputs)
+    wrong = (zs.argmax(1) + 1) % 3  # labels the student never predicts: no base sample, no boundary term
+    assert len(bss_select(zt, zs, wrong, 16)) == 0
+    loss = BSS(total_steps=10)(zs, zt, wrong, {}, {}, inputs=inputs)
+    assert torch.allclose(loss, BSS(total_steps=10, adversarial=False)(zs, zt, wrong, {}, {}, inputs=inputs))
+    idx = bss_select(zt, zs, y, 16)  # the rule before issue 24 would also take the student's mistakes
+    assert len(idx) and (zs[idx].argmax(1) == y[idx]).all() and (zt[idx].argmax(1) == y[idx]).all()
+    assert BSS(total_steps=10)(zs, zt, y, {}, {}, inputs=inputs) > no_adv  # a boundary term is added
+
+
+def test_bss_targets_follow_the_teacher_in_proportion():
+    torch.manual_seed(0)
+    z = torch.tensor([[40.0, 10.0, 5.0, 0.0, -5.0]]).repeat(20_000, 1)  # issue 24's confident teacher
+    freq = torch.bincount(bss_target_classes(z), minlength=5) / len(z)
+    assert freq[0] == 0 and abs(freq[1] - 0.9933) < 0.004  # the runner-up, not a quarter of the time
+    assert freq[2] < 0.02 and freq[3] + freq[4] < 0.002
+
+
+def test_bss_protocol_grid_and_weight():
+    from kdnotes.kdbench import KDBenchConfig
+    from kdnotes.protocol import bench_row, tune_configs
+    row, chapter = bench_row('bss', KDBenchConfig())  # what `kdnotes kdbench --methods bss` runs
+    assert chapter == '16 zoo II' and [t['w'] for t in row.tune] == [1.0, 0.1, 0.01]  # the authors' first
+    assert {c.grad_clip for c in tune_configs([row], chapter=chapter)} == {1.0}
+    zs, zt, y = torch.randn(4, 3), torch.randn(4, 3), torch.randint(0, 3, (4,))
+    loss = BSS(total_steps=10, adversarial=False, w=0.01)(zs, zt, y, {}, {})
+    assert torch.allclose(loss, F.cross_entropy(zs, y) + 0.04 * soft_ce(zs, zt))  # w scales λ_KD = 4 at τ = 0
+    with pytest.raises(ValueError, match='w must be'):
+        BSS(total_steps=10, w=float('nan'))
 
 
 def test_attack_stays_in_range_and_moves_only_live_examples():

@@ -102,6 +102,15 @@ def tidy_method_file(py: Path):
     py.write_text('\n'.join(future[:1] + rest), encoding='utf-8')
 
 
+PACKAGE_INIT_LINE = 'from . import methods  # registers every method file (tools/export.py keeps this line)'
+
+
+def write_package_init(init: Path):
+    "Keep nbdev's version line in kdnotes/__init__.py and add the import that registers the methods."
+    lines = [l for l in init.read_text(encoding='utf-8').splitlines() if l != PACKAGE_INIT_LINE]
+    init.write_text('\n'.join(lines + [PACKAGE_INIT_LINE]) + '\n', encoding='utf-8')
+
+
 def write_methods_init(folder: Path) -> list[str]:
     "Write `folder/__init__.py` importing every method file in it (each registers itself); their names."
     names = sorted(p.stem for p in folder.glob('*.py') if p.stem != '__init__')
@@ -131,6 +140,7 @@ if __name__ == '__main__':
         raise
     for py in extra: tidy_method_file(py)
     write_methods_init(lib / 'methods')
+    write_package_init(lib / '__init__.py')
     index = read_modidx(lib / '_modidx.py')
     wrap_package(lib)
     if read_modidx(lib / '_modidx.py') != index: sys.exit('tools/export.py: re-wrapping changed _modidx.py')

@@ -81,7 +81,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kdnotes.train._train_epoch = instrumented_epoch
-    kdnotes.fidelity.train_classifier = timed(kdnotes.fidelity.train_classifier, '(teacher training)')
+    kdnotes.train.train_classifier = timed(kdnotes.train.train_classifier, '(teacher training)')
     side_by_side = kdnotes.distill.SideBySideLoss
     kdnotes.distill.SideBySideLoss = lambda teachers, cfg: side_by_side([TimedTeacher(t) for t in teachers], cfg)
     kdnotes.distill.predict = timed(kdnotes.distill.predict, 'evaluation (predict on test and distillation sets)')

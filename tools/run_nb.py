@@ -4,7 +4,8 @@ Usage: python tools/run_nb.py nbs/10_x.ipynb [more.ipynb ...] [--flags slow gpu]
 Cells tagged with a flag from settings.ini's tst_flags (`#|slow`, `#|gpu`) are skipped, as in
 `nbdev_test`, unless the flag is passed with --flags; a skipped cell's old output is cleared.
 Only outputs are written back: every cell's source (its `#|` directives included) is left as it was.
-Stops with a traceback on the first error.
+Stops with a traceback on the first error. Figures are then stored at their displayed size
+(tools/shrink_pngs.py), so that re-running a notebook does not bring back the 2x PNGs.
 """
 import argparse, json, sys, time
 from pathlib import Path
@@ -13,6 +14,8 @@ from fastcore.xtras import working_directory
 from nbdev.config import get_config
 from nbdev.process import NBProcessor
 from nbdev.frontmatter import FrontmatterProc
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shrink_pngs import shrink_notebook
 
 
 def run_nb(path: Path, flags: set[str]) -> float:
@@ -40,6 +43,7 @@ def run_nb(path: Path, flags: set[str]) -> float:
             orig['outputs'] = [dict(o) for o in done.get('outputs', [])]
             orig['execution_count'] = done.get('execution_count')
     path.write_text(json.dumps(original, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+    shrink_notebook(path)  # display resolution: the tree stays lean (issue 28)
     return time.time() - t0
 
 

@@ -26,7 +26,7 @@ def bss_select(teacher_logits: torch.Tensor, # (N, C)
                labels: torch.Tensor, # (N,)
                size: int, # the attack size: at most this many base samples
               ) -> torch.Tensor:
-    "Base samples: indices teacher and student get right (authors); past `size`, the largest Σ_{c≠y}(p_t − p_s)²."
+    "Base samples (authors): teacher and student right; past `size`, the largest Σ_{c≠y}(p_t − p_s)²."
     right = ((teacher_logits.argmax(1) == labels) & (student_logits.argmax(1) == labels)).nonzero().squeeze(1)
     if len(right) <= size: return right
     diff = (teacher_logits[right].float().softmax(1) - student_logits[right].detach().float().softmax(1)) ** 2
@@ -37,7 +37,7 @@ def bss_target_classes(teacher_logits: torch.Tensor, # (N, C)
                       ) -> torch.Tensor:
     "A target class per example (N,), drawn ∝ the teacher's probabilities of the classes but its top-1."
     z = teacher_logits.float()
-    z = z.scatter(1, z.argmax(1, keepdim=True), -math.inf)  # in log space: tiny probabilities stay in proportion
+    z = z.scatter(1, z.argmax(1, keepdim=True), -math.inf)  # log space: tiny p keep their share
     return torch.distributions.Categorical(logits=z).sample()
 
 # %% ../../nbs/16_zoo_without.ipynb #327dc4d9
@@ -89,6 +89,8 @@ class BSS(Method):
         if total_steps < 1 or attack_size < 1 or attack_steps < 1:
             raise ValueError(f"total_steps, attack_size and attack_steps must be >= 1, got "
                              f"{total_steps}, {attack_size}, {attack_steps}")
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"w must be a finite number >= 0 (the protocol tries 1, 0.1, 0.01), got {w}")
         self.total_steps, self.T, self.attack_size = total_steps, T, attack_size
         self.attack_steps = attack_steps
         self.step_size, self.adversarial, self.lo, self.hi = step_size, adversarial, lo, hi

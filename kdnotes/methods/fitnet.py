@@ -23,14 +23,15 @@ def fitnet_hint_loss(guided: torch.Tensor, # (N, ...) the student's guided layer
     return 0.5 * (hint.float() - pred).pow(2).flatten(1).sum(1).mean()
 
 # %% ../../nbs/15_zoo_inside.ipynb #e1c6d670
-@register_method('fitnet', chapter='15 zoo II', defaults=dict(hint_steps=275, beta=0.01),  # 5 of 15 epochs
+@register_method('fitnet', chapter='15 zoo II',
+                 defaults=dict(hint_steps=275, beta=0.390625),  # 5 of 15 epochs; 100·2/512
                  paper="hint: the teacher's middle layer, guided: the student's; stage 1 trained to "
                        "convergence, then KD, annealed weight; students deeper, thinner than the teacher")
 class FitNet(Method):
     "Romero et al. (2015): beta·hint loss for `hint_steps` steps, then KD (+ beta·hint loss if `joint`)."
     uses_labels = True
     def __init__(self, hint_steps: int = 0, # stage 1 length in training steps (hint loss only)
-                 beta: float = 0.01, # weight of the hint loss (the sum over 512 features is large)
+                 beta: float = 0.390625, # hint weight: RepDistiller's 100 on a mean, on our ½·sum of 512
                  joint: bool = False, # keep the hint loss in stage 2 (False: the paper's plain KD)
                  T: float = 2.0, # KD temperature in stage 2
                  alpha: float = 0.1, # cross-entropy weight in stage 2

@@ -28,7 +28,7 @@ def perturb_logits(logits: torch.Tensor, # (N, C)
 
 # %% ../../nbs/14_zoo_outputs.ipynb #66d185c2
 @register_method('noisy_teacher', chapter='14 zoo I',
-                 defaults=dict(sigma=0.2, p=0.5, loss='mse'),
+                 defaults=dict(sigma=0.2, p=0.5, loss='mse', w=1.0),
                  paper='MSE to the teacher\'s logits times (1 + N(0, sigma²)) on a fraction of each batch; '
                        'sigma and the fraction set per data set (not verified); ours sigma 0.2, p 0.5')
 class NoisyTeacher(Method):

@@ -54,7 +54,7 @@ def proj_head(dim: int, # the feature's width
     "SSKD's projection head: Linear, ReLU, Linear at the feature's width."
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
-@register_method('sskd', chapter='15 zoo II', defaults={},
+@register_method('sskd', chapter='15 zoo II', defaults=dict(tf_w=2.7, ss_w=10.0),
                  paper="the authors' code: weights ce 0.1, kd 0.9, tf 2.7, ss 10, T 4 and 0.5, ratio 0.75; "
                        "the teacher's head trained beforehand; 240 epochs on CIFAR-100")
 class SSKD(Method):
