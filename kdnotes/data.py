@@ -93,8 +93,7 @@ def stratified_split(
     per_class: dict[str, int | None],  # split name -> examples per class; `None` takes the rest (at most one)
     seed: int = 0,  # seed of the shuffle
 ) -> dict[str, torch.Tensor]:
-    ("Disjoint index sets, `per_class[name]` examples of "
-     "every class each, drawn with `seed`, in shuffled order.")
+    "Disjoint index sets, `per_class[name]` examples of every class each, drawn with `seed`, shuffled."
     if sum(v is None for v in per_class.values()) > 1:
         raise ValueError("Only one split may take the rest (None)")
     for k, v in per_class.items():
@@ -109,10 +108,8 @@ def stratified_split(
         idx = idx[torch.randperm(len(idx), generator=g)]
         need = sum(v for v in per_class.values() if v is not None)
         if need > len(idx):
-            raise ValueError(
-                f"class {c} has {len(idx)} examples but the splits "
-                f"ask for {need} per class; lower the per-class sizes"
-            )
+            raise ValueError(f"class {c} has {len(idx)} examples but the splits ask for {need} per class; "
+                             "lower the per-class sizes")
         start = 0
         for name, n in per_class.items():
             if n is not None:
@@ -177,12 +174,10 @@ def _decode_jpegs(buf: np.ndarray, offsets: np.ndarray, desc: str) -> np.ndarray
 # %% ../nbs/00_data.ipynb #82a97361
 def cifar10(
     path: str | os.PathLike | None = None,  # the .npz file; default: see `cifar10_path`
-    # where the decoded uint8 cache goes; default $KDNOTES_CACHE or ~/.cache/kdnotes
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,  # decoded cache; default $KDNOTES_CACHE or ~/.cache/kdnotes
     sha256: str | None = CIFAR10_SHA256,  # expected checksum; None skips the check (tests with small files)
 ) -> dict[str, Split]:
-    ("CIFAR-10 (JPEG q75 copy) as {'train', 'test'} Splits of "
-     "uint8 images (N, 3, 32, 32), decoded once and cached.")
+    "CIFAR-10 (JPEG q75 copy) as {'train', 'test'} Splits of uint8 (N, 3, 32, 32), decoded once and cached."
     src = cifar10_path(path)
     cache = _cache_dir(cache_dir) / f'cifar10_uint8_{(sha256 or "unchecked")[:12]}_{src.stat().st_size}.npz'
     if not cache.exists():
