@@ -164,17 +164,39 @@ d = {
             'kdnotes.dml.plot_loss_curves': ('dml.html#plot_loss_curves', 'kdnotes/dml.py'),
             'kdnotes.dml.train_cohort': ('dml.html#train_cohort', 'kdnotes/dml.py'),
         },
+        'kdnotes.exercise_check': {
+            'kdnotes.exercise_check.Checker': ('exercises.html#checker', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.Feedback': ('exercises.html#feedback', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.Feedback.__new__':
+                ('exercises.html#feedback.__new__', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.Feedback.ok': ('exercises.html#feedback.ok', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.Message': ('exercises.html#message', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.Message.__repr__':
+                ('exercises.html#message.__repr__', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._call': ('exercises.html#_call', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._checker': ('exercises.html#_checker', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._close': ('exercises.html#_close', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._diagnose_case':
+                ('exercises.html#_diagnose_case', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._factor_diagnosis':
+                ('exercises.html#_factor_diagnosis', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._grad_diagnosis':
+                ('exercises.html#_grad_diagnosis', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._grads': ('exercises.html#_grads', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._leaves': ('exercises.html#_leaves', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._matches': ('exercises.html#_matches', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._parts': ('exercises.html#_parts', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._reference_output':
+                ('exercises.html#_reference_output', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check._value_diagnosis':
+                ('exercises.html#_value_diagnosis', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.check': ('exercises.html#check', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.hint': ('exercises.html#hint', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.reference': ('exercises.html#reference', 'kdnotes/exercise_check.py'),
+            'kdnotes.exercise_check.register_checker':
+                ('exercises.html#register_checker', 'kdnotes/exercise_check.py'),
+        },
         'kdnotes.exercises': {
-            'kdnotes.exercises.Checker': ('exercises.html#checker', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.Feedback': ('exercises.html#feedback', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.Feedback.__new__': ('exercises.html#feedback.__new__', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.Feedback.ok': ('exercises.html#feedback.ok', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.Message': ('exercises.html#message', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.Message.__repr__': ('exercises.html#message.__repr__', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._call': ('exercises.html#_call', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._checker': ('exercises.html#_checker', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._close': ('exercises.html#_close', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._diagnose_case': ('exercises.html#_diagnose_case', 'kdnotes/exercises.py'),
             'kdnotes.exercises._dkd_cases': ('exercises.html#_dkd_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._dkd_unnormalised':
                 ('exercises.html#_dkd_unnormalised', 'kdnotes/exercises.py'),
@@ -182,33 +204,19 @@ d = {
             'kdnotes.exercises._dml_wrong': ('exercises.html#_dml_wrong', 'kdnotes/exercises.py'),
             'kdnotes.exercises._ece_cases': ('exercises.html#_ece_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._ece_wrong': ('exercises.html#_ece_wrong', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._factor_diagnosis':
-                ('exercises.html#_factor_diagnosis', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._grad_diagnosis': ('exercises.html#_grad_diagnosis', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._grads': ('exercises.html#_grads', 'kdnotes/exercises.py'),
             'kdnotes.exercises._kd_factors': ('exercises.html#_kd_factors', 'kdnotes/exercises.py'),
             'kdnotes.exercises._kl_cases': ('exercises.html#_kl_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._kl_rows': ('exercises.html#_kl_rows', 'kdnotes/exercises.py'),
             'kdnotes.exercises._labels': ('exercises.html#_labels', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._leaves': ('exercises.html#_leaves', 'kdnotes/exercises.py'),
             'kdnotes.exercises._logit_matching': ('exercises.html#_logit_matching', 'kdnotes/exercises.py'),
             'kdnotes.exercises._logit_pairs': ('exercises.html#_logit_pairs', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._matches': ('exercises.html#_matches', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._parts': ('exercises.html#_parts', 'kdnotes/exercises.py'),
             'kdnotes.exercises._randn': ('exercises.html#_randn', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._reference_output':
-                ('exercises.html#_reference_output', 'kdnotes/exercises.py'),
             'kdnotes.exercises._rkd_cases': ('exercises.html#_rkd_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._rkd_scaled': ('exercises.html#_rkd_scaled', 'kdnotes/exercises.py'),
-            'kdnotes.exercises._value_diagnosis': ('exercises.html#_value_diagnosis', 'kdnotes/exercises.py'),
             'kdnotes.exercises._view_cases': ('exercises.html#_view_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._vt_cases': ('exercises.html#_vt_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._vt_spread_over_all':
                 ('exercises.html#_vt_spread_over_all', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.check': ('exercises.html#check', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.hint': ('exercises.html#hint', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.reference': ('exercises.html#reference', 'kdnotes/exercises.py'),
-            'kdnotes.exercises.register_checker': ('exercises.html#register_checker', 'kdnotes/exercises.py'),
         },
         'kdnotes.experiments': {
             'kdnotes.experiments.ResultStore': ('experiments.html#resultstore', 'kdnotes/experiments.py'),
