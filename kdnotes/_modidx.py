@@ -384,6 +384,7 @@ d = {
             'kdnotes.kdbench.register_rows': ('kdbench.html#register_rows', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.setting_label': ('kdbench.html#setting_label', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.student_name': ('kdbench.html#student_name', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.t_interval': ('kdbench.html#t_interval', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.teacher_spec': ('kdbench.html#teacher_spec', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.zoo_leaderboard': ('kdbench.html#zoo_leaderboard', 'kdnotes/kdbench.py'),
         },
@@ -951,7 +952,6 @@ d = {
                 ('zoo_outputs.html#protocol_view', 'kdnotes/zoo_protocol.py'),
             'kdnotes.zoo_protocol.sign_test_range':
                 ('zoo_outputs.html#sign_test_range', 'kdnotes/zoo_protocol.py'),
-            'kdnotes.zoo_protocol.t_interval': ('zoo_outputs.html#t_interval', 'kdnotes/zoo_protocol.py'),
             'kdnotes.zoo_protocol.zoo_ledger': ('zoo_outputs.html#zoo_ledger', 'kdnotes/zoo_protocol.py'),
         },
         'kdnotes.zoo_without': {

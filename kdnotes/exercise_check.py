@@ -69,7 +69,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
 
 def _factor_diagnosis(y: torch.Tensor, e: torch.Tensor, factors: dict) -> str | None:
     "Which constant factor, if any, turns `e` into `y`: the wrong sign, or one of `factors` (name -> value)."
-    if _close(y, -e): return "wrong sign: yours = −1 × expected (q − p and p − q? a minus sign missing?)"
+    if _close(y, -e): return "wrong sign: yours = −1 × expected (q − p for p − q? a minus missing?)"
     for name, f in factors.items():
         if abs(f - 1) < 1e-9: continue  # T = 1 or N = 1: the factor cannot show
         if _close(y, f * e): return f"values off by a factor of {name}: yours = {name} × expected ({f:g})"

@@ -52,8 +52,9 @@ register_checker('kd_loss', Checker(
         "the teacher's softmax has no temperature; soften both distributions with the same T":
             lambda ref, student_logits, teacher_logits, T: T**2 * _kl_rows(
                 teacher_logits.log_softmax(1), (student_logits / T).log_softmax(1)).mean()},
-    hints=("The loss is T² · KL(p ‖ q) with p = softmax(teacher/T) and q = softmax(student/T), averaged over "
-           "the batch.", "Use log_softmax for both and sum p·(log p − log q) over the classes, then .mean().",
+    hints=("The loss is T² · KL(p ‖ q) with p = softmax(teacher/T) and q = softmax(student/T), "
+           "averaged over the batch.",
+           "Use log_softmax for both and sum p·(log p − log q) over the classes, then .mean().",
            "F.kl_div(log_q, log_p, log_target=True, reduction='batchmean') computes KL(p ‖ q): its first "
            "argument is the student's.")))
 
@@ -68,8 +69,8 @@ register_checker('kd_grad', Checker(
                             ('a batch of 6, 7 classes, T = 2', 6, 7, 2.0, 5.0, 40),
                             ('a batch of one, T = 3', 1, 10, 3.0, 3.0, 50)),
     factors=_kd_factors,
-    mistakes={"this is Hinton's high-temperature approximation (z − v)/(N·C) (logit matching), not the exact "
-              "gradient at this T": _logit_matching},
+    mistakes={"this is Hinton's high-temperature approximation (z − v)/(N·C) (logit matching), "
+              "not the exact gradient at this T": _logit_matching},
     hints=("∂KL(p ‖ q)/∂z_i for q = softmax(z/T) is (q_i − p_i)/T for one example.",
            "kd_loss multiplies the KL by T² and averages over the N examples: T·(q − p)/N.")))
 
@@ -142,8 +143,8 @@ register_checker('virtual_teacher_logits', Checker(
     'virtual_teacher_logits', _vt_cases,
     mistakes={"you returned probabilities; return their logarithms, log p (the virtual teacher's logits)":
                   lambda ref, **inp: ref(**inp).exp(),
-              "the wrong classes get (1 − a)/K; they share 1 − a among the K − 1 classes that are not the "
-              "true one, (1 − a)/(K − 1), so that each row sums to 1": _vt_spread_over_all},
+              "the wrong classes get (1 − a)/K; they share 1 − a among the K − 1 classes that are "
+              "not the true one, (1 − a)/(K − 1), so that each row sums to 1": _vt_spread_over_all},
     hints=("Row n is log a at column labels[n] and log((1 − a)/(K − 1)) everywhere else.",
            "torch.full(...) then .scatter(1, labels[:, None], math.log(a)).")))
 
@@ -204,9 +205,11 @@ register_checker('dkd_terms', Checker(
     mistakes={"TCKD and NCKD are swapped: return (tckd, nckd), the target-class term first":
                   lambda ref, **inp: ref(**inp)[::-1],
               "NCKD must compare the distributions over the non-target classes renormalised to sum to 1 "
-              "(p̂ = p / (1 − p_t)); yours uses the non-target part of the full softmax": _dkd_unnormalised},
-    hints=("TCKD is the KL between the binary distributions (p_t, 1 − p_t) of teacher and student; NCKD the "
-           "KL between their distributions over the other C − 1 classes, each renormalised to sum to 1.",
+              "(p̂ = p / (1 − p_t)); yours uses the non-target part of the full softmax":
+                  _dkd_unnormalised},
+    hints=("TCKD is the KL between the binary distributions (p_t, 1 − p_t) of teacher and student; "
+           "NCKD the KL between their distributions over the other C − 1 classes, each renormalised "
+           "to sum to 1.",
            "Both at temperature T, per example (N,), each multiplied by T².",
            "masked_fill(one_hot, -inf) before log_softmax gives the renormalised non-target log-probs.")))
 
@@ -224,14 +227,14 @@ def _rkd_scaled(ref, emb):
 
 register_checker('rkd_distance', Checker(
     'rkd_distance', _rkd_cases, grad=('emb',),
-    mistakes={"you did not divide by the mean distance: ψ_D is scale-free, d_ij / mean of d over pairs i ≠ j":
+    mistakes={"you did not divide by the mean distance: ψ_D is scale-free, d_ij / mean of d, i ≠ j":
                   lambda ref, emb: torch.cdist(emb, emb),
               "you divided by the mean over all N² entries, the zeros of the diagonal included; take the "
               "mean over the distinct pairs i ≠ j only": _rkd_scaled,
               "you used squared distances; ψ_D uses the Euclidean distance itself":
                   lambda ref, emb: (lambda d: d / d[~torch.eye(len(d), dtype=torch.bool)].mean())(
                       torch.cdist(emb, emb) ** 2)},
-    hints=("d_ij = ‖e_i − e_j‖, then divide every d_ij by the mean of d over the pairs i ≠ j (diagonal: 0).",
+    hints=("d_ij = ‖e_i − e_j‖, then divide every d_ij by the mean of d over the pairs i ≠ j.",
            "The gradient of sqrt at 0 is infinite: clamp the squared distance (e.g. clamp_min(1e-12)) before "
            "the square root, or two equal embeddings give NaN gradients.")))
 
@@ -241,8 +244,8 @@ register_checker('soft_ce', Checker(
                             ('a batch of 6, 7 classes, T = 2', 6, 7, 2.0, 5.0, 111),
                             ('a batch of one, T = 4', 1, 10, 4.0, 3.0, 112)),
     factors=_kd_factors, grad=('student_logits',),
-    mistakes={"you computed the KL divergence; H_T is the cross-entropy −Σ p log q = KL(p ‖ q) + H(p), the "
-              "teacher's entropy included": lambda ref, student_logits, teacher_logits, T: _kl_rows(
+    mistakes={"you computed the KL divergence; H_T is the cross-entropy −Σ p log q = KL(p ‖ q) + H(p), "
+              "the teacher's entropy included": lambda ref, student_logits, teacher_logits, T: _kl_rows(
                   (teacher_logits / T).log_softmax(1), (student_logits / T).log_softmax(1)).mean(),
               "the roles are swapped: the teacher gives the target p = softmax(teacher/T), the student log q":
                   lambda ref, student_logits, teacher_logits, T: ref(teacher_logits, student_logits, T)},

@@ -30,7 +30,7 @@ __all__ = ['KDBENCH_DATA', 'BENCH_KD', 'KIND', 'TUNE_KIND', 'BENCH_ROWS', 'BENCH
            'teacher_spec', 'kdbench_teacher', 'kdbench_run', 'BenchRow', 'setting_label', 'kdbench_configs',
            'register_rows', 'kdbench_select', 'kdbench_sweep', 'method_label', 'kdbench_table',
            'record_chapter', 'bench_record', 'student_name', 'leaderboard_records', 'diverged',
-           'zoo_leaderboard', 'holm', 'paired_table', 'leaderboard_headline']
+           'zoo_leaderboard', 'holm', 't_interval', 'paired_table', 'leaderboard_headline']
 
 # %% ../nbs/08_kdbench.ipynb #7314d5b8
 KDBENCH_DATA = ('mnist5k', 'cifar10')
@@ -341,6 +341,17 @@ def holm(p: list) -> list:
         out[i] = running
     return out
 
+def t_interval(d, # paired differences, one per seed (or any sample, against zero)
+               level: float = 0.95, # confidence of the interval
+              ) -> dict:
+    "Mean of `d`, its t interval (SE = sd/√n) and two-sided p: the bench's one statistic of a difference."
+    d = torch.as_tensor(list(d), dtype=torch.float64)
+    if len(d) < 2: raise ValueError(f"need at least 2 paired differences (seeds), got {len(d)}")
+    mean, se = d.mean().item(), (d.std() / len(d) ** 0.5).item()
+    tcrit = scipy_t.ppf(0.5 + level / 2, len(d) - 1)
+    p = 2 * scipy_t.sf(abs(mean / se), len(d) - 1) if se > 0 else float(mean == 0)  # no spread: 0 or 1
+    return dict(n=len(d), diff=mean, se=se, low=mean - tcrit * se, high=mean + tcrit * se, p=p)
+
 def paired_table(root, # the shared results folder, or its records from `leaderboard_records`
                  ref: str = 'kd', # the row every other row is compared with ('' : with zero, one-sample)
                  metric: str = 'acc', # 'acc', 'agreement', 'own', ...
@@ -359,13 +370,7 @@ def paired_table(root, # the shared results folder, or its records from `leaderb
     for m, vals in by.items():
         seeds = sorted(set(vals) & set(base)) if ref else sorted(vals)
         if m == ref or len(seeds) < 2: continue  # one pair: no spread, no test
-        d = torch.tensor([vals[s] - (base[s] if ref else 0.0) for s in seeds], dtype=torch.float64)
-        se = (d.std() / len(d) ** 0.5).item()
-        tcrit = scipy_t.ppf(0.5 + level / 2, len(d) - 1)
-        mean = d.mean().item()
-        p = 2 * scipy_t.sf(abs(mean / se), len(d) - 1) if se > 0 else float(mean == 0)  # no spread: 0 or 1
-        rows.append(dict(method=m, n=len(d), diff=mean, se=se, low=mean - tcrit * se, high=mean + tcrit * se,
-                         p=p))
+        rows.append(dict(method=m) | t_interval([vals[s] - (base[s] if ref else 0.0) for s in seeds], level))
     t = pd.DataFrame(rows, columns=['method', 'n', 'diff', 'se', 'low', 'high', 'p'])
     t['p_holm'] = holm(t['p'].tolist()) if len(t) else []
     return t.sort_values('diff', ascending=False, ignore_index=True)

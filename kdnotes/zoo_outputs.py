@@ -289,7 +289,7 @@ def zoo_rows(base: KDBenchConfig | None = None, # the bench settings (epochs and
     dkd = dict(T=4.0, ce=1.0, warmup_steps=round(steps * 20 / 240))  # mdistiller: 20 of 240 epochs
     beta = 2.0 if (base.teacher, base.student) == ('resnet56', 'resnet20') else 8.0  # DKD's configs, by pair
     noisy_kd = dict(sigma=0.2, p=0.5, loss='kd', alpha=0.1)  # the noise inside the kd row's loss
-    weights = lambda **w: tuple({k: v * f for k, v in w.items()} for f in (1.0, 0.1, 0.01))  # the paper's × f
+    weights = lambda **w: tuple({k: v * f for k, v in w.items()} for f in (1.0, 0.1, 0.01))  # paper's × f
     temps = tuple(dict(T=T) for T in (2.0, 4.0, 8.0))  # KD-like rows: the bench's T first
     return BENCH_ROWS + [
         BenchRow('dkd', 'dkd', dkd, tune=weights(alpha=1.0, beta=beta)),

@@ -33,7 +33,7 @@ __all__ = ['CHAPTER', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_
 
 # %% ../nbs/16_zoo_without.ipynb #3a5a7fde
 class DAFLGenerator(nn.Module):
-    "DAFL's generator: z → linear → BN → ×2 → conv-BN-LReLU → ×2 → conv-BN-LReLU → conv-tanh-BN."
+    "DAFL's generator: z → linear → BN → ×2 → conv-BN-LReLU → ×2 → conv-BN-LReLU → conv-tanh"
     def __init__(self, latent_dim: int = 100, # noise dimension (authors: 100)
                  in_shape: tuple = (1, 28, 28), # (C, H, W) of the images; H and W divisible by 4
                  width: tuple = (32, 16), # channels of the two blocks (authors: 128, 64)

@@ -8,9 +8,13 @@ export = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(export)
 
 
+def test_columns_count_wide_characters_twice():
+    assert export.columns('abc') == 3 and export.columns('a‖b') == 4 and export.columns('漢') == 2
+
+
 def test_every_line_of_the_package_within_110_columns():
-    long = [f'{p.name}:{i} ({len(l)})' for p in sorted((ROOT / 'kdnotes').glob('*.py'))
-            for i, l in enumerate(p.read_text(encoding='utf-8').split('\n'), 1) if len(l) > 110]
+    long = [f'{p.relative_to(ROOT)}:{i} ({export.columns(l)})' for p in sorted((ROOT / 'kdnotes').rglob('*.py'))
+            for i, l in enumerate(p.read_text(encoding='utf-8').split('\n'), 1) if export.columns(l) > 110]
     assert not long, f'lines over 110 columns (run `make export`; shorten them in the notebooks): {long}'
 
 

@@ -49,7 +49,7 @@ def bss_attack(teacher: nn.Module, # the frozen teacher (eval mode)
                lo: float = -math.inf, # the valid input range, after normalisation
                hi: float = math.inf,
               ) -> torch.Tensor:
-    "Heo et al.'s search: x += η(f_b − f_k + 1e-4)·∇(f_k − f_b)/‖∇‖₂ until the top-1 leaves b."
+    "Heo et al.'s search: x += η(f_b − f_k + 1e-4)·∇(f_k − f_b)/‖∇‖ until the top-1 leaves b."
     adv, base = x.detach().clone(), None
     for _ in range(steps):
         adv.requires_grad_(True)

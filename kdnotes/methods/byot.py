@@ -43,7 +43,7 @@ def byot_loss(exit_logits: list, # [(N, C)] the shallow exits' logits, shallowes
               alpha: float = 0.1, # weight of the KL terms; the cross-entropies get 1 − alpha
               beta: float = 1e-6, # weight of the feature hints
              ) -> torch.Tensor:
-    "(1−α)·Σ CE(every exit) + α·Σ T²·KL(deepest ‖ shallow) + β·Σ ‖F_i − F_C‖², the deepest detached."
+    "(1−α)·Σ CE(exit) + α·Σ T²KL(deepest ‖ shallow) + β·Σ ‖F_i − F_C‖², F_C detached."
     if len(exit_logits) != len(exit_feats) or not exit_logits:
         raise ValueError(f"got {len(exit_logits)} exits' logits and {len(exit_feats)} exits' features: "
                          "give both for every shallow exit (at least one)")

@@ -48,7 +48,7 @@ def okddip_loss(logits: torch.Tensor, # (K, N, C) the peers' logits
                 T: float = 3.0, # temperature
                 weight: float = 1.0, # the distillation weight w(τ)
                ) -> torch.Tensor:
-    "OKDDip: Σ CE + w·[Σ_a T²KL(t_a ‖ z_a) + T²KL(z̄ ‖ z_leader)], t_a = Σ_b α_ab z_b, not detached."
+    "OKDDip: Σ CE + w·[Σ_a T²KL(t_a ‖ z_a) + T²KL(z̄ ‖ z_lead)], t_a = Σ_b α_ab z_b, kept live."
     z = logits.float()
     targets = torch.einsum('nab,bnc->anc', attention, z)  # (K, N, C): peer a's target
     ce = sum(F.cross_entropy(p, labels) for p in z) + F.cross_entropy(leader.float(), labels)

@@ -54,7 +54,7 @@ def log_softmax_jvp(z: torch.Tensor, # (N, C) logits
                     jz: torch.Tensor, # (N, C) their directional derivatives
                     T: float = 1.0, # temperature
                    ) -> torch.Tensor:
-    "Directional derivative of log-softmax(z/T) from the logits': (jz − Σ_c p_c·jz_c) / T, p = softmax(z/T)."
+    "Directional derivative of log-softmax(z/T) from the logits': (jz − Σ p_c·jz_c)/T, p = softmax(z/T)"
     p = F.softmax(z.float() / T, -1)
     return (jz.float() - (p * jz.float()).sum(-1, keepdim=True)) / T
 
@@ -67,7 +67,7 @@ def sobolev_loss(student: nn.Module, # the student, being trained
                  generator: torch.Generator | None = None, # for reproducible directions
                  forward_mode: bool = False, # the student's J v by forward mode (batch norm in training)
                 ) -> torch.Tensor:
-    "Stochastic Sobolev: mean over unit directions v of ‖J_s v − J_t v‖², log-softmax at T, batch mean."
+    "Stochastic Sobolev: mean over unit directions v of ‖J_s v − J_t v‖², log-softmax at T, per batch."
     fs = lambda z: F.log_softmax(student(z).float() / T, -1)
     ft = lambda z: F.log_softmax(teacher(z).float() / T, -1)
     loss = torch.zeros((), device=x.device)
@@ -83,7 +83,7 @@ def sobolev_loss(student: nn.Module, # the student, being trained
                  paper='regression, Atari policy distillation and synthetic gradients (no classifier KD '
                        'setting); projections of the Jacobians on random unit vectors')
 class Sobolev(Method):
-    "Czarnecki et al. (2017): KD + w·‖J_s v − J_t v‖² along random input directions (stochastic Sobolev)."
+    "Czarnecki et al. (2017): KD + w·‖J_s v − J_t v‖² along random input directions (stochastic)."
     uses_labels, uses_inputs = True, True
     def __init__(self, w: float = 1.0, # weight of the derivative term
                  T: float = 2.0, # KD temperature, also of the differentiated log-probabilities

@@ -61,7 +61,7 @@ def tfkd_virtual_loss(a: float = 0.9, T: float = 2.0, alpha: float = 0.5, calibr
                  paper='CIFAR-100, ResNet-18: a = 0.99, T = 20, alpha = 0.1, m = 100; '
                        'per model T 10-40, alpha 0.1-0.95, m 1-100')
 class TfKDReg(Method):
-    "Yuan et al.'s Tf-KD_reg code: (1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C; no teacher network."
+    "Yuan et al.'s Tf-KD_reg code: (1−α)·CE + α·m·KL(softmax(p^d/T) ‖ softmax(z))/C; no teacher."
     uses_labels = True
     def __init__(self, a: float = 0.99, # virtual teacher's true-class probability (fixed in their code)
                  T: float = 20.0, # temperature applied to the teacher's probabilities (10-40 there)
