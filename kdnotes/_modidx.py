@@ -359,7 +359,6 @@ d = {
         'kdnotes.kdbench': {
             'kdnotes.kdbench.BenchRow': ('kdbench.html#benchrow', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.KDBenchConfig': ('kdbench.html#kdbenchconfig', 'kdnotes/kdbench.py'),
-            'kdnotes.kdbench._checks': ('kdbench.html#_checks', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._method': ('kdbench.html#_method', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench._student': ('kdbench.html#_student', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.bench_record': ('kdbench.html#bench_record', 'kdnotes/kdbench.py'),
@@ -383,9 +382,11 @@ d = {
             'kdnotes.kdbench.record_chapter': ('kdbench.html#record_chapter', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.register_rows': ('kdbench.html#register_rows', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.setting_label': ('kdbench.html#setting_label', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.student_checks': ('kdbench.html#student_checks', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.student_name': ('kdbench.html#student_name', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.t_interval': ('kdbench.html#t_interval', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.teacher_spec': ('kdbench.html#teacher_spec', 'kdnotes/kdbench.py'),
+            'kdnotes.kdbench.tune_kind': ('kdbench.html#tune_kind', 'kdnotes/kdbench.py'),
             'kdnotes.kdbench.zoo_leaderboard': ('kdbench.html#zoo_leaderboard', 'kdnotes/kdbench.py'),
         },
         'kdnotes.launch': {
@@ -761,7 +762,11 @@ d = {
             'kdnotes.protocol.kdbench_main': ('kdbench.html#kdbench_main', 'kdnotes/protocol.py'),
             'kdnotes.protocol.leaderboard_main': ('kdbench.html#leaderboard_main', 'kdnotes/protocol.py'),
             'kdnotes.protocol.protocol_rows': ('kdbench.html#protocol_rows', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.protocol_runs': ('kdbench.html#protocol_runs', 'kdnotes/protocol.py'),
             'kdnotes.protocol.protocol_sweep': ('kdbench.html#protocol_sweep', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.register_protocol_runs':
+                ('kdbench.html#register_protocol_runs', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.save_choice': ('kdbench.html#save_choice', 'kdnotes/protocol.py'),
             'kdnotes.protocol.tune_configs': ('kdbench.html#tune_configs', 'kdnotes/protocol.py'),
         },
         'kdnotes.synthetic': {
@@ -906,7 +911,11 @@ d = {
             'kdnotes.zoo_outputs._teacher_sweep':
                 ('zoo_outputs.html#_teacher_sweep', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.add_cli': ('zoo_outputs.html#add_cli', 'kdnotes/zoo_outputs.py'),
+            'kdnotes.zoo_outputs.chain_config': ('zoo_outputs.html#chain_config', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_configs': ('zoo_outputs.html#chain_configs', 'kdnotes/zoo_outputs.py'),
+            'kdnotes.zoo_outputs.chain_protocol':
+                ('zoo_outputs.html#chain_protocol', 'kdnotes/zoo_outputs.py'),
+            'kdnotes.zoo_outputs.chain_rows': ('zoo_outputs.html#chain_rows', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_run': ('zoo_outputs.html#chain_run', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.chain_sweep': ('zoo_outputs.html#chain_sweep', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.collapse': ('zoo_outputs.html#collapse', 'kdnotes/zoo_outputs.py'),
@@ -983,6 +992,7 @@ d = {
                 ('zoo_without.html#check_datafree_config', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.check_online_config':
                 ('zoo_without.html#check_online_config', 'kdnotes/zoo_without.py'),
+            'kdnotes.zoo_without.clip': ('zoo_without.html#clip', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.dafl_losses': ('zoo_without.html#dafl_losses', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.dafl_train': ('zoo_without.html#dafl_train', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.datafree_configs':
@@ -1000,6 +1010,9 @@ d = {
             'kdnotes.zoo_without.ramp_weight': ('zoo_without.html#ramp_weight', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.without_answer':
                 ('zoo_without.html#without_answer', 'kdnotes/zoo_without.py'),
+            'kdnotes.zoo_without.without_protocol':
+                ('zoo_without.html#without_protocol', 'kdnotes/zoo_without.py'),
+            'kdnotes.zoo_without.without_rows': ('zoo_without.html#without_rows', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.without_sweep': ('zoo_without.html#without_sweep', 'kdnotes/zoo_without.py'),
         },
     },

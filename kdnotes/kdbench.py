@@ -27,10 +27,11 @@ from .bench_plots import plot_leaderboard  # the figure: its own module
 # %% auto #0
 __all__ = ['KDBENCH_DATA', 'BENCH_KD', 'KIND', 'TUNE_KIND', 'BENCH_ROWS', 'BENCH_TABLES', 'METRICS',
            'KDBENCH_GPU', 'KDBenchConfig', 'method_class', 'check_kdbench_config', 'kdbench_data',
-           'teacher_spec', 'kdbench_teacher', 'kdbench_run', 'BenchRow', 'setting_label', 'kdbench_configs',
-           'register_rows', 'kdbench_select', 'kdbench_sweep', 'method_label', 'kdbench_table',
-           'record_chapter', 'bench_record', 'student_name', 'leaderboard_records', 'diverged',
-           'zoo_leaderboard', 'holm', 't_interval', 'paired_table', 'leaderboard_headline']
+           'teacher_spec', 'kdbench_teacher', 'student_checks', 'kdbench_run', 'tune_kind', 'BenchRow',
+           'setting_label', 'kdbench_configs', 'register_rows', 'kdbench_select', 'kdbench_sweep',
+           'method_label', 'kdbench_table', 'record_chapter', 'bench_record', 'student_name',
+           'leaderboard_records', 'diverged', 'zoo_leaderboard', 'holm', 't_interval', 'paired_table',
+           'leaderboard_headline']
 
 # %% ../nbs/08_kdbench.ipynb #7314d5b8
 KDBENCH_DATA = ('mnist5k', 'cifar10')
@@ -128,7 +129,9 @@ def _student(cfg: KDBenchConfig, data: dict) -> tuple[nn.Module, Method]:
     seed_everything(cfg.seed)
     return build_model(cfg.student, cfg.student_kwargs, data['in_shape']), _method(cfg)
 
-def _checks(student: nn.Module, data: dict) -> dict:
+def student_checks(student: nn.Module, # a trained student
+                   data: dict, # from `kdbench_data`
+                  ) -> dict:
     "The student's validation accuracy (for choosing settings) and how many classes it predicts on the test."
     z_val, z_test = predict(student, data['val'], data['aug']), predict(student, data['test'], data['aug'])
     return dict(val_acc=accuracy(z_val, data['val'].y), pred_classes=len(z_test.argmax(1).unique()))
@@ -151,7 +154,7 @@ def kdbench_run(cfg: KDBenchConfig, # the run
         if who: out |= control_fidelity(teacher, student, data['test'], data['aug'])
         else: out |= dict(acc=res['student_acc'], agreement=res['agreement'], kl=res['kl'],
                           ece=res['student_ece'], nll=res['student_nll'], teacher_acc=res['teacher_acc'],
-                          final_loss=res['history'][-1]['loss'], **_checks(student, data))
+                          final_loss=res['history'][-1]['loss'], **student_checks(student, data))
     zt, zc = (predict(m, data['test'], data['aug']) for m in (teacher, control))
     out |= dict(control_teacher_acc=accuracy(zc, data['test'].y), teachers_agreement=agreement(zt, zc))
     return out | dict(seconds=time.perf_counter() - t0)
@@ -159,6 +162,7 @@ def kdbench_run(cfg: KDBenchConfig, # the run
 # %% ../nbs/08_kdbench.ipynb #25568776
 KIND = 'kdbench'  # record kind in the results folder
 TUNE_KIND = 'kdbench-tune'  # the protocol's tuning runs: stored apart, never on the leaderboard
+def tune_kind(kind: str) -> str: return f'{kind}-tune'  # the tuning runs of a kind (chains, cohorts too)
 
 @dataclass(frozen=True)
 class BenchRow:
@@ -285,7 +289,7 @@ def leaderboard_records(root: str | os.PathLike, # the shared results folder (it
     "Every bench run stored in `root`: each record that reports the bench's `METRICS`, with its chapter."
     out = []
     for rec in ResultStore(root).records():
-        if rec['kind'] == TUNE_KIND or not set(METRICS) <= set(rec.get('result') or {}):
+        if rec['kind'].endswith('-tune') or not set(METRICS) <= set(rec.get('result') or {}):
             continue  # a tuning run, or not a bench run
         rec = bench_record(rec)
         out.append(rec | dict(chapter=record_chapter(rec['config'])))

@@ -21,13 +21,15 @@ from .kdbench import (BenchRow, BENCH_ROWS, BENCH_KD, register_rows, kdbench_sel
                              KIND as BENCH_KIND, METRICS, kdbench_data, kdbench_sweep, kdbench_table,
                              plot_leaderboard, check_kdbench_config, kdbench_teacher, teacher_spec,
                              bench_record, zoo_leaderboard, KDBENCH_GPU, leaderboard_records,
-                             method_label)
+                             method_label, student_checks)
+from .protocol import PROTOCOL_BASE, protocol_runs, register_protocol_runs
 from .zoo_protocol import protocol_table, protocol_view  # chapter 14's, from this notebook
 
 # %% auto #0
-__all__ = ['ZOO_CHAPTER', 'CHAIN_KIND', 'SPECIALIST_KIND', 'ChainConfig', 'chain_run', 'chain_configs',
-           'chain_sweep', 'zoo_records', 'teacher_choices', 'teacher_choice_configs', 'confusable_subsets',
-           'collapse', 'combine_specialists', 'SpecialistConfig', 'train_specialist', 'specialist_run',
+__all__ = ['ZOO_CHAPTER', 'CHAIN_KIND', 'CHAIN_ROWS', 'SPECIALIST_KIND', 'ChainConfig', 'chain_run',
+           'chain_configs', 'chain_config', 'chain_rows', 'chain_sweep', 'chain_protocol', 'zoo_records',
+           'teacher_choices', 'teacher_choice_configs', 'confusable_subsets', 'collapse',
+           'combine_specialists', 'SpecialistConfig', 'train_specialist', 'specialist_run',
            'specialist_configs', 'specialist_sweep', 'zoo_rows', 'zoo_configs', 'zoo_answer', 'ZooMainConfig',
            'zoo_main', 'add_cli', 'gpu_chains', 'gpu_teacher_choice']
 
@@ -46,7 +48,7 @@ def _distil_chain(teacher: nn.Module, cfg: ChainConfig, data: dict) -> tuple[nn.
     "Distil along the chain from `teacher`: the last network (the student) and every step's report."
     b = cfg.bench
     tc = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, seed=b.seed, device=b.device,
-                     progress=False)
+                     progress=False, grad_clip=b.grad_clip)
     reports = []
     for k, v in enumerate(list(cfg.via) + [dict(model=b.student, kwargs=b.student_kwargs)]):
         # chapter 02's rule along the chain: step k from student_seed(seed) + 100 k, so no network starts
@@ -76,7 +78,8 @@ def chain_run(cfg: ChainConfig, # the chain
     out = dict(acc=res['student_acc'], agreement=res['agreement'], kl=res['kl'], ece=res['student_ece'],
                nll=res['student_nll'], teacher_acc=res['teacher_acc'],
                final_loss=reports[-1]['history'][-1]['loss'],
-               via_acc=reports[0]['student_acc'] if cfg.via else None)  # the first intermediate's accuracy
+               via_acc=reports[0]['student_acc'] if cfg.via else None,  # the first intermediate's accuracy
+               **student_checks(student, data))  # validation accuracy (the protocol), classes predicted
     out |= control_fidelity(teacher, control_student, data['test'], data['aug'])
     return out | dict(seconds=time.perf_counter() - t0)
 
@@ -89,15 +92,30 @@ def chain_configs(seeds=range(5), # student seeds
                  ) -> list[ChainConfig]:
     "Per seed: teacher → assistant → student ('ta'), and born-again generations 1 and 2 of the teacher."
     base = base or KDBenchConfig()
+    rows = [BenchRow(name, base.method, base.method_kwargs) for name in CHAIN_ROWS]
+    return [chain_config(r, s, base, assistant) for s in seeds for r in rows]
+
+CHAIN_ROWS = ('ta', 'ban_gen1', 'ban_gen2')  # the chains' row labels
+
+def chain_config(row: BenchRow, # a chain's row, or one setting of it ('ta[T=4]', 'ta (paper)')
+                 seed: int, # student seed
+                 base: KDBenchConfig | None = None, # the bench (default: the CPU tier)
+                 assistant: dict | None = None, # the assistant (default: an MLP with 64 hidden units)
+                ) -> ChainConfig:
+    "The chain a row names, every step distilled with the row's method and kwargs."
+    base = replace(base or KDBenchConfig(), method=row.method, method_kwargs=dict(row.kwargs), seed=seed)
     assistant = assistant or dict(model='mlp', kwargs=dict(hidden=[64]))
     same = dict(model=base.teacher, kwargs=base.teacher_kwargs)  # born-again: the teacher's architecture
-    out = []
-    for s in seeds:
-        b = replace(base, seed=s)
-        ban = replace(b, student=base.teacher, student_kwargs=base.teacher_kwargs)
-        out += [ChainConfig(b, [assistant], 'ta'), ChainConfig(ban, [], 'ban_gen1'),
-                ChainConfig(ban, [same], 'ban_gen2')]
-    return out
+    ban = replace(base, student=base.teacher, student_kwargs=base.teacher_kwargs)
+    chain = row.label.split('[')[0].removesuffix(' (paper)')  # a setting's label names its chain first
+    if chain not in CHAIN_ROWS: raise ValueError(f"unknown chain {row.label!r}; choose from {CHAIN_ROWS}")
+    via = {'ta': (base, [assistant]), 'ban_gen1': (ban, []), 'ban_gen2': (ban, [same])}[chain]
+    return ChainConfig(*via, row.label)
+
+def chain_rows() -> list[BenchRow]:
+    "The chains under chapter 08's protocol: every step is the KD row, its temperature tuned as KD's is."
+    kd = next(r for r in BENCH_ROWS if r.label == 'kd')
+    return [BenchRow(name, 'kd', kd.kwargs, tune=kd.tune) for name in CHAIN_ROWS]
 
 def _teacher_sweep(kind: str, cfgs: list, run, root, launch, progress: bool,
                    controls: tuple, # which teachers to train first: (False,) the bench's, True its control
@@ -116,6 +134,24 @@ def chain_sweep(cfgs: list[ChainConfig], root, launch: LaunchConfig | None = Non
     "Run (or load) the chains with `launch_sweep`; records in `kdbench_table`'s format, labelled by chain."
     results = _teacher_sweep(CHAIN_KIND, cfgs, chain_run, root, launch, progress, controls=(False, True))
     return [bench_record(dict(config=to_jsonable(c), result=r)) for c, r in zip(cfgs, results)]
+
+@register_protocol_runs(ZOO_CHAPTER)  # `kdnotes kdbench --methods all --protocol` runs them too
+def chain_protocol(root: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
+                   launch: LaunchConfig | None = None, # where runs execute
+                   seeds=range(5), # seeds of the reported runs
+                   base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE`
+                   rows: list | None = None, # default: `chain_rows()`
+                   progress: bool = True,
+                  ) -> list[dict]:
+    "The chains under chapter 08's protocol: T tuned on the validation split, then every seed."
+    base, root = base or PROTOCOL_BASE, Path(root)
+    for control in (False, True):  # the bench's teachers, trained (or loaded) here once
+        kdbench_teacher(teacher_spec(base, control), kdbench_data(base.data), root / 'teachers', base.device)
+    make = functools.partial(chain_config, base=base)  # make(row, seed): the row's chain at that seed
+    run = functools.partial(chain_run, teachers_dir=str(root / 'teachers'))
+    recs = protocol_runs(CHAIN_KIND, rows or chain_rows(), make, run, root, launch, seeds, ZOO_CHAPTER,
+                         progress)
+    return [bench_record(r) for r in recs]
 
 def zoo_records(root: str | os.PathLike, # a results folder
                ) -> list[dict]:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import base64, functools, math, os, time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -22,14 +22,16 @@ from .methods.online import dml_loss, one_loss, okddip_attention, okddip_loss
 from .experiments import ResultStore, to_jsonable
 from .launch import LaunchConfig, launch_sweep
 from .kdbench import (KDBenchConfig, BenchRow, BENCH_ROWS, register_rows, kdbench_data, kdbench_select,
-                             kdbench_sweep, kdbench_teacher, teacher_spec, zoo_leaderboard)
+                             kdbench_sweep, kdbench_teacher, teacher_spec, zoo_leaderboard, student_checks)
+from .protocol import PROTOCOL_BASE, protocol_runs, register_protocol_runs
 
 # %% auto #0
 __all__ = ['CHAPTER', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'KEPT_ROWS',
-           'DAFLGenerator', 'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'dafl_train', 'kd_real',
-           'encode_images', 'decode_images', 'datafree_run', 'ramp_weight', 'peer_diversity', 'OnlineConfig',
-           'check_online_config', 'Cohort', 'embedding', 'OnlineLoss', 'online_run', 'bss_rows',
-           'bss_configs', 'datafree_configs', 'online_configs', 'without_sweep', 'without_answer']
+           'DAFLGenerator', 'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'clip', 'dafl_train',
+           'kd_real', 'encode_images', 'decode_images', 'datafree_run', 'ramp_weight', 'peer_diversity',
+           'OnlineConfig', 'check_online_config', 'Cohort', 'embedding', 'OnlineLoss', 'online_run',
+           'bss_rows', 'bss_configs', 'datafree_configs', 'online_configs', 'without_sweep', 'without_rows',
+           'without_protocol', 'without_answer']
 
 # %% ../nbs/16_zoo_without.ipynb #3a5a7fde
 class DAFLGenerator(nn.Module):
@@ -103,6 +105,10 @@ def check_datafree_config(cfg: DataFreeConfig) -> DataFreeConfig:
     return cfg
 
 # %% ../nbs/16_zoo_without.ipynb #ed0f4a87
+def clip(model: nn.Module, max_norm: float):
+    "Clip the gradient norm of `model`'s parameters at `max_norm` (0: leave it)."
+    if max_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
 def dafl_train(teacher: nn.Module, # the trained teacher, frozen here
                student: nn.Module, # the student, trained in place
                cfg: DataFreeConfig, # the run
@@ -126,6 +132,7 @@ def dafl_train(teacher: nn.Module, # the trained teacher, frozen here
             opt_g.zero_grad(set_to_none=True)
             opt_s.zero_grad(set_to_none=True)
             (cfg.oh * oh + cfg.a * act + cfg.ie * ie + kd).backward()
+            clip(gen, cfg.bench.grad_clip), clip(student, cfg.bench.grad_clip)  # the protocol: each apart
             opt_g.step()
             opt_s.step()
             if step % 55 == 0 or step == cfg.steps - 1:
@@ -150,6 +157,7 @@ def kd_real(teacher: nn.Module, # the trained teacher, frozen here
             loss = kd_loss(student(x), zt, T=1.0, check_finite=False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            clip(student, cfg.bench.grad_clip)  # as in `dafl_train`
             opt.step()
             step += 1
             if step == cfg.steps: break
@@ -213,7 +221,8 @@ def datafree_run(cfg: DataFreeConfig, # the run
             res = compare(zt, zs, test.y)
             out |= dict(acc=res['student_acc'], agreement=res['agreement'], kl=res['kl'],
                         ece=res['student_ece'], nll=res['student_nll'], teacher_acc=res['teacher_acc'],
-                        history=history)
+                        history=history, final_loss=history[-1]['kd'],  # a diverged generator: kd too
+                        **student_checks(student, data))  # validation accuracy: the protocol's choice
             samples = _samples(gen, t, aug)
             out |= samples | dict(images=encode_images(samples['images']))  # a few, to be looked at
     zr = predict(kd_real(teachers[0], fresh(), cfg, data, device), test, aug)
@@ -257,6 +266,7 @@ class OnlineConfig:
     factor: int = 8  # OKDDip: W_q, W_k map an embedding of width d to d // factor
     feat_layer: str = 'penultimate'  # OKDDip: the peers' embeddings, a feature role (chapter 01)
     feat_grad: bool = False  # OKDDip: let the attention's gradient reach the embeddings (the authors' code)
+    weight: float = field(default=1.0, metadata=dict(omit_default=True))  # × the distillation term
     bench: KDBenchConfig = field(default_factory=KDBenchConfig)  # data, student, recipe (teacher: reference)
 
 def check_online_config(cfg: OnlineConfig) -> OnlineConfig:
@@ -265,6 +275,7 @@ def check_online_config(cfg: OnlineConfig) -> OnlineConfig:
         raise ValueError(f"unknown online method {cfg.method!r}; choose one of {ONLINE_METHODS}")
     if cfg.peers < 2: raise ValueError(f"a cohort needs peers >= 2, got {cfg.peers}")
     check_kd_params(cfg.T, 0.0)
+    if cfg.weight < 0: raise ValueError(f"weight must be >= 0, got {cfg.weight}")
     if not 0 <= cfg.ramp <= 1: raise ValueError(f"ramp is a fraction of training in [0, 1], got {cfg.ramp}")
     if cfg.factor < 1: raise ValueError(f"factor must be >= 1, got {cfg.factor}")
     return cfg
@@ -303,10 +314,10 @@ class OnlineLoss:
         self.cfg, self.cohort, self.feats, self.steps = cfg, cohort, feats, 0
         self.length = cfg.ramp * total_steps
     def __call__(self, logits, x, y):  # logits (K, N, C)
-        w, m = ramp_weight(self.steps, self.length), self.cfg.method
+        w, m = ramp_weight(self.steps, self.length) * self.cfg.weight, self.cfg.method
         self.steps += 1
         if m == 'ind': return sum(F.cross_entropy(z.float(), y) for z in logits)
-        if m == 'dml': return dml_loss(logits, y)
+        if m == 'dml': return dml_loss(logits, y, self.cfg.weight)  # DML has no ramp
         if m == 'one': return one_loss(logits, self.cohort.gates, y, self.cfg.T, w)
         k = self.cfg.peers
         h = torch.stack([embedding(f[self.cfg.feat_layer]) for f in self.feats[:k]])  # (K, N, d)
@@ -331,13 +342,13 @@ def online_run(cfg: OnlineConfig, # the run
     proj = max(1, width // cfg.factor) if cfg.method == 'okddip' else 0
     cohort = Cohort(students, gate_in=d, feat_dim=width, proj_dim=proj)
     tc = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, seed=cfg.seed, device=b.device,
-                     progress=False)
+                     progress=False, grad_clip=b.grad_clip)  # the clip bounds the whole cohort's gradient
     loader = DeviceLoader(data['train'], b.batch_size, data['aug'], device=device, seed=cfg.seed)
     with ExitStack() as stack:
         feats = [stack.enter_context(capture_features(s, (cfg.feat_layer,))) for s in students]
         history = fit(cohort, loader, tc, OnlineLoss(cfg, cohort, feats, b.epochs * len(loader)))
     report = _online_report(cfg, cohort, teacher, data)
-    return report | dict(history=history, seconds=time.perf_counter() - t0)
+    return report | dict(history=history, final_loss=history[-1]['loss'], seconds=time.perf_counter() - t0)
 
 # %% ../nbs/16_zoo_without.ipynb #c1a8effa
 def _online_report(cfg: OnlineConfig, cohort: Cohort, teacher: nn.Module, data: dict) -> dict:
@@ -352,6 +363,10 @@ def _online_report(cfg: OnlineConfig, cohort: Cohort, teacher: nn.Module, data: 
                peer_accs=[accuracy(z, test.y) for z in peers], teacher_acc=accuracy(zt, test.y),
                ensemble_acc=accuracy(mean_probs_logits(peers), test.y)) | peer_diversity(peers)
     out['peer_acc'] = sum(out['peer_accs']) / cfg.peers
+    checks = [student_checks(m, data) for m in (cohort.members[cfg.peers:] if cfg.method == 'okddip'
+                                                  else cohort.members[:cfg.peers])]  # the deployed ones
+    out |= dict(val_acc=sum(c['val_acc'] for c in checks) / len(checks),  # the protocol chooses on it
+                pred_classes=min(c['pred_classes'] for c in checks))
     if cfg.method == 'okddip': out['leader_acc'] = out['acc']
     if cfg.method == 'one':  # the gated ensemble, ONE's teacher
         cohort.eval().cpu()
@@ -424,6 +439,37 @@ def without_sweep(root: str | os.PathLike, # the results folder (the shared nbs/
                             functools.partial(online_run, teachers_dir=teachers))):
         results = launch_sweep(kind, cfgs, fn, store, launch, desc=kind, progress=progress)
         out[kind] = [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, results)]
+    return out
+
+def without_rows() -> dict:
+    "{kind: [BenchRow]}: DAFL and the cohorts under chapter 08's protocol, the paper's weights × 1, .1, .01."
+    f = (1.0, 0.1, 0.01)  # DAFL: its generator's α = 0.1 and β = 5; the cohorts: the distillation term's 1
+    dafl = [BenchRow('dafl', 'dafl', {}, tune=tuple(dict(a=round(.1 * x, 6), ie=round(5 * x, 6)) for x in f))]
+    online = [BenchRow(m, 'online', dict(method=m) | ONLINE_ROWS[m],  # ind: no distillation term to weigh
+                       tune=() if m == 'ind' else tuple(dict(weight=x) for x in f)) for m in ONLINE_ROWS]
+    return {DATAFREE_KIND: dafl, ONLINE_KIND: online}
+
+@register_protocol_runs(CHAPTER)  # `kdnotes kdbench --methods all --protocol` runs them too
+def without_protocol(root: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
+                     launch: LaunchConfig | None = None, # where runs execute
+                     seeds=range(5), # seeds of the reported runs
+                     base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE` (clipping at 1)
+                     datafree: dict | None = None, # other DataFreeConfig fields (e.g. steps)
+                     rows: dict | None = None, # default: `without_rows()`
+                     progress: bool = True,
+                    ) -> dict:
+    "DAFL and the cohorts under the protocol: each grid tuned on the validation split, then every seed."
+    base, root, out = base or PROTOCOL_BASE, Path(root), {}
+    for control in (False, True):  # the bench's teachers, trained (or loaded) here once
+        kdbench_teacher(teacher_spec(base, control), kdbench_data(base.data), root / 'teachers', base.device)
+    teachers = str(root / 'teachers')
+    make = {DATAFREE_KIND: lambda r, s: DataFreeConfig(seed=s, bench=base, label=r.label,
+                                                       **(datafree or {}) | r.kwargs),
+            ONLINE_KIND: lambda r, s: OnlineConfig(seed=s, bench=base, label=r.label, **r.kwargs)}
+    run = {DATAFREE_KIND: datafree_run, ONLINE_KIND: online_run}
+    for kind, table in (rows or without_rows()).items():
+        fn = functools.partial(run[kind], teachers_dir=teachers)
+        out[kind] = protocol_runs(kind, table, make[kind], fn, root, launch, seeds, CHAPTER, progress)
     return out
 
 # %% ../nbs/16_zoo_without.ipynb #63174106

@@ -14,14 +14,15 @@ from ..distill import kd_loss
 # %% ../../nbs/16_zoo_without.ipynb #17230b38
 def dml_loss(logits: torch.Tensor, # (K, N, C) the peers' logits
              labels: torch.Tensor, # (N,)
+             weight: float = 1.0, # the mimicry weight (the paper: 1)
             ) -> torch.Tensor:
-    "DML: Σ_k [CE(y, z_k) + 1/(K−1) Σ_{j≠k} KL(p_j ‖ p_k)], every target p_j detached."
+    "DML: Σ_k [CE(y, z_k) + w/(K−1) Σ_{j≠k} KL(p_j ‖ p_k)], every target p_j detached."
     K = len(logits)
     if K < 2: raise ValueError(f"a cohort needs at least 2 peers, got {K}")
     ce = sum(F.cross_entropy(z.float(), labels) for z in logits)
     mutual = sum(kd_loss(logits[k], logits[j].detach(), T=1.0, check_finite=False)
                  for k in range(K) for j in range(K) if j != k)
-    return ce + mutual / (K - 1)
+    return ce + weight * mutual / (K - 1)
 
 def one_loss(logits: torch.Tensor, # (K, N, C) the branches' logits
              gate: torch.Tensor, # (N, K) the gate's weights (rows sum to 1)
