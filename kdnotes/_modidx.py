@@ -324,6 +324,27 @@ d = {
             'kdnotes.fidelity.temperature_sweep_configs':
                 ('fidelity.html#temperature_sweep_configs', 'kdnotes/fidelity.py'),
         },
+        'kdnotes.fidelity_synth': {
+            'kdnotes.fidelity_synth.Figure1Config':
+                ('fidelity.html#figure1config', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.Figure1MainConfig':
+                ('fidelity.html#figure1mainconfig', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.add_cli': ('fidelity.html#add_cli', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.figure1_configs':
+                ('fidelity.html#figure1_configs', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.figure1_frame':
+                ('fidelity.html#figure1_frame', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.figure1_main':
+                ('fidelity.html#figure1_main', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.figure1_run': ('fidelity.html#figure1_run', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.figure1_sweep':
+                ('fidelity.html#figure1_sweep', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.figure1_table':
+                ('fidelity.html#figure1_table', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.plot_figure1':
+                ('fidelity.html#plot_figure1', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.synth_sha1': ('fidelity.html#synth_sha1', 'kdnotes/fidelity_synth.py'),
+        },
         'kdnotes.hinton': {
             'kdnotes.hinton.HintonConfig': ('hinton_kd.html#hintonconfig', 'kdnotes/hinton.py'),
             'kdnotes.hinton.HintonMainConfig': ('hinton_kd.html#hintonmainconfig', 'kdnotes/hinton.py'),
@@ -777,9 +798,11 @@ d = {
             'kdnotes.synthetic.add_cli': ('synthetic.html#add_cli', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.check_synth_config':
                 ('synthetic.html#check_synth_config', 'kdnotes/synthetic.py'),
+            'kdnotes.synthetic.holdout_of': ('synthetic.html#holdout_of', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.load_pretrained': ('synthetic.html#load_pretrained', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.plot_quality': ('synthetic.html#plot_quality', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.plot_samples': ('synthetic.html#plot_samples', 'kdnotes/synthetic.py'),
+            'kdnotes.synthetic.save_pipeline': ('synthetic.html#save_pipeline', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synth_configs': ('synthetic.html#synth_configs', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synth_main': ('synthetic.html#synth_main', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synthesize': ('synthetic.html#synthesize', 'kdnotes/synthetic.py'),
@@ -926,6 +949,8 @@ d = {
             'kdnotes.zoo_outputs.gpu_chains': ('zoo_outputs.html#gpu_chains', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.gpu_teacher_choice':
                 ('zoo_outputs.html#gpu_teacher_choice', 'kdnotes/zoo_outputs.py'),
+            'kdnotes.zoo_outputs.outputs_protocol':
+                ('zoo_outputs.html#outputs_protocol', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.specialist_configs':
                 ('zoo_outputs.html#specialist_configs', 'kdnotes/zoo_outputs.py'),
             'kdnotes.zoo_outputs.specialist_run':
@@ -1008,12 +1033,16 @@ d = {
             'kdnotes.zoo_without.peer_diversity':
                 ('zoo_without.html#peer_diversity', 'kdnotes/zoo_without.py'),
             'kdnotes.zoo_without.ramp_weight': ('zoo_without.html#ramp_weight', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.without_answer':
-                ('zoo_without.html#without_answer', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.without_protocol':
-                ('zoo_without.html#without_protocol', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.without_rows': ('zoo_without.html#without_rows', 'kdnotes/zoo_without.py'),
-            'kdnotes.zoo_without.without_sweep': ('zoo_without.html#without_sweep', 'kdnotes/zoo_without.py'),
+        },
+        'kdnotes.zoo_without_runs': {
+            'kdnotes.zoo_without_runs.without_answer':
+                ('zoo_without.html#without_answer', 'kdnotes/zoo_without_runs.py'),
+            'kdnotes.zoo_without_runs.without_protocol':
+                ('zoo_without.html#without_protocol', 'kdnotes/zoo_without_runs.py'),
+            'kdnotes.zoo_without_runs.without_rows':
+                ('zoo_without.html#without_rows', 'kdnotes/zoo_without_runs.py'),
+            'kdnotes.zoo_without_runs.without_sweep':
+                ('zoo_without.html#without_sweep', 'kdnotes/zoo_without_runs.py'),
         },
     },
 }

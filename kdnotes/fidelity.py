@@ -161,6 +161,7 @@ def _extra_images(cfg: FidelityConfig) -> torch.Tensor | None:
     if not cfg.n_extra: return None
     if not cfg.extra_path: raise ValueError("n_extra > 0 needs extra_path, a .pt file of images (N, C, H, W)")
     x = torch.load(cfg.extra_path, weights_only=True)
+    x = x['images'] if isinstance(x, dict) else x  # a sample file of `save_samples` (chapter 21), or a tensor
     if len(x) < cfg.n_extra:
         raise ValueError(f"{cfg.extra_path} holds {len(x)} images, fewer than n_extra={cfg.n_extra}")
     return x[:cfg.n_extra]

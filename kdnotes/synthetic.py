@@ -13,11 +13,12 @@ from .train import pick_device, save_samples, load_samples
 from .experiments import config_hash, provenance, ResultStore
 from .metrics import check_whole
 from .options import add_options, options_to_config, opt
-from .ddpm import DDPMConfig, ddpm_data, make_scheduler, train_ddpm, sample
+from .ddpm import DDPMConfig, ddpm_data, make_scheduler, train_ddpm, sample, FIDELITY_SPLITS
 
 # %% auto #0
-__all__ = ['IMAGE_SIDE', 'plot_samples', 'plot_quality', 'load_pretrained', 'SampleConfig',
-           'check_synth_config', 'synthesize', 'SynthMainConfig', 'synth_configs', 'synth_main', 'add_cli']
+__all__ = ['IMAGE_SIDE', 'plot_samples', 'plot_quality', 'load_pretrained', 'save_pipeline', 'SampleConfig',
+           'check_synth_config', 'synthesize', 'SynthMainConfig', 'holdout_of', 'synth_configs', 'synth_main',
+           'add_cli']
 
 # %% ../nbs/21_synthetic.ipynb #e3d4f716
 def plot_samples(images: torch.Tensor, # uint8 or float (N, C, H, W)
@@ -90,7 +91,20 @@ def load_pretrained(
             f"with internet run `huggingface-cli download {name_or_path} "
             "--local-dir DIR`, copy DIR here and pass DIR"
         ) from None
-    return pipe.unet.to(pick_device(device)).eval(), pipe.scheduler
+    # weights saved in fp16 (`save_pipeline`) are computed in fp32: CPUs are slow or refuse in half precision
+    return pipe.unet.float().to(pick_device(device)).eval(), pipe.scheduler
+
+def save_pipeline(unet: torch.nn.Module, # the (EMA) denoiser
+                  scheduler, # its training scheduler
+                  path: str | os.PathLike, # a folder: `load_pretrained(path)` reads it back
+                  fp16: bool = True, # store the weights in half precision (half the bytes)
+                 ) -> Path:
+    "A DDPM as a diffusers `DDPMPipeline` folder, for `load_pretrained` and `kdnotes synth --pretrained`."
+    import copy
+    from diffusers import DDPMPipeline
+    net = copy.deepcopy(unet).cpu()
+    DDPMPipeline(unet=net.half() if fp16 else net, scheduler=scheduler).save_pretrained(str(path))
+    return Path(path)
 
 # %% ../nbs/21_synthetic.ipynb #08b33f36
 @dataclass
@@ -159,7 +173,8 @@ def _sample_resumable(unet, sched, smp: SampleConfig, path: Path, progress: bool
 
 
 def synthesize(
-    ddpm: DDPMConfig, smp: SampleConfig, out_dir: str | os.PathLike = 'runs/synthetic', progress: bool = True
+    ddpm: DDPMConfig, smp: SampleConfig, out_dir: str | os.PathLike = 'runs/synthetic', progress: bool = True,
+    save_to: str | os.PathLike = '',  # also save the trained EMA DDPM there (`save_pipeline`, fp16)
 ) -> dict:
     "Train (or load) a DDPM, sample `smp.n` images to `out_dir/samples-<hash>.pt` and a grid PNG; a summary."
     check_synth_config(ddpm, smp)
@@ -170,9 +185,10 @@ def synthesize(
         (unet, sched), hist = load_pretrained(smp.pretrained, device=ddpm.device), []
     else:
         _, unet, hist = train_ddpm(
-            ddpm_data(ddpm.dataset).x, ddpm, out_dir / f'ddpm-{config_hash(ddpm)}.pt', progress
+            ddpm_data(ddpm.dataset, ddpm.holdout).x, ddpm, out_dir / f'ddpm-{config_hash(ddpm)}.pt', progress
         )
         sched = make_scheduler(ddpm)
+        if save_to: save_pipeline(unet, sched, save_to)
     t1 = time.perf_counter()
     x = _sample_resumable(unet, sched, smp, out_dir / f'samples-{sid}.partial.pt', progress)
     path = out_dir / f'samples-{sid}.pt'
@@ -219,14 +235,22 @@ class SynthMainConfig:
     lr: float = 2e-4  # DDPM learning rate (Adam)
     device: str = 'auto'  # auto (CUDA if present), cuda or cpu
     pretrained: str = ''  # hub id or directory of a diffusers DDPM pipeline to sample instead of training
+    holdout_seeds: tuple[int, ...] = ()  # mnist5k: leave out chapter 11's test digits at these seeds
+    ema_decay: float = 0.9995  # EMA of the weights (a short CPU run: 0.999)
+    save_to: str = ''  # also save the trained EMA DDPM there, a diffusers pipeline folder in fp16
     runs: str = 'runs/synthetic'  # where checkpoints and sample files go (large; not committed)
     out: str = '.'  # where the JSON record goes (commit it)
+
+def holdout_of(seeds: tuple) -> dict:
+    "`ddpm_data`'s holdout for chapter 11's test digits at `seeds` ({} for none)."
+    return dict(per_class=FIDELITY_SPLITS, split='test', seeds=list(seeds)) if seeds else {}
 
 def synth_configs(cfg: SynthMainConfig) -> tuple[DDPMConfig, SampleConfig]:
     "The DDPM and sampling configs a `kdnotes synth` command describes (random flips for CIFAR-10 only)."
     ddpm = DDPMConfig(dataset=cfg.dataset, channels=tuple(cfg.channels), layers_per_block=cfg.layers,
                       attention=cfg.attention, time_budget=cfg.time_budget, batch_size=cfg.batch_size,
-                      lr=cfg.lr, flip=cfg.dataset == 'cifar10', seed=cfg.seed, device=cfg.device)
+                      lr=cfg.lr, flip=cfg.dataset == 'cifar10', seed=cfg.seed, device=cfg.device,
+                      ema_decay=cfg.ema_decay, holdout=holdout_of(cfg.holdout_seeds))
     smp = SampleConfig(n=cfg.n, steps=cfg.steps, sampler=cfg.sampler, seed=cfg.seed,
                        pretrained=cfg.pretrained)
     return ddpm, smp
@@ -246,7 +270,7 @@ def synth_main(cfg: SynthMainConfig, # what to make
         res = rec['result'] | dict(path=str(path))  # done on this machine
     else:  # new, or recorded by a session whose machine (and samples) are gone: sample again, keep the record
         t0 = time.perf_counter()
-        res = synthesize(ddpm, smp, cfg.runs)
+        res = synthesize(ddpm, smp, cfg.runs, save_to=cfg.save_to)
         if rec is None: store.put('synth', key, res, time.perf_counter() - t0)
     print(json.dumps({k: v for k, v in res.items() if k != 'loss_curve'}, indent=1))
     return res

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_zoo_outputs.ipynb #afa8c5b4
 from __future__ import annotations
-import functools, math, os, time
+import functools, json, math, os, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
@@ -28,7 +28,7 @@ from .zoo_protocol import protocol_table, protocol_view  # chapter 14's, from th
 # %% auto #0
 __all__ = ['ZOO_CHAPTER', 'CHAIN_KIND', 'CHAIN_ROWS', 'SPECIALIST_KIND', 'ChainConfig', 'chain_run',
            'chain_configs', 'chain_config', 'chain_rows', 'chain_sweep', 'chain_protocol', 'zoo_records',
-           'teacher_choices', 'teacher_choice_configs', 'confusable_subsets', 'collapse',
+           'teacher_choices', 'teacher_choice_configs', 'outputs_protocol', 'confusable_subsets', 'collapse',
            'combine_specialists', 'SpecialistConfig', 'train_specialist', 'specialist_run',
            'specialist_configs', 'specialist_sweep', 'zoo_rows', 'zoo_configs', 'zoo_answer', 'ZooMainConfig',
            'zoo_main', 'add_cli', 'gpu_chains', 'gpu_teacher_choice']
@@ -135,7 +135,6 @@ def chain_sweep(cfgs: list[ChainConfig], root, launch: LaunchConfig | None = Non
     results = _teacher_sweep(CHAIN_KIND, cfgs, chain_run, root, launch, progress, controls=(False, True))
     return [bench_record(dict(config=to_jsonable(c), result=r)) for c, r in zip(cfgs, results)]
 
-@register_protocol_runs(ZOO_CHAPTER)  # `kdnotes kdbench --methods all --protocol` runs them too
 def chain_protocol(root: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
                    launch: LaunchConfig | None = None, # where runs execute
                    seeds=range(5), # seeds of the reported runs
@@ -172,12 +171,27 @@ def teacher_choices(base: KDBenchConfig | None = None, # the bench (its teacher 
 
 def teacher_choice_configs(seeds=range(5), # student seeds
                            base: KDBenchConfig | None = None, # the bench (default: the CPU tier)
+                           kd: dict | None = None, # KD's kwargs (default: the bench's row, T=2, alpha=0.1)
                           ) -> list[KDBenchConfig]:
-    "KD (T=2, alpha=0.1) from every teacher of `teacher_choices`, one config per row and seed."
-    base = base or KDBenchConfig()
-    return [replace(base, seed=s, method='kd', method_kwargs=dict(BENCH_KD), label=label, chapter=ZOO_CHAPTER,
-                    **change) for label, change in teacher_choices(base).items() for s in seeds]
+    "KD from every teacher of `teacher_choices`, one config per row and seed."
+    base, kd = base or KDBenchConfig(), dict(kd or BENCH_KD)
+    return [replace(base, seed=s, method='kd', method_kwargs=kd, label=label, chapter=ZOO_CHAPTER, **change)
+            for label, change in teacher_choices(base).items() for s in seeds]
 
+
+# %% ../nbs/14_zoo_outputs.ipynb #b50ec0e7
+@register_protocol_runs(ZOO_CHAPTER)  # `kdnotes kdbench --methods all --protocol` runs them too
+def outputs_protocol(root: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
+                     launch: LaunchConfig | None = None, # where runs execute
+                     seeds=range(5), # seeds of the reported runs
+                     base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE`
+                    ) -> dict:
+    "This chapter's runs that are not table rows, under the protocol: chains tuned, teachers at KD's choice."
+    base, root = base or PROTOCOL_BASE, Path(root)
+    chains = chain_protocol(root, launch, seeds, base)
+    kd = json.loads((root / 'protocol.json').read_text())['08 bench']['kd']['chosen']  # KD's T, on validation
+    cfgs = teacher_choice_configs(seeds, base, BENCH_KD | kd)  # other teachers: nothing of theirs to tune
+    return dict(chains=chains, teacher_choice=kdbench_sweep(cfgs, root / 'teacher_choice', launch))
 
 # %% ../nbs/14_zoo_outputs.ipynb #c15b0002
 def confusable_subsets(probs: torch.Tensor, # (N, C) the generalist's predicted distributions
@@ -350,7 +364,7 @@ def zoo_answer(root: str | os.PathLike, # the protocol's results folder (nbs/res
                old: str | os.PathLike, # the pre-protocol records, for the 'before' column (nbs/results/zoo)
               ) -> pd.DataFrame:
     "The chapter's answer: each row under the protocol against KD, and its accuracy before the protocol."
-    t = protocol_table(root, zoo_rows())
+    t = protocol_table(root, zoo_rows() + chain_rows())  # the chains: KD at every step, its T tuned
     view = protocol_view(t, ('setting', 'test acc', 'vs KD [95%]', 'p (Holm)', 'diverged'))
     by = {}
     for r in leaderboard_records(old): by.setdefault(method_label(r['config']), []).append(r['result']['acc'])

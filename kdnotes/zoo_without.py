@@ -23,15 +23,13 @@ from .experiments import ResultStore, to_jsonable
 from .launch import LaunchConfig, launch_sweep
 from .kdbench import (KDBenchConfig, BenchRow, BENCH_ROWS, register_rows, kdbench_data, kdbench_select,
                              kdbench_sweep, kdbench_teacher, teacher_spec, zoo_leaderboard, student_checks)
-from .protocol import PROTOCOL_BASE, protocol_runs, register_protocol_runs
 
 # %% auto #0
-__all__ = ['CHAPTER', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'KEPT_ROWS',
-           'DAFLGenerator', 'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'clip', 'dafl_train',
-           'kd_real', 'encode_images', 'decode_images', 'datafree_run', 'ramp_weight', 'peer_diversity',
-           'OnlineConfig', 'check_online_config', 'Cohort', 'embedding', 'OnlineLoss', 'online_run',
-           'bss_rows', 'bss_configs', 'datafree_configs', 'online_configs', 'without_sweep', 'without_rows',
-           'without_protocol', 'without_answer']
+__all__ = ['CHAPTER', 'DATAFREE_KIND', 'ONLINE_KIND', 'ONLINE_METHODS', 'ONLINE_ROWS', 'DAFLGenerator',
+           'dafl_losses', 'DataFreeConfig', 'check_datafree_config', 'clip', 'dafl_train', 'kd_real',
+           'encode_images', 'decode_images', 'datafree_run', 'ramp_weight', 'peer_diversity', 'OnlineConfig',
+           'check_online_config', 'Cohort', 'embedding', 'OnlineLoss', 'online_run', 'bss_rows',
+           'bss_configs', 'datafree_configs', 'online_configs']
 
 # %% ../nbs/16_zoo_without.ipynb #3a5a7fde
 class DAFLGenerator(nn.Module):
@@ -417,78 +415,3 @@ def online_configs(methods=None, # row labels from `ONLINE_ROWS` (default: all)
         raise ValueError(f"unknown online rows {bad}; choose from {list(ONLINE_ROWS)}")
     rows = [dict(method=m) | ONLINE_ROWS[m] | dict(label=m) for m in methods]
     return [OnlineConfig(seed=s, bench=base or KDBenchConfig(), **r) for r in rows for s in seeds]
-
-# %% ../nbs/16_zoo_without.ipynb #60a39d07
-def without_sweep(root: str | os.PathLike, # the results folder (the shared nbs/results/zoo)
-                  launch: LaunchConfig | None = None, # where runs execute (default: this process)
-                  seeds=range(5), # seeds of every row
-                  base: KDBenchConfig | None = None, # bench settings (default: the CPU tier)
-                  datafree: dict | None = None, # DataFreeConfig fields for the DAFL rows (e.g. steps)
-                  progress: bool = True,
-                 ) -> dict:
-    "Run (or load) every row of the chapter: {'bench', 'datafree', 'online'} lists of records."
-    root, store = Path(root), ResultStore(root)
-    # the bench rows first: their sweep trains (or loads) both teachers once, before any worker starts
-    cfgs = bss_configs(seeds=seeds, base=base)
-    bench = kdbench_sweep(cfgs, root, launch, progress=progress)
-    teachers = str(root / 'teachers')
-    out = dict(bench=bench)
-    for kind, cfgs, fn in ((DATAFREE_KIND, datafree_configs(seeds, base, **(datafree or {})),
-                            functools.partial(datafree_run, teachers_dir=teachers)),
-                           (ONLINE_KIND, online_configs(seeds=seeds, base=base),
-                            functools.partial(online_run, teachers_dir=teachers))):
-        results = launch_sweep(kind, cfgs, fn, store, launch, desc=kind, progress=progress)
-        out[kind] = [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, results)]
-    return out
-
-def without_rows() -> dict:
-    "{kind: [BenchRow]}: DAFL and the cohorts under chapter 08's protocol, the paper's weights × 1, .1, .01."
-    f = (1.0, 0.1, 0.01)  # DAFL: its generator's α = 0.1 and β = 5; the cohorts: the distillation term's 1
-    dafl = [BenchRow('dafl', 'dafl', {}, tune=tuple(dict(a=round(.1 * x, 6), ie=round(5 * x, 6)) for x in f))]
-    online = [BenchRow(m, 'online', dict(method=m) | ONLINE_ROWS[m],  # ind: no distillation term to weigh
-                       tune=() if m == 'ind' else tuple(dict(weight=x) for x in f)) for m in ONLINE_ROWS]
-    return {DATAFREE_KIND: dafl, ONLINE_KIND: online}
-
-@register_protocol_runs(CHAPTER)  # `kdnotes kdbench --methods all --protocol` runs them too
-def without_protocol(root: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
-                     launch: LaunchConfig | None = None, # where runs execute
-                     seeds=range(5), # seeds of the reported runs
-                     base: KDBenchConfig | None = None, # default: `PROTOCOL_BASE` (clipping at 1)
-                     datafree: dict | None = None, # other DataFreeConfig fields (e.g. steps)
-                     rows: dict | None = None, # default: `without_rows()`
-                     progress: bool = True,
-                    ) -> dict:
-    "DAFL and the cohorts under the protocol: each grid tuned on the validation split, then every seed."
-    base, root, out = base or PROTOCOL_BASE, Path(root), {}
-    for control in (False, True):  # the bench's teachers, trained (or loaded) here once
-        kdbench_teacher(teacher_spec(base, control), kdbench_data(base.data), root / 'teachers', base.device)
-    teachers = str(root / 'teachers')
-    make = {DATAFREE_KIND: lambda r, s: DataFreeConfig(seed=s, bench=base, label=r.label,
-                                                       **(datafree or {}) | r.kwargs),
-            ONLINE_KIND: lambda r, s: OnlineConfig(seed=s, bench=base, label=r.label, **r.kwargs)}
-    run = {DATAFREE_KIND: datafree_run, ONLINE_KIND: online_run}
-    for kind, table in (rows or without_rows()).items():
-        fn = functools.partial(run[kind], teachers_dir=teachers)
-        out[kind] = protocol_runs(kind, table, make[kind], fn, root, launch, seeds, CHAPTER, progress)
-    return out
-
-# %% ../nbs/16_zoo_without.ipynb #63174106
-KEPT_ROWS = ['dafl', *ONLINE_ROWS]  # not rerun under the protocol: read from the records before it
-
-def without_answer(bench: str | os.PathLike, # the protocol's results folder (nbs/results/bench)
-                   old: str | os.PathLike, # the records before the protocol (nbs/results/zoo)
-                  ) -> pd.DataFrame:
-    "The chapter's rows: which records, test accuracy (mean ± sd), paired difference to KD (95% t interval)."
-    order = [r.label for r in bss_rows()] + KEPT_ROWS
-    rank = lambda m: (order.index(m.removesuffix(' (paper)')), m)  # a row's '(paper)' setting right below it
-    out = []
-    for root, recipe in ((bench, 'protocol'), (old, 'before')):
-        t = zoo_leaderboard(root)
-        keep = t['method'].str.removesuffix(' (paper)').isin(order) & t['chapter'].isin([CHAPTER, '08 bench'])
-        keep &= t['method'].isin(KEPT_ROWS) == (recipe == 'before')  # KD and labels: those of the protocol
-        for r in sorted(t[keep].itertuples(), key=lambda r: rank(r.method)):
-            vs = '—' if r.method == 'kd' else f"{r.vs_kd:+.3f} [{r.vs_kd_low:+.3f}, {r.vs_kd_high:+.3f}]"
-            out.append({'row': r.method, 'records': recipe,
-                        'test accuracy': f"{r.acc_mean:.3f} ± {r.acc_std:.3f}", 'vs KD (paired, 95%)': vs,
-                        'runs (diverged)': f"{r.n + r.diverged} ({r.diverged})"})
-    return pd.DataFrame(out)
