@@ -334,6 +334,8 @@ d = {
                 ('fidelity.html#figure1_configs', 'kdnotes/fidelity_synth.py'),
             'kdnotes.fidelity_synth.figure1_frame':
                 ('fidelity.html#figure1_frame', 'kdnotes/fidelity_synth.py'),
+            'kdnotes.fidelity_synth.figure1_ledger':
+                ('fidelity.html#figure1_ledger', 'kdnotes/fidelity_synth.py'),
             'kdnotes.fidelity_synth.figure1_main':
                 ('fidelity.html#figure1_main', 'kdnotes/fidelity_synth.py'),
             'kdnotes.fidelity_synth.figure1_run': ('fidelity.html#figure1_run', 'kdnotes/fidelity_synth.py'),
@@ -806,6 +808,7 @@ d = {
             'kdnotes.synthetic.synth_configs': ('synthetic.html#synth_configs', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synth_main': ('synthetic.html#synth_main', 'kdnotes/synthetic.py'),
             'kdnotes.synthetic.synthesize': ('synthetic.html#synthesize', 'kdnotes/synthetic.py'),
+            'kdnotes.synthetic.unet_speed': ('synthetic.html#unet_speed', 'kdnotes/synthetic.py'),
         },
         'kdnotes.tfkd': {
             'kdnotes.tfkd.CrossQConfig': ('tfkd.html#crossqconfig', 'kdnotes/tfkd.py'),

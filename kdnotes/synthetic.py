@@ -13,12 +13,13 @@ from .train import pick_device, save_samples, load_samples
 from .experiments import config_hash, provenance, ResultStore
 from .metrics import check_whole
 from .options import add_options, options_to_config, opt
-from .ddpm import DDPMConfig, ddpm_data, make_scheduler, train_ddpm, sample, FIDELITY_SPLITS
+from .ddpm import (DDPMConfig, ddpm_data, make_scheduler, make_unet, ddpm_loss, train_ddpm, sample,
+                          FIDELITY_SPLITS)
 
 # %% auto #0
 __all__ = ['IMAGE_SIDE', 'plot_samples', 'plot_quality', 'load_pretrained', 'save_pipeline', 'SampleConfig',
            'check_synth_config', 'synthesize', 'SynthMainConfig', 'holdout_of', 'synth_configs', 'synth_main',
-           'add_cli']
+           'add_cli', 'unet_speed']
 
 # %% ../nbs/21_synthetic.ipynb #e3d4f716
 def plot_samples(images: torch.Tensor, # uint8 or float (N, C, H, W)
@@ -282,3 +283,25 @@ def add_cli(subparsers):
     add_options(p, SynthMainConfig)
     p.set_defaults(func=lambda args: synth_main(options_to_config(SynthMainConfig, args)))
     return p
+
+# %% ../nbs/21_synthetic.ipynb #23960d9b
+def unet_speed(cfg: DDPMConfig, # the UNet's widths, layers and attention
+               in_shape: tuple = (1, 28, 28), # one image
+               batch_size: int = 128, # training batch
+               steps: int = 4, # timed training steps (after 2 warm-up steps)
+               n_sample: int = 500, # images in one timed sampling pass
+              ) -> dict:
+    "Parameters, seconds per training step and per sampling pass of `cfg`'s UNet, on this machine's CPU."
+    unet, sched = make_unet(cfg, in_shape), make_scheduler(cfg)
+    opt = torch.optim.Adam(unet.parameters(), cfg.lr)
+    x = torch.rand(batch_size, *in_shape) * 2 - 1
+    for i in range(steps + 2):
+        if i == 2: t0 = time.perf_counter()  # the first two: allocation and warm-up
+        loss = ddpm_loss(unet, sched, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step_s, t0 = (time.perf_counter() - t0) / steps, time.perf_counter()
+    with torch.no_grad(): unet.eval()(torch.randn(n_sample, *in_shape), torch.tensor(10))
+    return dict(params=sum(p.numel() for p in unet.parameters()), step_s=step_s,
+                sample_pass_s=time.perf_counter() - t0, threads=torch.get_num_threads())
