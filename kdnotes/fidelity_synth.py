@@ -105,7 +105,7 @@ def figure1_table(root: str | Path) -> pd.DataFrame:
     "Mean and std over seeds per (teachers, steps, synthetic digits), and the paired change from 0 digits."
     df, keys = figure1_frame(root), ['n_teachers', 'steps', 'n_synth']
     t = mean_std(df, keys, FIGURE1_METRICS)
-    zero = df[df['n_synth'] == 0].set_index(['n_teachers', 'steps', 'seed'])
+    zero = df[df['n_synth'] == 0].set_index(['n_teachers', 'steps', 'seed']).sort_index()
     for m in ('student_acc', 'agreement', 'kl'):  # paired by seed: same teachers, splits and init
         rows = []
         for (k, st, n), g in df.groupby(keys):
@@ -121,8 +121,8 @@ def plot_figure1(table: pd.DataFrame, # from `figure1_table`
                  title: str = '', # e.g. the data and seeds
                 ) -> plt.Figure:
     "Both panels: agreement, predictive KL and test accuracy against synthetic digits, student and control."
-    rows = [('agreement', 'control_agreement', 'test agreement with the teacher'),
-            ('kl', 'control_kl', 'predictive KL(teacher ‖ student)'),
+    rows = [('agreement', 'control_agreement', 'agreement with teacher'),
+            ('kl', 'control_kl', 'KL(teacher ‖ student)'),
             ('student_acc', 'control_student_acc', 'test accuracy')]
     fig, axs = plt.subplots(3, 2, figsize=(9, 7.5), sharex=True, squeeze=False)
     for j, (k, name) in enumerate(((1, 'one teacher (self-distillation)'), (3, '3-member ensemble teacher'))):
@@ -134,13 +134,13 @@ def plot_figure1(table: pd.DataFrame, # from `figure1_table`
                             label=f'student, {st} steps')
                 ax.errorbar(t['n_synth'], t[f'{ctrl}_mean'], t[f'{ctrl}_std'], marker='s', ls=ls, capsize=3,
                             color='grey', alpha=0.7, label=f'control student, {st} steps')
-                if m == 'student_acc':  # the teacher: one line per panel (its runs share it)
-                    ax.axhline(t['teacher_acc_mean'].iloc[0], color='k', lw=0.8)
+                if m == 'student_acc' and st == table['steps'].min():  # the teacher: every run's
+                    ax.axhline(t['teacher_acc_mean'].iloc[0], color='k', lw=0.8, label='teacher')
             ax.set(ylabel=label if j == 0 else None, title=name if i == 0 else None)
             ax.grid(alpha=0.3)
     for ax in axs[-1]: ax.set_xlabel('synthetic digits added to 1,000 real ones')
     axs[0, 0].legend(fontsize=6)
-    axs[2, 0].annotate('teacher', (0, axs[2, 0].get_ylim()[1]), fontsize=7, va='top')
+    axs[2, 1].legend(handles=[l for l in axs[2, 1].get_lines() if l.get_label() == 'teacher'], fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
