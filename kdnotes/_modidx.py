@@ -345,7 +345,6 @@ d = {
                 ('fidelity.html#figure1_table', 'kdnotes/fidelity_synth.py'),
             'kdnotes.fidelity_synth.plot_figure1':
                 ('fidelity.html#plot_figure1', 'kdnotes/fidelity_synth.py'),
-            'kdnotes.fidelity_synth.synth_sha1': ('fidelity.html#synth_sha1', 'kdnotes/fidelity_synth.py'),
         },
         'kdnotes.hinton': {
             'kdnotes.hinton.HintonConfig': ('hinton_kd.html#hintonconfig', 'kdnotes/hinton.py'),
@@ -791,6 +790,7 @@ d = {
                 ('kdbench.html#register_protocol_runs', 'kdnotes/protocol.py'),
             'kdnotes.protocol.save_choice': ('kdbench.html#save_choice', 'kdnotes/protocol.py'),
             'kdnotes.protocol.tune_configs': ('kdbench.html#tune_configs', 'kdnotes/protocol.py'),
+            'kdnotes.protocol.tune_rows': ('kdbench.html#tune_rows', 'kdnotes/protocol.py'),
         },
         'kdnotes.synthetic': {
             'kdnotes.synthetic.SampleConfig': ('synthetic.html#sampleconfig', 'kdnotes/synthetic.py'),
@@ -871,6 +871,7 @@ d = {
             'kdnotes.train.evaluate': ('train.html#evaluate', 'kdnotes/train.py'),
             'kdnotes.train.fit': ('train.html#fit', 'kdnotes/train.py'),
             'kdnotes.train.get_teacher': ('train.html#get_teacher', 'kdnotes/train.py'),
+            'kdnotes.train.images_sha1': ('train.html#images_sha1', 'kdnotes/train.py'),
             'kdnotes.train.load_checkpoint': ('train.html#load_checkpoint', 'kdnotes/train.py'),
             'kdnotes.train.load_samples': ('train.html#load_samples', 'kdnotes/train.py'),
             'kdnotes.train.lr_factor': ('train.html#lr_factor', 'kdnotes/train.py'),
@@ -977,7 +978,8 @@ d = {
                 ('zoo_outputs.html#_bench_claims', 'kdnotes/zoo_protocol.py'),
             'kdnotes.zoo_protocol._claim': ('zoo_outputs.html#_claim', 'kdnotes/zoo_protocol.py'),
             'kdnotes.zoo_protocol._interval': ('zoo_outputs.html#_interval', 'kdnotes/zoo_protocol.py'),
-            'kdnotes.zoo_protocol._old_claims': ('zoo_outputs.html#_old_claims', 'kdnotes/zoo_protocol.py'),
+            'kdnotes.zoo_protocol._other_claims':
+                ('zoo_outputs.html#_other_claims', 'kdnotes/zoo_protocol.py'),
             'kdnotes.zoo_protocol._setting': ('zoo_outputs.html#_setting', 'kdnotes/zoo_protocol.py'),
             'kdnotes.zoo_protocol._verdict': ('zoo_outputs.html#_verdict', 'kdnotes/zoo_protocol.py'),
             'kdnotes.zoo_protocol._verdict_of': ('zoo_outputs.html#_verdict_of', 'kdnotes/zoo_protocol.py'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_stanton_cifar.ipynb #627eb115
 from __future__ import annotations
-import functools, hashlib, json, math, os, time
+import functools, json, math, os, time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,7 +13,7 @@ import torch.nn as nn
 from .data import Split, get_data
 from .models import Ensemble, get_model, MODELS
 from .train import (TrainConfig, train_classifier, predict, evaluate, seed_everything, load_samples,
-                           TeacherSpec, get_teacher, teacher_path, student_seed)
+                           TeacherSpec, get_teacher, teacher_path, student_seed, images_sha1)
 from .distill import DistillConfig, distill
 from .metrics import agreement, sample_quality
 from kdnotes.experiments import (
@@ -152,7 +152,7 @@ def run_student(cfg: StudentConfig, # the run
             real_confidence=q['real_confidence'],
             synth_hist_tv=q['hist_tv'],
             synth_hist=q['synth_hist'],
-            synth_sha1=hashlib.sha1(extra.contiguous().numpy().tobytes()).hexdigest()[:12],
+            synth_sha1=images_sha1(extra),
         )
     return res
 

@@ -162,7 +162,9 @@ def kdbench_run(cfg: KDBenchConfig, # the run
 # %% ../nbs/08_kdbench.ipynb #25568776
 KIND = 'kdbench'  # record kind in the results folder
 TUNE_KIND = 'kdbench-tune'  # the protocol's tuning runs: stored apart, never on the leaderboard
-def tune_kind(kind: str) -> str: return f'{kind}-tune'  # the tuning runs of a kind (chains, cohorts too)
+def tune_kind(kind: str) -> str:
+    "The record kind of `kind`'s tuning runs, '<kind>-tune': stored apart, never on the leaderboard."
+    return f'{kind}-tune'
 
 @dataclass(frozen=True)
 class BenchRow:

@@ -23,8 +23,8 @@ from .options import check_writable, check_number
 # %% auto #0
 __all__ = ['DEVICE_CHOICES', 'TEACHER_CACHE_SIZE', 'check_train_config', 'TrainConfig', 'pick_device',
            'seed_everything', 'make_optimizer', 'lr_factor', 'save_checkpoint', 'load_checkpoint',
-           'restore_generator', 'save_samples', 'load_samples', 'ce_loss', 'fit', 'predict', 'evaluate',
-           'train_classifier', 'teacher_seed', 'student_seed', 'TeacherSpec', 'split_fingerprint',
+           'restore_generator', 'save_samples', 'load_samples', 'images_sha1', 'ce_loss', 'fit', 'predict',
+           'evaluate', 'train_classifier', 'teacher_seed', 'student_seed', 'TeacherSpec', 'split_fingerprint',
            'teacher_key', 'teacher_path', 'get_teacher', 'teacher_ensemble', 'spec_from_train']
 
 # %% ../nbs/02_train.ipynb #0371a561
@@ -191,6 +191,11 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
             "pass a samples-<id>.pt from `kdnotes synth`"
         )
     return ck['images'], json.loads(ck.get('meta', '{}'))
+
+
+def images_sha1(images: torch.Tensor) -> str:
+    "A short content hash of uint8 images (N, C, H, W): which sample images a run saw."
+    return hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()[:12]
 
 # %% ../nbs/02_train.ipynb #3472f11c
 def ce_loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

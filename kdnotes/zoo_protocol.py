@@ -182,7 +182,7 @@ def _bench_claims(root, rows: list) -> list[dict]:
     return out
 
 # %% ../nbs/14_zoo_outputs.ipynb #098db3ff
-def _old_claims(root, old) -> list[dict]:
+def _other_claims(root, old) -> list[dict]:
     "The ledger's entries besides the table's: teacher choice and born-again (protocol), the multi-view toy."
     root, old, out = Path(root), Path(old), []
     tc = leaderboard_records(root / 'teacher_choice')
@@ -223,7 +223,7 @@ def zoo_ledger(root: str | os.PathLike, # the protocol's results folder (nbs/res
                rows: list, # the chapter's table, [BenchRow] (`zoo_rows()`)
               ) -> pd.DataFrame:
     "Chapter 14's ledger: per claim the paper's setting, ours, the paired interval, Holm's p and the verdict."
-    out = _bench_claims(root, rows) + _old_claims(root, old)
+    out = _bench_claims(root, rows) + _other_claims(root, old)
     ps = [i for i, e in enumerate(out) if e['p'] is not None]
     for i, p in zip(ps, holm([out[i]['p'] for i in ps])): out[i]['p_holm'] = p  # one family: the ledger
     for e in out: e['verdict'] = _verdict_of(e)

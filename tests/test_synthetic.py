@@ -79,3 +79,11 @@ def test_sampling_in_chunks_resumes_from_the_partial_file(trained, tmp_path):
     save_samples(part, whole[:4])  # a killed run had drawn 4
     got = _sample_resumable(ema, sch, smp, part, progress=False)
     assert torch.equal(got, whole) and torch.equal(load_samples(part)[0], whole)
+
+
+def test_ddpm_holdout_is_chapter_11s_split():
+    """The DDPM leaves out chapter 11's test digits: its copy of the split sizes must be chapter 11's own."""
+    from kdnotes.ddpm import FIDELITY_SPLITS
+    from kdnotes.fidelity import FidelityConfig
+    cfg = FidelityConfig()
+    assert FIDELITY_SPLITS == {'teacher': cfg.teacher_per_class, 'test': cfg.test_per_class, 'pool': None}
