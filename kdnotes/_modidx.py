@@ -857,6 +857,7 @@ d = {
                 ('train.html#trainconfig.__post_init__', 'kdnotes/train.py'),
             'kdnotes.train._autocast': ('train.html#_autocast', 'kdnotes/train.py'),
             'kdnotes.train._ckpt_config': ('train.html#_ckpt_config', 'kdnotes/train.py'),
+            'kdnotes.train._fast': ('train.html#_fast', 'kdnotes/train.py'),
             'kdnotes.train._load_or_train': ('train.html#_load_or_train', 'kdnotes/train.py'),
             'kdnotes.train._load_teacher': ('train.html#_load_teacher', 'kdnotes/train.py'),
             'kdnotes.train._number_in': ('train.html#_number_in', 'kdnotes/train.py'),
@@ -890,6 +891,15 @@ d = {
             'kdnotes.train.teacher_path': ('train.html#teacher_path', 'kdnotes/train.py'),
             'kdnotes.train.teacher_seed': ('train.html#teacher_seed', 'kdnotes/train.py'),
             'kdnotes.train.train_classifier': ('train.html#train_classifier', 'kdnotes/train.py'),
+        },
+        'kdnotes.zoo_cifar': {
+            'kdnotes.zoo_cifar.TeachersConfig': ('zoo_cifar.html#teachersconfig', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.add_cli': ('zoo_cifar.html#add_cli', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.cpu_data': ('zoo_cifar.html#cpu_data', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.cpu_teacher_run': ('zoo_cifar.html#cpu_teacher_run', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.cpu_teacher_spec': ('zoo_cifar.html#cpu_teacher_spec', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.sha256_file': ('zoo_cifar.html#sha256_file', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.teachers_main': ('zoo_cifar.html#teachers_main', 'kdnotes/zoo_cifar.py'),
         },
         'kdnotes.zoo_inside': {
             'kdnotes.zoo_inside.ExitsView': ('zoo_inside.html#exitsview', 'kdnotes/zoo_inside.py'),

@@ -15,7 +15,8 @@ __all__ = ['SUBCOMMAND_MODULES', 'TABLE_MODULES', 'build_parser', 'main']
 # %% ../nbs/90_cli.ipynb #e9f5b6da
 SUBCOMMAND_MODULES = ('kdnotes.fidelity', 'kdnotes.hinton', 'kdnotes.dml', 'kdnotes.tfkd', 'kdnotes.fast',
                       'kdnotes.synthetic', 'kdnotes.cifar', 'kdnotes.zoo_outputs', 'kdnotes.matching',
-                      'kdnotes.launch', 'kdnotes.protocol', 'kdnotes.fidelity_synth')
+                      'kdnotes.launch', 'kdnotes.protocol', 'kdnotes.fidelity_synth',
+                      'kdnotes.zoo_cifar')
 TABLE_MODULES = ('kdnotes.zoo_inside', 'kdnotes.zoo_without')  # their bench tables, for `kdnotes kdbench`
 
 def build_parser() -> argparse.ArgumentParser:
