@@ -281,6 +281,15 @@ d = {
             'kdnotes.fast.plot_bench': ('fast.html#plot_bench', 'kdnotes/fast.py'),
             'kdnotes.fast.run_bench': ('fast.html#run_bench', 'kdnotes/fast.py'),
         },
+        'kdnotes.fast_cpu': {
+            'kdnotes.fast_cpu.CpuSpeedConfig': ('fast.html#cpuspeedconfig', 'kdnotes/fast_cpu.py'),
+            'kdnotes.fast_cpu._stepper': ('fast.html#_stepper', 'kdnotes/fast_cpu.py'),
+            'kdnotes.fast_cpu.add_cli': ('fast.html#add_cli', 'kdnotes/fast_cpu.py'),
+            'kdnotes.fast_cpu.cpu_speed_main': ('fast.html#cpu_speed_main', 'kdnotes/fast_cpu.py'),
+            'kdnotes.fast_cpu.cpu_speed_run': ('fast.html#cpu_speed_run', 'kdnotes/fast_cpu.py'),
+            'kdnotes.fast_cpu.cpu_speed_table': ('fast.html#cpu_speed_table', 'kdnotes/fast_cpu.py'),
+            'kdnotes.fast_cpu.plot_cpu_speed': ('fast.html#plot_cpu_speed', 'kdnotes/fast_cpu.py'),
+        },
         'kdnotes.fidelity': {
             'kdnotes.fidelity.EnsembleFidelityConfig':
                 ('fidelity.html#ensemblefidelityconfig', 'kdnotes/fidelity.py'),
@@ -323,6 +332,26 @@ d = {
                 ('fidelity.html#size_sweep_configs', 'kdnotes/fidelity.py'),
             'kdnotes.fidelity.temperature_sweep_configs':
                 ('fidelity.html#temperature_sweep_configs', 'kdnotes/fidelity.py'),
+        },
+        'kdnotes.fidelity_cifar': {
+            'kdnotes.fidelity_cifar.FidelityCifarConfig':
+                ('zoo_cifar.html#fidelitycifarconfig', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar._interval': ('zoo_cifar.html#_interval', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar._mean': ('zoo_cifar.html#_mean', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar._paired': ('zoo_cifar.html#_paired', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar._per_seed': ('zoo_cifar.html#_per_seed', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar._verdict': ('zoo_cifar.html#_verdict', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar.add_cli': ('zoo_cifar.html#add_cli', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar.fidelity_cifar_configs':
+                ('zoo_cifar.html#fidelity_cifar_configs', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar.fidelity_cifar_ledger':
+                ('zoo_cifar.html#fidelity_cifar_ledger', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar.fidelity_cifar_main':
+                ('zoo_cifar.html#fidelity_cifar_main', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar.fidelity_cifar_table':
+                ('zoo_cifar.html#fidelity_cifar_table', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar.plot_fidelity_cifar':
+                ('zoo_cifar.html#plot_fidelity_cifar', 'kdnotes/fidelity_cifar.py'),
         },
         'kdnotes.fidelity_synth': {
             'kdnotes.fidelity_synth.Figure1Config':
@@ -489,6 +518,13 @@ d = {
             'kdnotes.matching.plot_matching': ('function_matching.html#plot_matching', 'kdnotes/matching.py'),
             'kdnotes.matching.same_setup': ('function_matching.html#same_setup', 'kdnotes/matching.py'),
             'kdnotes.matching.teacher_view': ('function_matching.html#teacher_view', 'kdnotes/matching.py'),
+        },
+        'kdnotes.methods.at': {
+            'kdnotes.methods.at.AT': ('zoo_cifar.html#at', 'kdnotes/methods/at.py'),
+            'kdnotes.methods.at.AT.__init__': ('zoo_cifar.html#at.__init__', 'kdnotes/methods/at.py'),
+            'kdnotes.methods.at.AT.forward': ('zoo_cifar.html#at.forward', 'kdnotes/methods/at.py'),
+            'kdnotes.methods.at.at_loss': ('zoo_cifar.html#at_loss', 'kdnotes/methods/at.py'),
+            'kdnotes.methods.at.attention_map': ('zoo_cifar.html#attention_map', 'kdnotes/methods/at.py'),
         },
         'kdnotes.methods.bss': {
             'kdnotes.methods.bss.BSS': ('zoo_without.html#bss', 'kdnotes/methods/bss.py'),
@@ -675,6 +711,9 @@ d = {
             'kdnotes.models.Ensemble': ('models.html#ensemble', 'kdnotes/models.py'),
             'kdnotes.models.Ensemble.__init__': ('models.html#ensemble.__init__', 'kdnotes/models.py'),
             'kdnotes.models.Ensemble.forward': ('models.html#ensemble.forward', 'kdnotes/models.py'),
+            'kdnotes.models.GlobalAvgPool': ('models.html#globalavgpool', 'kdnotes/models.py'),
+            'kdnotes.models.GlobalAvgPool.forward':
+                ('models.html#globalavgpool.forward', 'kdnotes/models.py'),
             'kdnotes.models.ImageClassifier': ('models.html#imageclassifier', 'kdnotes/models.py'),
             'kdnotes.models.ImageClassifier.__init__':
                 ('models.html#imageclassifier.__init__', 'kdnotes/models.py'),
@@ -893,13 +932,29 @@ d = {
             'kdnotes.train.train_classifier': ('train.html#train_classifier', 'kdnotes/train.py'),
         },
         'kdnotes.zoo_cifar': {
+            'kdnotes.zoo_cifar.CifarConfig': ('zoo_cifar.html#cifarconfig', 'kdnotes/zoo_cifar.py'),
             'kdnotes.zoo_cifar.TeachersConfig': ('zoo_cifar.html#teachersconfig', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.ZooCifarConfig': ('zoo_cifar.html#zoocifarconfig', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar._step_loss': ('zoo_cifar.html#_step_loss', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar._verdict': ('zoo_cifar.html#_verdict', 'kdnotes/zoo_cifar.py'),
             'kdnotes.zoo_cifar.add_cli': ('zoo_cifar.html#add_cli', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.bank_logits': ('zoo_cifar.html#bank_logits', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.cifar_ledger': ('zoo_cifar.html#cifar_ledger', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.cifar_rows': ('zoo_cifar.html#cifar_rows', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.cifar_run': ('zoo_cifar.html#cifar_run', 'kdnotes/zoo_cifar.py'),
             'kdnotes.zoo_cifar.cpu_data': ('zoo_cifar.html#cpu_data', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.cpu_teacher': ('zoo_cifar.html#cpu_teacher', 'kdnotes/zoo_cifar.py'),
             'kdnotes.zoo_cifar.cpu_teacher_run': ('zoo_cifar.html#cpu_teacher_run', 'kdnotes/zoo_cifar.py'),
             'kdnotes.zoo_cifar.cpu_teacher_spec': ('zoo_cifar.html#cpu_teacher_spec', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.distil_index': ('zoo_cifar.html#distil_index', 'kdnotes/zoo_cifar.py'),
             'kdnotes.zoo_cifar.sha256_file': ('zoo_cifar.html#sha256_file', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.teacher_test_logits':
+                ('zoo_cifar.html#teacher_test_logits', 'kdnotes/zoo_cifar.py'),
             'kdnotes.zoo_cifar.teachers_main': ('zoo_cifar.html#teachers_main', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.train_student': ('zoo_cifar.html#train_student', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.view_bank': ('zoo_cifar.html#view_bank', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.view_batches': ('zoo_cifar.html#view_batches', 'kdnotes/zoo_cifar.py'),
+            'kdnotes.zoo_cifar.zoo_cifar_main': ('zoo_cifar.html#zoo_cifar_main', 'kdnotes/zoo_cifar.py'),
         },
         'kdnotes.zoo_inside': {
             'kdnotes.zoo_inside.ExitsView': ('zoo_inside.html#exitsview', 'kdnotes/zoo_inside.py'),

@@ -16,7 +16,8 @@ __all__ = ['SUBCOMMAND_MODULES', 'TABLE_MODULES', 'build_parser', 'main']
 SUBCOMMAND_MODULES = ('kdnotes.fidelity', 'kdnotes.hinton', 'kdnotes.dml', 'kdnotes.tfkd', 'kdnotes.fast',
                       'kdnotes.synthetic', 'kdnotes.cifar', 'kdnotes.zoo_outputs', 'kdnotes.matching',
                       'kdnotes.launch', 'kdnotes.protocol', 'kdnotes.fidelity_synth',
-                      'kdnotes.zoo_cifar')
+                      'kdnotes.zoo_cifar', 'kdnotes.fast_cpu',
+                      'kdnotes.fidelity_cifar')
 TABLE_MODULES = ('kdnotes.zoo_inside', 'kdnotes.zoo_without')  # their bench tables, for `kdnotes kdbench`
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['MODELS', 'ImageClassifier', 'LeNet5', 'count_params', 'MLP', 'PreActBasic', 'PreActBottleneck',
-           'PreActResNet', 'resnet20', 'resnet56', 'resnet8', 'mean_probs_logits', 'Ensemble', 'LoopPacked',
-           'get_model', 'build_model', 'layer_name', 'feature_width']
+           'GlobalAvgPool', 'PreActResNet', 'resnet20', 'resnet56', 'resnet8', 'mean_probs_logits',
+           'Ensemble', 'LoopPacked', 'get_model', 'build_model', 'layer_name', 'feature_width']
 
 # %% ../nbs/01_models.ipynb #485f69aa
 class ImageClassifier(nn.Module):
@@ -126,6 +126,10 @@ class PreActBottleneck(nn.Module):
         return self.conv3(F.relu(self.bn3(out))) + skip
 
 # %% ../nbs/01_models.ipynb #53164159
+class GlobalAvgPool(nn.Module):
+    "Mean over the spatial axes, (N, C, H, W) -> (N, C): a module, so hooks can read the pooled features."
+    def forward(self, x): return x.mean((2, 3))
+
 class PreActResNet(ImageClassifier):
     ("Pre-activation CIFAR ResNet: depth 6n+2 with basic blocks, "
      "or 9n+2 with bottleneck blocks; stages of 16/32/64 planes.")
@@ -157,20 +161,21 @@ class PreActResNet(ImageClassifier):
                 c_in = planes * Block.expansion
         self.layers = nn.Sequential(*layers)
         self.bn, self.act, self.fc = nn.BatchNorm2d(c_in), nn.ReLU(), nn.Linear(c_in, n_classes)
-        self.n_per_stage = n
+        self.pool, self.n_per_stage = GlobalAvgPool(), n  # pool: no weights, the state dict is unchanged
     def roles(self) -> dict:  # a stage's output is its last block's; penultimate: the map before pooling
         return {f'stage{i + 1}': f'layers.{(i + 1) * self.n_per_stage - 1}' for i in range(3)} | dict(
-            penultimate='act')
+            penultimate='act', pooled='pool')  # pooled: (N, C), the embedding RKD and PKT read
     def forward(self, x):
         self.check_input(x)
         out = self.act(self.bn(self.layers(self.stem(x))))
-        return self.fc(out.mean((2, 3)))
+        return self.fc(self.pool(out))
 
 # %% ../nbs/01_models.ipynb #ea76ccda
 def resnet20(n_classes=10, in_shape=(3, 32, 32)): return PreActResNet(20, n_classes, in_shape, 'basic')
 def resnet56(n_classes=10, in_shape=(3, 32, 32)): return PreActResNet(56, n_classes, in_shape, 'bottleneck')
-def resnet8(n_classes=10, in_shape=(3, 32, 32)):  # width 8: a tiny stand-in for CPU tests of GPU configs
-    return PreActResNet(8, n_classes, in_shape, 'basic', width=8)
+# width 8: a tiny stand-in for CPU tests of GPU configs
+def resnet8(n_classes=10, in_shape=(3, 32, 32), width=8):
+    return PreActResNet(8, n_classes, in_shape, 'basic', width=width)  # width 16: chapter 23's CPU student
 
 # %% ../nbs/01_models.ipynb #9d5706dc
 def mean_probs_logits(logits: list[torch.Tensor] | torch.Tensor, # K members' (N, C) logits, or one (K, N, C)

@@ -55,6 +55,7 @@ def choose_settings(rows: list, # a chapter's table
 # %% ../nbs/08_kdbench.ipynb #64acd791
 def protocol_rows(rows: list, # a chapter's table
                   choice: dict, # from `choose_settings`
+                  paper: bool = True, # add the paper's setting where it was not chosen
                  ) -> list[BenchRow]:
     "Each row at its chosen setting, and the paper's setting as '<label> (paper)' where that was not chosen."
     out = []
@@ -63,7 +64,7 @@ def protocol_rows(rows: list, # a chapter's table
             out.append(replace(row, kwargs=row.kwargs | (row.tune[0] if row.tune else {}), tune=())); continue
         c = choice[row.label]
         out.append(replace(row, kwargs=row.kwargs | c['chosen'], tune=()))
-        if c['chosen'] != c['paper']:
+        if paper and c['chosen'] != c['paper']:
             out.append(replace(row, label=f'{row.label} (paper)', kwargs=row.kwargs | c['paper'], tune=()))
     return out
 
@@ -100,14 +101,17 @@ def protocol_runs(kind: str, # the record kind, e.g. 'chain' (its tuning runs: `
                   seeds=range(5), # seeds of the reported runs
                   chapter: str = '', # the table's chapter (its key in protocol.json)
                   progress: bool = True,
+                  tune_make: Callable | None = None, # make for the tuning runs (default: `make`)
+                  tune_seeds=TUNE_SEEDS, # seeds of the tuning runs (a smaller declared budget: fewer)
+                  paper: bool = True, # also report the paper's setting where it was not chosen
                  ) -> list[dict]:
     "`protocol_sweep` for runs that are not bench configs (chains, cohorts, DAFL): same grid, seeds, choice."
     root, store = Path(root), ResultStore(root)
-    cfgs = [make(r, s) for r in tune_rows(rows) for s in TUNE_SEEDS]  # every setting at the tuning seeds
+    cfgs = [(tune_make or make)(r, s) for r in tune_rows(rows) for s in tune_seeds]  # each setting, seed
     tuned = launch_sweep(tune_kind(kind), cfgs, run, store, launch, progress=progress) if cfgs else []
     choice = choose_settings(rows, [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, tuned)])
     save_choice(root, chapter, choice)
-    cfgs = [make(r, s) for r in protocol_rows(rows, choice) for s in seeds]
+    cfgs = [make(r, s) for r in protocol_rows(rows, choice, paper) for s in seeds]
     results = launch_sweep(kind, cfgs, run, store, launch, progress=progress)
     return [dict(config=to_jsonable(c), result=r) for c, r in zip(cfgs, results)]
 

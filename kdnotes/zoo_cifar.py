@@ -4,22 +4,32 @@
 
 # %% ../nbs/23_zoo_cifar.ipynb #4f220d15
 from __future__ import annotations
-import functools, hashlib, json, os, time
+import functools, hashlib, json, math, os, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
+import pandas as pd
+import matplotlib.pyplot as plt
 import kdnotes
-from .data import get_data
-from .train import TeacherSpec, get_teacher, teacher_path, predict
+from .data import get_data, random_crop, to_float, normalize, stratified_split
+from .models import build_model
+from .train import (TeacherSpec, TrainConfig, get_teacher, teacher_path, predict, seed_everything,
+                           make_optimizer, lr_factor)
 from .metrics import accuracy, agreement
-from .experiments import ResultStore, to_jsonable
+from .distill import get_method, capture_features, MethodInputs, Distiller, compare
+from .experiments import ResultStore, to_jsonable, config_hash
 from .launch import LaunchConfig, launch_sweep, add_config_command
+from .kdbench import BENCH_ROWS, BenchRow
+from .protocol import protocol_runs
 from .options import opt
 
 # %% auto #0
-__all__ = ['CPU_SPLIT', 'CPU_TEACHER', 'TEACHERS_DIR', 'TEACHER_KIND', 'cpu_data', 'cpu_teacher_spec',
-           'sha256_file', 'cpu_teacher_run', 'TeachersConfig', 'teachers_main', 'add_cli']
+__all__ = ['CPU_SPLIT', 'CPU_TEACHER', 'TEACHERS_DIR', 'TEACHER_KIND', 'BANK_VIEWS', 'BANK_SEED', 'CHAPTER',
+           'CIFAR_KIND', 'PAPER_CIFAR100', 'TIER_SETTING', 'cpu_data', 'cpu_teacher_spec', 'sha256_file',
+           'cpu_teacher_run', 'TeachersConfig', 'teachers_main', 'cpu_teacher', 'view_bank', 'bank_logits',
+           'CifarConfig', 'distil_index', 'view_batches', 'train_student', 'teacher_test_logits', 'cifar_run',
+           'cifar_rows', 'ZooCifarConfig', 'zoo_cifar_main', 'cifar_ledger', 'add_cli']
 
 # %% ../nbs/23_zoo_cifar.ipynb #33d1c670
 CPU_SPLIT = dict(val=500, train=None)  # per class: 5,000 validation images (never trained on), 45,000 train
@@ -74,8 +84,250 @@ def teachers_main(cfg: TeachersConfig, launch: LaunchConfig | None = None) -> li
     run = functools.partial(cpu_teacher_run, folder=str(Path(cfg.out) / 'teachers'))
     return launch_sweep(TEACHER_KIND, specs, run, ResultStore(cfg.out), launch, desc='cifar teachers')
 
+# %% ../nbs/23_zoo_cifar.ipynb #3f150fed
+def cpu_teacher(control: bool = False, # the control teacher (same recipe, its own seed)
+                folder: str | os.PathLike = TEACHERS_DIR, # where the committed checkpoints are
+               ) -> nn.Module:
+    "The CPU tier's committed ResNet-20 teacher, in eval mode, checked against its recorded SHA-256."
+    spec, data = cpu_teacher_spec(control), cpu_data()
+    path = teacher_path(spec, data['train'], data['teacher_aug'], folder)
+    if not path.exists():
+        raise FileNotFoundError(f"no teacher at {path}; train both with `kdnotes cifar-teachers --launcher "
+                                "local --workers 2 --threads 1` (about 50 minutes on 2 cores)")
+    rec = ResultStore(Path(folder).parent).get(TEACHER_KIND, spec)
+    if rec is not None and rec['result']['sha256'] != sha256_file(path):
+        raise ValueError(f"{path} is not the teacher its record names (SHA-256 differs); restore it with git")
+    return get_teacher(spec, data['train'], data['teacher_aug'], folder).to(memory_format=torch.channels_last)
+
+# %% ../nbs/23_zoo_cifar.ipynb #4510d57f
+BANK_VIEWS, BANK_SEED = 4, 0  # augmented views per training image, and the seed that draws them
+
+@functools.lru_cache(maxsize=1)
+def view_bank(views: int = BANK_VIEWS, seed: int = BANK_SEED) -> torch.Tensor:
+    "(views, 45000, 3, 32, 32) uint8: each training image cropped (4-pixel padding) and flipped, drawn once."
+    x, g, out = cpu_data()['train'].x, torch.Generator().manual_seed(seed), []
+    for _ in range(views):
+        xv = random_crop(x, 4, g)  # zero padding, as the teachers' augmentation
+        flip = torch.rand(len(x), generator=g) < 0.5
+        xv[flip] = xv[flip].flip(-1)
+        out.append(xv)
+    return torch.stack(out)
+
+def bank_logits(teacher: nn.Module, # a teacher from `cpu_teacher`
+                cache: str | os.PathLike | None = None, # folder of the cached logits (None: compute)
+               ) -> torch.Tensor:
+    "(views, 45000, 10): the teacher's fp32 logits on every view of `view_bank`, cached by its weights."
+    weights = [round(p.double().sum().item(), 6) for p in teacher.state_dict().values()]
+    key = config_hash(dict(weights=weights, views=BANK_VIEWS, seed=BANK_SEED))
+    path = Path(cache) / f'logits-{key}.pt' if cache is not None else None
+    if path is not None and path.exists(): return torch.load(path)
+    bank = view_bank()
+    z = predict(teacher, bank.flatten(0, 1), cpu_data()['aug']).view(*bank.shape[:2], -1)
+    if path is not None: path.parent.mkdir(parents=True, exist_ok=True); torch.save(z, path)
+    return z
+
+# %% ../nbs/23_zoo_cifar.ipynb #5e5932c9
+@dataclass
+class CifarConfig:
+    "One run of the CPU tier: a ResNet student (and its control student) distilled for `steps` batches."
+    method: str = 'kd'  # a registered method
+    method_kwargs: dict = field(default_factory=lambda: dict(T=2.0, alpha=0.1))
+    seed: int = 0  # student and control student: initialisation and batches
+    student: str = 'resnet8'
+    student_kwargs: dict = field(default_factory=lambda: dict(width=16))  # 78 k parameters
+    n_train: int = 45_000  # distillation set: a class-balanced prefix of the 45,000 (5 k in 10 k in ...)
+    steps: int = 1000  # batches (1,000 x 128 = 2.8 epochs of 45,000)
+    batch_size: int = 128
+    lr: float = 0.1  # SGD, Nesterov momentum 0.9, weight decay 5e-4, cosine to zero
+    grad_clip: float = 1.0  # chapter 08's protocol: gradient-norm clipping at 1 for every row
+    control: bool = True  # also the control student (the tuning runs: False)
+    label: str = field(default='', metadata=dict(hash=False))  # the row it belongs to
+    chapter: str = field(default='', metadata=dict(hash=False))
+
+# %% ../nbs/23_zoo_cifar.ipynb #cd696daa
+def distil_index(n: int) -> torch.Tensor:
+    "Indices of the first `n` training images in a class-balanced order: 5,000 lie inside 10,000, and so on."
+    if n % 10 or not 10 <= n <= 45_000:
+        raise ValueError(f"n_train must be a multiple of 10 in [10, 45000], got {n}")
+    return stratified_split(cpu_data()['train'].y, dict(d=n // 10), seed=0)['d']
+
+def view_batches(index: torch.Tensor, # (n,) training images to draw from
+                 steps: int, batch_size: int, # how many batches, of what size
+                 seed: int, # the run's seed: one stream of batches per seed
+                ):
+    "(rows, views) per batch: each epoch every image once, in random order, in a random one of its views."
+    g, done = torch.Generator().manual_seed(seed), 0
+    while True:
+        rows = index[torch.randperm(len(index), generator=g)]
+        views = torch.randint(BANK_VIEWS, (len(index),), generator=g)
+        for i in range(0, max(len(rows) - batch_size + 1, 1), batch_size):  # full batches only
+            yield rows[i:i + batch_size], views[i:i + batch_size]
+            done += 1
+            if done == steps: return
+
+# %% ../nbs/23_zoo_cifar.ipynb #40298eae
+def _step_loss(method, model, x, y, zt, feats: tuple, nets: tuple) -> torch.Tensor:
+    "One batch's loss in bf16 autocast; the teacher runs only when the method reads its features."
+    (sf, tf), (student, teacher) = feats, nets
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        if method.teacher_layers:
+            with torch.no_grad(): teacher(x)  # fills the teacher's feature hooks, tf
+        z = model(x)
+        extra = dict(inputs=MethodInputs(x=x, student=student, teacher=teacher)) if method.uses_inputs else {}
+        return method(z, zt, y, sf, tf, **extra)
+
+# %% ../nbs/23_zoo_cifar.ipynb #6254bb30
+def train_student(cfg: CifarConfig, # the run
+                  teacher: nn.Module, # from `cpu_teacher` (its features, when the method reads them)
+                  logits: torch.Tensor, # (views, 45000, 10) its cached logits, from `bank_logits`
+                 ) -> tuple[nn.Module, float]:
+    "The student of `cfg` after `cfg.steps` batches (bf16, channels-last), and its mean loss of the last 50."
+    seed_everything(cfg.seed)  # the same initialisation for the student and the control student
+    data, bank = cpu_data(), view_bank()
+    student = build_model(cfg.student, cfg.student_kwargs, data['in_shape'])
+    student = student.to(memory_format=torch.channels_last)
+    method = get_method(cfg.method, **cfg.method_kwargs)
+    method.setup(student, teacher)
+    model = Distiller(student, method) if any(True for _ in method.parameters()) else student
+    tc = TrainConfig(epochs=1, lr=cfg.lr, seed=cfg.seed, device='cpu')  # SGD and weight decay as `fit`'s
+    opt = make_optimizer(model, tc)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps))
+    losses, model = [], model.train()
+    with capture_features(student, method.student_layers) as sf, \
+         capture_features(teacher, method.teacher_layers) as tf:
+        for rows, views in view_batches(distil_index(cfg.n_train), cfg.steps, cfg.batch_size, cfg.seed):
+            x = normalize(to_float(bank[views, rows]), data['aug'])
+            x = x.contiguous(memory_format=torch.channels_last)
+            y, zt = data['train'].y[rows], logits[views, rows]
+            loss = _step_loss(method, model, x, y, zt, (sf, tf), (student, teacher))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step(); sched.step()
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]): break  # diverged: reported, never averaged
+    return student.eval(), sum(losses[-50:]) / len(losses[-50:])
+
+# %% ../nbs/23_zoo_cifar.ipynb #245d68f5
+@functools.lru_cache(maxsize=1)
+def teacher_test_logits() -> torch.Tensor:
+    "(10000, 10) the teacher's fp32 test logits: once per process, not once per run."
+    return predict(cpu_teacher(), cpu_data()['test'], cpu_data()['aug'])
+
+def cifar_run(cfg: CifarConfig, # the run
+              cache: str | os.PathLike | None = None, # folder of the teachers' cached logits
+             ) -> dict:
+    "Distil student (and control student): the bench's metrics, validation accuracy, classes, loss, seconds."
+    t0, data, zt = time.perf_counter(), cpu_data(), teacher_test_logits()
+    teacher = cpu_teacher()
+    logits = bank_logits(teacher, cache)
+    student, loss = train_student(cfg, teacher, logits)
+    seen = distil_index(cfg.n_train)[:5000]  # train agreement: on up to 5,000 of the views it learned from
+    zs, z_seen = (predict(student, x, data['aug']) for x in (data['test'], view_bank()[0, seen]))
+    c = compare(zt, zs, data['test'].y)
+    out = dict(acc=c['student_acc'], agreement=c['agreement'], kl=c['kl'], ece=c['student_ece'],
+               nll=c['student_nll'], teacher_acc=c['teacher_acc'], final_loss=loss,
+               train_agreement=agreement(logits[0, seen], z_seen),
+               val_acc=accuracy(predict(student, data['val'], data['aug']), data['val'].y),  # for the choice
+               pred_classes=len(zs.argmax(1).unique()))  # one class predicted: diverged
+    if cfg.control:  # the same seed, so the same initialisation and batches, from the independent teacher
+        control = cpu_teacher(control=True)
+        control_student, _ = train_student(cfg, control, bank_logits(control, cache))
+        fid = compare(zt, predict(control_student, data['test'], data['aug']))  # against the *first* teacher
+        out |= dict(control_agreement=fid['agreement'], control_kl=fid['kl'])
+    return out | dict(seconds=time.perf_counter() - t0)
+
+# %% ../nbs/23_zoo_cifar.ipynb #2551e107
+CHAPTER, CIFAR_KIND = '23 zoo CIFAR', 'zoo-cifar'  # the rows' chapter; record kind (tuning: zoo-cifar-tune)
+_FITNET_D = 32 * 16 * 16  # the hint's size: the teachers' middle stage, 32 channels of 16 x 16
+
+def cifar_rows(steps: int = 1000, # the runs' batches (DKD's warm-up and BSS's schedule follow it)
+              ) -> list[BenchRow]:
+    "The tier's table in reading order: labels and KD, then each method in its authors' form, with its grid."
+    w = lambda **kw: tuple({k: v * f for k, v in kw.items()} for f in (1.0, 0.1, 0.01))  # the paper's x f
+    ce, pooled = dict(alpha=1.0), dict(student_layer='pooled', teacher_layer='pooled')  # CE as the task loss
+    dkd = dict(T=4.0, ce=1.0, warmup_steps=round(steps * 20 / 240))  # mdistiller: 20 of 240 epochs
+    hint = dict(joint=True, student_layer='stage2', teacher_layer='stage2', conv=True, **ce)
+    R = BenchRow
+    return BENCH_ROWS + [
+        R('dkd', 'dkd', dkd, tune=w(alpha=1.0, beta=2.0)),  # beta 2: DKD's config for ResNet-56 -> ResNet-20
+        R('dist', 'dist', dict(T=4.0, ce=1.0), tune=w(beta=2.0, gamma=2.0)),  # authors' CIFAR: T 4, weight 2
+        R('fitnet', 'fitnet', hint, tune=w(beta=100 * 2 / _FITNET_D)),  # RepDistiller's 100 on a mean
+        R('at', 'at', ce, tune=w(beta=1000.0)),
+        R('rkd', 'rkd', pooled, tune=w(w_dist=25.0, w_angle=50.0)),
+        R('pkt', 'pkt', dict(layer='pooled', **ce), tune=w(w=30000.0)),
+        R('sskd', 'sskd', pooled, tune=w(tf_w=2.7, ss_w=10.0)),
+        R('bss', 'bss', dict(total_steps=steps, lo=-2.5, hi=2.5), tune=w(w=1.0))]  # the authors' clipping
+
+# %% ../nbs/23_zoo_cifar.ipynb #7db8c0b4
+@dataclass
+class ZooCifarConfig:
+    "What `kdnotes zoo-cifar` runs: the CPU tier's table under chapter 08's protocol."
+    out: str = 'nbs/results/zoo_cifar'  # results folder (the teachers' records and checkpoints are there)
+    methods: tuple = ()  # row labels of `cifar_rows` (empty: all)
+    seeds: int = 3  # seeds of the reported runs
+    tune_seeds: int = 1  # seeds of each tuning setting
+    steps: int = 1000  # batches of 128 per student
+
+def zoo_cifar_main(cfg: ZooCifarConfig, launch: LaunchConfig | None = None) -> list[dict]:
+    "Tune every row on the validation split, then run the chosen settings with control students."
+    rows = cifar_rows(cfg.steps)
+    if bad := sorted(set(cfg.methods) - {r.label for r in rows}):
+        raise ValueError(f"unknown rows {bad}; choose from {[r.label for r in rows]}")
+    rows = [r for r in rows if not cfg.methods or r.label in cfg.methods]
+    cache = str(Path(cfg.out) / '_cache')
+    for c in (False, True): bank_logits(cpu_teacher(c), cache)  # once, here: the workers load them
+    make = lambda row, seed: CifarConfig(method=row.method, method_kwargs=dict(row.kwargs), seed=seed,
+                                         steps=cfg.steps, label=row.label, chapter=CHAPTER)
+    return protocol_runs(CIFAR_KIND, rows, make, functools.partial(cifar_run, cache=cache), cfg.out, launch,
+                         range(cfg.seeds), CHAPTER, tune_make=lambda r, s: replace(make(r, s), control=False),
+                         tune_seeds=range(cfg.tune_seeds), paper=False)
+
+# %% ../nbs/23_zoo_cifar.ipynb #547719e2
+PAPER_CIFAR100 = {  # top-1 % on CIFAR-100, ResNet-56 -> ResNet-20: (the method, KD in the same table, source)
+    'labels': (69.06, 70.66, 'RepDistiller README, CIFAR-100 table 1 (student)'),
+    'fitnet': (69.21, 70.66, 'RepDistiller README, CIFAR-100 table 1'),
+    'at': (70.55, 70.66, 'RepDistiller README, CIFAR-100 table 1'),
+    'rkd': (69.61, 70.66, 'RepDistiller README, CIFAR-100 table 1'),
+    'pkt': (70.34, 70.66, 'RepDistiller README, CIFAR-100 table 1'),
+    'dkd': (71.97, 70.66, 'mdistiller README, CIFAR-100 (DKD)'),
+    'dist': (71.75, 70.66, "DIST_KD README, CIFAR-100 (KD: RepDistiller's)"),
+    'sskd': (71.49, 70.66, "SSKD README, similar-architecture table (its own KD run)")}
+TIER_SETTING = ('CIFAR-10 (JPEG q75), ResNet-20 -> ResNet-8 width 16, {steps:,} batches of 128 on 2 CPU '
+                'cores; the papers: CIFAR-100, ResNet-56 -> ResNet-20, 240 epochs')
+
+def _verdict(paper: float, diff: float, p: float, alpha: float = 0.05) -> str:
+    "reproduced: our paired difference has the paper's sign and Holm's p < alpha; same direction: the sign."
+    if paper == 0 or math.isnan(diff): return 'no test'
+    if (diff > 0) == (paper > 0): return 'reproduced' if p < alpha else 'same direction'
+    return 'not reproduced'
+
+# %% ../nbs/23_zoo_cifar.ipynb #39f0768e
+def cifar_ledger(board: pd.DataFrame, # from `zoo_leaderboard` on the tier's folder
+                 steps: int = 1000, # the runs' batches, for the setting column
+                ) -> pd.DataFrame:
+    "One row per method with a published CIFAR-100 number: the paper's difference to KD against ours."
+    t, rows = board.set_index('method'), []
+    for m, (acc, kd, source) in PAPER_CIFAR100.items():
+        if m not in t.index: continue
+        ref = 'kd' if m != 'labels' else 'labels'  # the labels row: KD's gain over it, from the kd row
+        r = t.loc['kd'] if m == 'labels' else t.loc[m]
+        col = 'vs_labels' if m == 'labels' else 'vs_kd'
+        paper = kd - acc if m == 'labels' else acc - kd  # in points, the sign of the claim
+        claim = 'KD beats the student alone' if m == 'labels' else f'{m} against KD'
+        lo, hi = 100 * r[col + '_low'], 100 * r[col + '_high']
+        rows.append(dict(claim=claim, paper=f'{paper:+.2f} pts ({source})',
+                         ours=f"{100 * r[col]:+.2f} pts [{lo:+.2f}, {hi:+.2f}], Holm p {r[col + '_p']:.3f}",
+                         setting=TIER_SETTING.format(steps=steps),
+                         verdict=_verdict(paper, r[col], r[col + '_p'])))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/23_zoo_cifar.ipynb #28ce8fc9
 def add_cli(subparsers):
-    "Register `kdnotes cifar-teachers`."
-    return add_config_command(subparsers, 'cifar-teachers', TeachersConfig, teachers_main,
-                              help='train the CPU tier\'s ResNet-20 teachers on CIFAR-10 (chapter 23)',
-                              description=TeachersConfig.__doc__)
+    "Register `kdnotes cifar-teachers` and `kdnotes zoo-cifar`."
+    add_config_command(subparsers, 'cifar-teachers', TeachersConfig, teachers_main,
+                       help="train the CPU tier's ResNet-20 teachers on CIFAR-10 (chapter 23)",
+                       description=TeachersConfig.__doc__)
+    return add_config_command(subparsers, 'zoo-cifar', ZooCifarConfig, zoo_cifar_main,
+                              help="the zoo on CIFAR-10 with a ResNet-8 student (chapter 23)",
+                              description=ZooCifarConfig.__doc__)

@@ -24,16 +24,18 @@ def pkt_loss(student_emb: torch.Tensor, # (N, Ds) student features (flattened to
 @register_method('pkt', chapter='08 bench', defaults=dict(w=1.0),
                  paper='RepDistiller: weight 30000 on the PKT term with cross-entropy, no KD (CIFAR-100)')
 class PKT(Method):
-    "Passalis & Tefas (2018): KD plus w·PKT on the penultimate features (roles: any widths)."
+    "Passalis & Tefas (2018): KD plus w·PKT on one feature role of each network (any widths)."
     uses_labels = True
-    student_layers = teacher_layers = ('penultimate',)
     def __init__(self, w: float = 1.0, # weight of the PKT term
-                 T: float = 2.0, alpha: float = 0.1, # the bench's KD beside it
+                 T: float = 2.0, alpha: float = 0.1, # the bench's KD beside it (alpha=1: cross-entropy only)
+                 layer: str = 'penultimate', # the role both networks give ('pooled' on a ResNet)
                 ):
         super().__init__()
         check_kd_params(T, alpha)
         if not w >= 0: raise ValueError(f"w must be a number >= 0, got {w!r}")
         self.w, self.T, self.alpha = w, T, alpha
+        self.student_layers = self.teacher_layers = (layer,)
     def forward(self, student_logits, teacher_logits, labels, student_feats, teacher_feats):
         kd = _kd_loss(student_logits, teacher_logits, labels, self.T, self.alpha)
-        return kd + self.w * pkt_loss(student_feats['penultimate'], teacher_feats['penultimate'])
+        f = self.student_layers[0]
+        return kd + self.w * pkt_loss(student_feats[f], teacher_feats[f])
