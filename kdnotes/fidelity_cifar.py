@@ -17,19 +17,20 @@ from .zoo_cifar import CifarConfig, CHAPTER, cifar_run, distil_index, bank_logit
 
 # %% ../nbs/23_zoo_cifar.ipynb #8a7e2777
 FID_KIND, FID_OUT = 'fidelity-cifar', 'nbs/results/fidelity_cifar'  # record kind; its own folder
-FID_SIZES, FID_STEPS = (5_000, 10_000, 25_000, 45_000), (500, 2_000)  # distillation sets; budgets (batches)
+FID_SIZES, FID_STEPS = (5_000, 10_000, 25_000, 45_000), (400, 1_600)  # distillation sets; budgets (batches)
 FID_KD = dict(T=4.0, alpha=0.0)  # pure distillation at T = 4 (chapter 22's setting)
 
 def fidelity_cifar_configs(sizes=FID_SIZES, # distillation-set sizes (multiples of 10, at most 45,000)
                            budgets=FID_STEPS, # training lengths, in batches of 128
                            seeds=range(3), # seeds: students and control students share each
                           ) -> list[CifarConfig]:
-    "KD (with control student) and labels alone at every size, budget and seed; every point's seed 0 first."
+    "KD (with control student) at every size, budget and seed, labels alone at the longest; seed 0 first."
     kd = lambda n, s, r: CifarConfig(method='kd', method_kwargs=dict(FID_KD), n_train=n, steps=s, seed=r,
                                      label='kd', chapter=CHAPTER)
     alone = lambda n, s, r: replace(kd(n, s, r), method='labels', method_kwargs={}, label='labels',
                                     control=False)
-    return [make(n, s, r) for r in seeds for s in budgets for n in sizes for make in (kd, alone)]
+    return [make(n, s, r) for r in seeds for s in budgets for n in sizes
+            for make in ((kd, alone) if s == max(budgets) else (kd,))]
 
 # %% ../nbs/23_zoo_cifar.ipynb #246c1dfe
 def _mean(runs: dict, key: str) -> float:

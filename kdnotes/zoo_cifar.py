@@ -136,7 +136,7 @@ class CifarConfig:
     student: str = 'resnet8'
     student_kwargs: dict = field(default_factory=lambda: dict(width=16))  # 78 k parameters
     n_train: int = 45_000  # distillation set: a class-balanced prefix of the 45,000 (5 k in 10 k in ...)
-    steps: int = 1000  # batches (1,000 x 128 = 2.8 epochs of 45,000)
+    steps: int = 600  # batches (600 x 128 = 1.7 epochs of 45,000: the tier's 2-hour budget)
     batch_size: int = 128
     lr: float = 0.1  # SGD, Nesterov momentum 0.9, weight decay 5e-4, cosine to zero
     grad_clip: float = 1.0  # chapter 08's protocol: gradient-norm clipping at 1 for every row
@@ -241,7 +241,7 @@ def cifar_run(cfg: CifarConfig, # the run
 CHAPTER, CIFAR_KIND = '23 zoo CIFAR', 'zoo-cifar'  # the rows' chapter; record kind (tuning: zoo-cifar-tune)
 _FITNET_D = 32 * 16 * 16  # the hint's size: the teachers' middle stage, 32 channels of 16 x 16
 
-def cifar_rows(steps: int = 1000, # the runs' batches (DKD's warm-up and BSS's schedule follow it)
+def cifar_rows(steps: int = 600, # the runs' batches (DKD's warm-up and BSS's schedule follow it)
               ) -> list[BenchRow]:
     "The tier's table in reading order: labels and KD, then each method in its authors' form, with its grid."
     w = lambda **kw: tuple({k: v * f for k, v in kw.items()} for f in (1.0, 0.1, 0.01))  # the paper's x f
@@ -267,7 +267,7 @@ class ZooCifarConfig:
     methods: tuple = ()  # row labels of `cifar_rows` (empty: all)
     seeds: int = 3  # seeds of the reported runs
     tune_seeds: int = 1  # seeds of each tuning setting
-    steps: int = 1000  # batches of 128 per student
+    steps: int = 600  # batches of 128 per student (1.7 epochs: the whole table in about 100 minutes)
 
 def zoo_cifar_main(cfg: ZooCifarConfig, launch: LaunchConfig | None = None) -> list[dict]:
     "Tune every row on the validation split, then run the chosen settings with control students."
@@ -304,7 +304,7 @@ def _verdict(paper: float, diff: float, p: float, alpha: float = 0.05) -> str:
 
 # %% ../nbs/23_zoo_cifar.ipynb #39f0768e
 def cifar_ledger(board: pd.DataFrame, # from `zoo_leaderboard` on the tier's folder
-                 steps: int = 1000, # the runs' batches, for the setting column
+                 steps: int = 600, # the runs' batches, for the setting column
                 ) -> pd.DataFrame:
     "One row per method with a published CIFAR-100 number: the paper's difference to KD against ours."
     t, rows = board.set_index('method'), []
