@@ -339,6 +339,7 @@ d = {
             'kdnotes.fidelity_cifar._interval': ('zoo_cifar.html#_interval', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._mean': ('zoo_cifar.html#_mean', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._paired': ('zoo_cifar.html#_paired', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar._panel': ('zoo_cifar.html#_panel', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._per_seed': ('zoo_cifar.html#_per_seed', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._verdict': ('zoo_cifar.html#_verdict', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar.add_cli': ('zoo_cifar.html#add_cli', 'kdnotes/fidelity_cifar.py'),

@@ -9,10 +9,12 @@ __all__ = ['FID_KIND', 'FID_OUT', 'FID_SIZES', 'FID_STEPS', 'FID_KD', 'GNOSIS_TR
 import functools, math, os
 from dataclasses import dataclass, replace
 import pandas as pd
+import torch
 import matplotlib.pyplot as plt
-from .experiments import ResultStore
+from pathlib import Path
+from .experiments import ResultStore, save_figure
 from .launch import LaunchConfig, launch_sweep, add_config_command
-from .kdbench import bench_record, t_interval, holm
+from .kdbench import bench_record, t_interval, holm, diverged
 from .zoo_cifar import CifarConfig, CHAPTER, cifar_run, distil_index, bank_logits, cpu_teacher
 
 # %% ../nbs/23_zoo_cifar.ipynb #8a7e2777
@@ -34,6 +36,7 @@ def fidelity_cifar_configs(sizes=FID_SIZES, # distillation-set sizes (multiples 
 
 # %% ../nbs/23_zoo_cifar.ipynb #246c1dfe
 def _mean(runs: dict, key: str) -> float:
+    "The mean of `key` over the runs {seed: result} (NaN for none)."
     return sum(r[key] for r in runs.values()) / len(runs) if runs else math.nan
 
 def _interval(name: str, vals: list) -> dict:
@@ -47,19 +50,22 @@ def _interval(name: str, vals: list) -> dict:
 def fidelity_cifar_table(root: str | os.PathLike = FID_OUT, # the sweep's results folder
                         ) -> pd.DataFrame:
     "Per size and budget: means and t intervals over seeds of accuracy, agreement, control agreement, own."
-    recs = [bench_record(r) for r in ResultStore(root).records(FID_KIND)]
-    by = {}  # (n, steps) -> {label: {seed: result}}
-    for r in recs:
+    recs, by, gone = [bench_record(r) for r in ResultStore(root).records(FID_KIND)], {}, {}
+    for r in recs:  # (n, steps) -> {label: {seed: result}}; a diverged run is counted, never averaged
         c = r['config']
+        if diverged(r['result']):
+            gone[c['n_train'], c['steps']] = gone.get((c['n_train'], c['steps']), 0) + 1; continue
         by.setdefault((c['n_train'], c['steps']), {}).setdefault(c['label'], {})[c['seed']] = r['result']
     rows = []
     for (n, steps), runs in sorted(by.items()):
         kd, alone = runs.get('kd', {}), runs.get('labels', {})
-        row = dict(n_train=n, steps=steps, seeds=len(kd), teacher_acc=_mean(kd, 'teacher_acc'))
+        row = dict(n_train=n, steps=steps, seeds=len(kd), diverged=gone.get((n, steps), 0),
+                   teacher_acc=_mean(kd, 'teacher_acc'))
         for name, vals in (('acc', [r['acc'] for r in kd.values()]),
                            ('agreement', [r['agreement'] for r in kd.values()]),
                            ('control', [r['control_agreement'] for r in kd.values()]),
                            ('own', [r['agreement'] - r['control_agreement'] for r in kd.values()]),
+                           ('train', [r['train_agreement'] for r in kd.values()]),
                            ('labels_acc', [r['acc'] for r in alone.values()]),
                            ('gain', [kd[s]['acc'] - alone[s]['acc'] for s in kd if s in alone])):
             row |= _interval(name, vals)
@@ -67,29 +73,36 @@ def fidelity_cifar_table(root: str | os.PathLike = FID_OUT, # the sweep's result
     return pd.DataFrame(rows)
 
 # %% ../nbs/23_zoo_cifar.ipynb #75602638
+def _panel(ax, x, t, col, **kw):
+    "Points with t 95% error bars of column `col` of the table `t` at positions `x`."
+    ax.errorbar(x, t[col], [t[col] - t[f'{col}_low'], t[f'{col}_high'] - t[col]], capsize=3, **kw)
+
 def plot_fidelity_cifar(table: pd.DataFrame, # from `fidelity_cifar_table`
-                        paper: dict | None = None, # {'agreement': value, ...} the paper's, drawn as lines
+                        paper: dict | None = None, # {epochs: train agreements %}, e.g. GNOSIS_TRAIN_AGREEMENT
                        ) -> plt.Figure:
-    "Agreement with the teacher (student, control) and accuracy (KD, labels) against the set's size."
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    "Test agreement, test accuracy and train agreement (against epochs, with the authors' values) per point."
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.9))
     for k, (steps, t) in enumerate(table.groupby('steps')):
-        x, c = t['n_train'] * 1.04 ** k, f'C{k}'  # a small shift: the budgets' error bars side by side
-        err = lambda col: [t[col] - t[f'{col}_low'], t[f'{col}_high'] - t[col]]
-        a.errorbar(x, t['agreement'], err('agreement'), color=c, marker='o', capsize=3,
-                   label=f'student, {steps}')
-        a.errorbar(x, t['control'], err('control'), color=c, marker='o', mfc='none', ls='--', capsize=3,
-                   label=f'control student, {steps}')
-        b.errorbar(x, t['acc'], err('acc'), color=c, marker='o', capsize=3, label=f'KD, {steps}')
-        b.errorbar(x, t['labels_acc'], err('labels_acc'), color=c, marker='s', mfc='none', ls=':', capsize=3,
-                   label=f'labels alone, {steps}')
+        x, col = t['n_train'] * 1.04 ** k, f'C{k}'  # a small shift: the budgets' error bars side by side
+        _panel(a, x, t, 'agreement', color=col, marker='o', label=f'student, {steps} batches')
+        _panel(a, x, t, 'control', color=col, marker='o', mfc='none', ls='--', label=f'control, {steps}')
+        _panel(b, x, t, 'acc', color=col, marker='o', label=f'KD, {steps} batches')
+        if t['labels_acc'].notna().any():
+            _panel(b, x, t, 'labels_acc', color=col, marker='s', mfc='none', ls=':', label=f'labels, {steps}')
+        _panel(c, t['steps'] * 128 / t['n_train'], t, 'train', color=col, marker='o', ls='none',
+               label=f'ours, {steps} batches (5k-45k images)')
     b.axhline(table['teacher_acc'].mean(), color='k', lw=0.8, label='teacher')
-    for name, value in (paper or {}).items():
-        a.axhline(value, color='gray', lw=0.8, ls='-.', label=f'paper: {name}')
-    for ax, what in ((a, 'test agreement with the teacher'), (b, 'test accuracy')):
-        ax.set_xscale('log'); ax.set_xlabel('distillation set (images)'); ax.set_ylabel(what)
-        ax.legend(fontsize=7, title='batches of 128', title_fontsize=7)
+    for epochs, vals in (paper or {}).items():
+        v = torch.tensor(vals, dtype=torch.float64) / 100
+        sd = v.std().item()
+        c.errorbar([epochs], [v.mean().item()], [[sd], [sd]], color='grey', marker='s', capsize=3,
+                   label="Stanton et al.'s notebook" if epochs == min(paper) else None)
+    for ax, what in ((a, 'test agreement with the teacher'), (b, 'test accuracy'), (c, 'train agreement')):
+        ax.set_xscale('log'); ax.set_ylabel(what); ax.legend(fontsize=7)
+    a.set_xlabel('distillation set (images)'); b.set_xlabel('distillation set (images)')
+    c.set_xlabel('epochs over the distillation set')
     fig.suptitle(f"CIFAR-10 (JPEG q75), ResNet-20 teachers -> ResNet-8 (width 16), KD T = 4, "
-                 f"{int(table['seeds'].min())} seeds, t 95% intervals; 10,000 test images", fontsize=9)
+                 f"{int(table['seeds'].min())} seeds, t 95% intervals, 10,000 test images", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -118,7 +131,7 @@ def _verdict(paper: str, t: dict, p: float) -> str:
 def fidelity_cifar_ledger(root: str | os.PathLike = FID_OUT, # the sweep's results folder
                          ) -> pd.DataFrame:
     "Stanton et al.'s claims at CPU scale: paired differences over seeds, t intervals, Holm's p."
-    recs = [bench_record(r) for r in ResultStore(root).records(FID_KIND)]
+    recs = [r for r in map(bench_record, ResultStore(root).records(FID_KIND)) if not diverged(r['result'])]
     sizes, budgets = (sorted({r['config'][k] for r in recs}) for k in ('n_train', 'steps'))
     big, small, long, short = sizes[-1], sizes[0], budgets[-1], budgets[0]
     get = lambda n, s, label, key: _per_seed(recs, n, s, label, lambda r: r[key])
@@ -157,8 +170,11 @@ def fidelity_cifar_main(cfg: FidelityCifarConfig, launch: LaunchConfig | None = 
     cfgs = fidelity_cifar_configs(cfg.sizes, cfg.budgets, range(cfg.seeds))  # every size checked here
     for c in cfgs: distil_index(c.n_train)
     for control in (False, True): bank_logits(cpu_teacher(control), cfg.cache)
-    return launch_sweep(FID_KIND, cfgs, functools.partial(cifar_run, cache=cfg.cache), ResultStore(cfg.out),
-                        launch, desc='fidelity-cifar')
+    out = launch_sweep(FID_KIND, cfgs, functools.partial(cifar_run, cache=cfg.cache), ResultStore(cfg.out),
+                       launch, desc='fidelity-cifar')
+    fig = plot_fidelity_cifar(fidelity_cifar_table(cfg.out), GNOSIS_TRAIN_AGREEMENT)
+    save_figure(fig, Path(cfg.out) / 'fidelity_cifar.png', dpi=110)  # drawn from the records just written
+    return out
 
 # %% ../nbs/23_zoo_cifar.ipynb #a2687078
 def add_cli(subparsers):

@@ -4,13 +4,12 @@
 
 # %% ../nbs/23_zoo_cifar.ipynb #4f220d15
 from __future__ import annotations
-import functools, hashlib, json, math, os, time
+import functools, hashlib, math, os, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
 import pandas as pd
-import matplotlib.pyplot as plt
 import kdnotes
 from .data import get_data, random_crop, to_float, normalize, stratified_split
 from .models import build_model
@@ -18,11 +17,10 @@ from .train import (TeacherSpec, TrainConfig, get_teacher, teacher_path, predict
                            make_optimizer, lr_factor)
 from .metrics import accuracy, agreement
 from .distill import get_method, capture_features, MethodInputs, Distiller, compare
-from .experiments import ResultStore, to_jsonable, config_hash
+from .experiments import ResultStore, config_hash
 from .launch import LaunchConfig, launch_sweep, add_config_command
 from .kdbench import BENCH_ROWS, BenchRow
 from .protocol import protocol_runs
-from .options import opt
 
 # %% auto #0
 __all__ = ['CPU_SPLIT', 'CPU_TEACHER', 'TEACHERS_DIR', 'TEACHER_KIND', 'BANK_VIEWS', 'BANK_SEED', 'CHAPTER',
@@ -123,7 +121,10 @@ def bank_logits(teacher: nn.Module, # a teacher from `cpu_teacher`
     if path is not None and path.exists(): return torch.load(path)
     bank = view_bank()
     z = predict(teacher, bank.flatten(0, 1), cpu_data()['aug']).view(*bank.shape[:2], -1)
-    if path is not None: path.parent.mkdir(parents=True, exist_ok=True); torch.save(z, path)
+    if path is not None:  # written whole, then renamed: an interrupted write never leaves a half file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(z, tmp := path.with_suffix('.tmp'))
+        tmp.replace(path)
     return z
 
 # %% ../nbs/23_zoo_cifar.ipynb #5e5932c9

@@ -104,12 +104,19 @@ def tidy_module(py: Path):
 
 
 PACKAGE_INIT_LINE = 'from . import methods  # registers every method file (tools/export.py keeps this line)'
+PACKAGE_INIT_EXTRA = [  # one call from `import kdnotes`: the committed CIFAR-10 teachers (chapter 23)
+    '',
+    'def cifar_teacher(control: bool = False):',
+    '    "The committed ResNet-20 teacher (or control teacher) of chapter 23\'s CPU tier, checked by SHA-256."',
+    '    from .zoo_cifar import cpu_teacher  # imported on first use: `import kdnotes` stays light',
+    '    return cpu_teacher(control)',
+]
 
 
 def write_package_init(init: Path):
-    "Keep nbdev's version line in kdnotes/__init__.py and add the import that registers the methods."
-    lines = [l for l in init.read_text(encoding='utf-8').splitlines() if l != PACKAGE_INIT_LINE]
-    init.write_text('\n'.join(lines + [PACKAGE_INIT_LINE]) + '\n', encoding='utf-8')
+    "Keep nbdev's version line in kdnotes/__init__.py, add the import that registers the methods, `cifar_teacher`."
+    keep = init.read_text(encoding='utf-8').split(PACKAGE_INIT_LINE)[0].rstrip('\n').splitlines()
+    init.write_text('\n'.join(keep + [PACKAGE_INIT_LINE] + PACKAGE_INIT_EXTRA) + '\n', encoding='utf-8')
 
 
 def write_methods_init(folder: Path) -> list[str]:
