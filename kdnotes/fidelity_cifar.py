@@ -40,7 +40,7 @@ def _mean(runs: dict, key: str) -> float:
     return sum(r[key] for r in runs.values()) / len(runs) if runs else math.nan
 
 def _interval(name: str, vals: list) -> dict:
-    "name, name_low, name_high: the mean and its t 95% interval (SE = sd/√n, chapter 08), NaN under 2 seeds."
+    "name, name_low, name_high: the mean and its t 95% interval (chapter 08's SE), NaN under 2 seeds."
     if len(vals) < 2: return {name: sum(vals) / len(vals) if vals else math.nan,
                               f'{name}_low': math.nan, f'{name}_high': math.nan}
     t = t_interval(vals)

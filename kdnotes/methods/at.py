@@ -21,7 +21,7 @@ def at_loss(student_maps: list, # [(N, Cs, H, W)] the student's feature maps
             teacher_maps: list, # [(N, Ct, H, W)] the teacher's, the same spatial sizes, no gradient
             p: float = 2.0,
            ) -> torch.Tensor:
-    "Σ over pairs of the mean over examples and positions of (Q_S − Q_T)²: the authors' `at_loss`, summed."
+    "Sum over pairs of the mean over examples and positions of (Q_S - Q_T)^2: the authors' `at_loss`."
     total = torch.zeros(())
     for s, t in zip(student_maps, teacher_maps, strict=True):
         if s.shape[-2:] != t.shape[-2:]:
