@@ -17,17 +17,19 @@ from .train import (TeacherSpec, TrainConfig, get_teacher, teacher_path, predict
                            make_optimizer, lr_factor)
 from .metrics import accuracy, agreement
 from .distill import get_method, capture_features, MethodInputs, Distiller, compare
-from .experiments import ResultStore, config_hash
+from matplotlib.figure import Figure
+from .experiments import ResultStore, config_hash, save_figure
 from .launch import LaunchConfig, launch_sweep, add_config_command
-from .kdbench import BENCH_ROWS, BenchRow
-from .protocol import protocol_runs
+from .kdbench import BENCH_ROWS, BenchRow, zoo_leaderboard
+from .protocol import protocol_runs, CHAPTER_DATA, LeaderboardMainConfig, leaderboard_main
 
 # %% auto #0
 __all__ = ['CPU_SPLIT', 'CPU_TEACHER', 'TEACHERS_DIR', 'TEACHER_KIND', 'BANK_VIEWS', 'BANK_SEED', 'CHAPTER',
-           'CIFAR_KIND', 'PAPER_CIFAR100', 'TIER_SETTING', 'cpu_data', 'cpu_teacher_spec', 'sha256_file',
-           'cpu_teacher_run', 'TeachersConfig', 'teachers_main', 'cpu_teacher', 'view_bank', 'bank_logits',
-           'CifarConfig', 'distil_index', 'view_batches', 'train_student', 'teacher_test_logits', 'cifar_run',
-           'cifar_rows', 'ZooCifarConfig', 'zoo_cifar_main', 'cifar_ledger', 'add_cli']
+           'CIFAR_KIND', 'MNIST_TWIN', 'TIER_STYLE', 'PAPER_CIFAR100', 'TIER_SETTING', 'cpu_data',
+           'cpu_teacher_spec', 'sha256_file', 'cpu_teacher_run', 'TeachersConfig', 'teachers_main',
+           'cpu_teacher', 'view_bank', 'bank_logits', 'CifarConfig', 'distil_index', 'view_batches',
+           'train_student', 'teacher_test_logits', 'cifar_run', 'cifar_rows', 'ZooCifarConfig',
+           'zoo_cifar_main', 'tiers_table', 'plot_tiers', 'cifar_ledger', 'add_cli']
 
 # %% ../nbs/23_zoo_cifar.ipynb #33d1c670
 CPU_SPLIT = dict(val=500, train=None)  # per class: 5,000 validation images (never trained on), 45,000 train
@@ -240,6 +242,7 @@ def cifar_run(cfg: CifarConfig, # the run
 
 # %% ../nbs/23_zoo_cifar.ipynb #2551e107
 CHAPTER, CIFAR_KIND = '23 zoo CIFAR', 'zoo-cifar'  # the rows' chapter; record kind (tuning: zoo-cifar-tune)
+CHAPTER_DATA[CHAPTER] = 'CIFAR-10 (JPEG q75 copy), ResNet-20 -> ResNet-8 width 16'  # the leaderboard's title
 _FITNET_D = 32 * 16 * 16  # the hint's size: the teachers' middle stage, 32 channels of 16 x 16
 
 def cifar_rows(steps: int = 600, # the runs' batches (DKD's warm-up and BSS's schedule follow it)
@@ -269,9 +272,10 @@ class ZooCifarConfig:
     seeds: int = 3  # seeds of the reported runs
     tune_seeds: int = 1  # seeds of each tuning setting
     steps: int = 600  # batches of 128 per student (1.7 epochs: the whole table in about 100 minutes)
+    bench: str = 'nbs/results/bench'  # the MNIST bench's records, drawn beside this tier in tiers.png
 
 def zoo_cifar_main(cfg: ZooCifarConfig, launch: LaunchConfig | None = None) -> list[dict]:
-    "Tune every row on the validation split, then run the chosen settings with control students."
+    "Tune every row on the validation split, run the chosen settings with control students; draw both tiers."
     rows = cifar_rows(cfg.steps)
     if bad := sorted(set(cfg.methods) - {r.label for r in rows}):
         raise ValueError(f"unknown rows {bad}; choose from {[r.label for r in rows]}")
@@ -280,9 +284,55 @@ def zoo_cifar_main(cfg: ZooCifarConfig, launch: LaunchConfig | None = None) -> l
     for c in (False, True): bank_logits(cpu_teacher(c), cache)  # once, here: the workers load them
     make = lambda row, seed: CifarConfig(method=row.method, method_kwargs=dict(row.kwargs), seed=seed,
                                          steps=cfg.steps, label=row.label, chapter=CHAPTER)
-    return protocol_runs(CIFAR_KIND, rows, make, functools.partial(cifar_run, cache=cache), cfg.out, launch,
+    recs = protocol_runs(CIFAR_KIND, rows, make, functools.partial(cifar_run, cache=cache), cfg.out, launch,
                          range(cfg.seeds), CHAPTER, tune_make=lambda r, s: replace(make(r, s), control=False),
                          tune_seeds=range(cfg.tune_seeds), paper=False)
+    leaderboard_main(LeaderboardMainConfig(folder=cfg.out))  # prints the table and headline; leaderboard.png
+    if Path(cfg.bench).is_dir():  # `tiers_table` and `plot_tiers`: below, with the tier's results
+        both = tiers_table(zoo_leaderboard(cfg.out), zoo_leaderboard(cfg.bench))
+        save_figure(plot_tiers(both), Path(cfg.out) / 'tiers.png', dpi=110)
+    return recs
+
+# %% ../nbs/23_zoo_cifar.ipynb #5d57d6d5
+MNIST_TWIN = {'fitnet': 'fitnet_joint'}  # the MNIST row with this tier's recipe, where its label differs
+
+def tiers_table(tier: pd.DataFrame, # `zoo_leaderboard` of this tier's folder
+                bench: pd.DataFrame, # `zoo_leaderboard` of the MNIST bench's folder (chapter 08)
+               ) -> pd.DataFrame:
+    "Each of the tier's rows beside its MNIST twin: the paired gain over KD and the own-teacher excess."
+    cols = ['n', 'vs_kd', 'vs_kd_low', 'vs_kd_high', 'own_mean', 'own_low', 'own_high']
+    out = []
+    for m in tier['method']:  # the tier's order: most accurate first
+        for name, board, row in (('CIFAR-10', tier, m), ('MNIST-5k', bench, MNIST_TWIN.get(m, m))):
+            hit = board[board['method'] == row]
+            if len(hit): out.append(dict(method=m, tier=name, row=row, **hit.iloc[0][cols].to_dict()))
+    return pd.DataFrame(out)
+
+# %% ../nbs/23_zoo_cifar.ipynb #7896d989
+TIER_STYLE = {'CIFAR-10': ('C0', 'o', -0.13), 'MNIST-5k': ('C1', 's', 0.13)}  # colour, marker, row offset
+
+def plot_tiers(table: pd.DataFrame, # from `tiers_table`
+              ) -> Figure:
+    "Both tiers, one row per method: test accuracy minus KD's, and agreement minus the control student's."
+    methods = list(dict.fromkeys(table['method']))  # the CIFAR tier's order, most accurate first
+    fig = Figure(figsize=(10, 0.32 * len(methods) + 1.7), layout='constrained')
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = (('vs_kd', 'vs_kd', "test accuracy minus KD's"),
+              ('own_mean', 'own', "agreement with the teacher minus the control student's"))
+    for ax, (mean, ci, xlabel) in zip(axes, panels):
+        for name, t in table.groupby('tier', sort=False):
+            colour, marker, dy = TIER_STYLE[name]
+            y = [-methods.index(m) + dy for m in t['method']]
+            err = [t[mean] - t[f'{ci}_low'], t[f'{ci}_high'] - t[mean]]  # t 95% interval, paired over seeds
+            ax.errorbar(t[mean], y, xerr=err, fmt=marker, color=colour, capsize=2,
+                        label=f"{name}, {int(t['n'].min())} seed{'s' if t['n'].min() > 1 else ''}")
+        ax.axvline(0, color='grey', lw=0.8, ls='--')
+        ax.set_xlabel(xlabel + ', paired', fontsize=9)
+    axes[0].set_yticks([-i for i in range(len(methods))], methods)
+    axes[0].legend(fontsize=7, loc='lower left')
+    fig.suptitle('Both tiers, t 95% intervals: CIFAR-10 (ResNet-20 -> ResNet-8 width 16, 600 batches) and '
+                 'MNIST-5k (MLP 512-512 -> MLP 16)', fontsize=10)
+    return fig
 
 # %% ../nbs/23_zoo_cifar.ipynb #547719e2
 PAPER_CIFAR100 = {  # top-1 % on CIFAR-100, ResNet-56 -> ResNet-20: (the method, KD in the same table, source)
