@@ -20,7 +20,7 @@ from .distill import get_method, capture_features, MethodInputs, Distiller, comp
 from matplotlib.figure import Figure
 from .experiments import ResultStore, config_hash, save_figure
 from .launch import LaunchConfig, launch_sweep, add_config_command
-from .kdbench import BENCH_ROWS, BenchRow, zoo_leaderboard
+from .kdbench import BENCH_ROWS, BenchRow, zoo_leaderboard, tune_kind
 from .protocol import protocol_runs, CHAPTER_DATA, LeaderboardMainConfig, leaderboard_main
 
 # %% auto #0
@@ -280,8 +280,12 @@ def zoo_cifar_main(cfg: ZooCifarConfig, launch: LaunchConfig | None = None) -> l
     if bad := sorted(set(cfg.methods) - {r.label for r in rows}):
         raise ValueError(f"unknown rows {bad}; choose from {[r.label for r in rows]}")
     rows = [r for r in rows if not cfg.methods or r.label in cfg.methods]
-    cache = str(Path(cfg.out) / '_cache')
-    for c in (False, True): bank_logits(cpu_teacher(c), cache)  # once, here: the workers load them
+    cache, store = str(Path(cfg.out) / '_cache'), ResultStore(cfg.out)
+    # the logits once, here, for the workers; skipped when every record is there (a run that is still
+    # missing then computes them itself): redrawing the figures needs no teacher
+    done = (len(store.records(CIFAR_KIND)) >= len(rows) * cfg.seeds and
+            len(store.records(tune_kind(CIFAR_KIND))) >= sum(len(r.tune) for r in rows) * cfg.tune_seeds)
+    for c in (False, True) if not done else (): bank_logits(cpu_teacher(c), cache)
     make = lambda row, seed: CifarConfig(method=row.method, method_kwargs=dict(row.kwargs), seed=seed,
                                          steps=cfg.steps, label=row.label, chapter=CHAPTER)
     recs = protocol_runs(CIFAR_KIND, rows, make, functools.partial(cifar_run, cache=cache), cfg.out, launch,
