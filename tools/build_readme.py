@@ -1,6 +1,7 @@
 """Write README.md from nbs/index.ipynb (nbdev_readme needs Quarto, which these machines lack).
 
-Markdown cells are copied; code cells become ```python blocks, followed by their text output.
+Markdown cells are copied; code cells become ```python blocks, followed by their text output
+(a Markdown display, such as a table, is copied as Markdown).
 Links into nbs/ are kept relative to the repository root. --check exits 1 if README.md is stale.
 """
 import json, sys
@@ -19,8 +20,12 @@ def render(nb_path: Path) -> str:
         if cell['cell_type'] == 'markdown': parts.append(src.replace('](images/', '](nbs/images/').replace('](results/', '](nbs/results/'))
         elif cell['cell_type'] == 'code':
             parts.append('```python\n' + '\n'.join(l for l in src.splitlines() if not l.startswith('#|')) + '\n```')
-            text = ''.join(''.join(o.get('text', '')) or ''.join(o.get('data', {}).get('text/plain', '')) for o in cell.get('outputs', []))
+            outs = cell.get('outputs', [])
+            md = [''.join(o['data']['text/markdown']).strip() for o in outs if 'text/markdown' in o.get('data', {})]
+            text = ''.join(''.join(o.get('text', '')) or ''.join(o.get('data', {}).get('text/plain', ''))
+                           for o in outs if 'text/markdown' not in o.get('data', {}))
             if text.strip(): parts.append('```\n' + text.strip() + '\n```')
+            parts += md  # a Markdown display (a table): rendered, not quoted
     return '\n\n'.join(parts) + '\n'
 
 
