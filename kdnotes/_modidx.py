@@ -197,6 +197,7 @@ d = {
                 ('exercises.html#register_checker', 'kdnotes/exercise_check.py'),
         },
         'kdnotes.exercises': {
+            'kdnotes.exercises._at_cases': ('exercises.html#_at_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._dkd_cases': ('exercises.html#_dkd_cases', 'kdnotes/exercises.py'),
             'kdnotes.exercises._dkd_unnormalised':
                 ('exercises.html#_dkd_unnormalised', 'kdnotes/exercises.py'),

@@ -22,6 +22,7 @@ REFERENCES = {  # name -> 'module:attribute' of the course's own version, import
     'dkd_terms': 'kdnotes.methods.dkd:dkd_terms',
     'rkd_distance': 'kdnotes.methods.rkd:rkd_distance',
     'soft_ce': 'kdnotes.methods.bss:soft_ce',
+    'attention_map': 'kdnotes.methods.at:attention_map',
     'teacher_view': 'kdnotes.matching:teacher_view',
     'augment': 'kdnotes.data:augment',  # builds the inputs of the teacher_view exercise
     'Augment': 'kdnotes.data:Augment',

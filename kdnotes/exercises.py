@@ -252,6 +252,25 @@ register_checker('soft_ce', Checker(
     hints=("−Σ_c p_c log q_c with p = softmax(teacher/T), q = softmax(student/T), mean over the batch.",
            "Heo et al.'s term has no T² factor.")))
 
+# %% ../nbs/19_exercises.ipynb #e67d1467
+def _at_cases():
+    "Cases of (f,): maps of several shapes, and a batch whose second map is 100 times larger."
+    pair = lambda: torch.cat([_randn(1, 4, 3, 3, seed=202), _randn(1, 4, 3, 3, seed=203, scale=100.0)])
+    return [('a batch of 4, 8 channels of 5 x 5', lambda: dict(f=_randn(4, 8, 5, 5, seed=200))),
+            ('one map, 3 channels of 4 x 6', lambda: dict(f=_randn(1, 3, 4, 6, seed=201))),
+            ('two maps of very different size', lambda: dict(f=pair()))]
+
+register_checker('attention_map', Checker(
+    'attention_map', _at_cases, grad=('f',),
+    mistakes={"you did not scale each row to unit length: Q = q / ‖q‖₂, so only where the map is large "
+              "counts, not how large": lambda ref, f: f.pow(2).mean(1).flatten(1),
+              "you used |A| (p = 1); the paper's map is the channel mean of A², p = 2":
+                  lambda ref, f: ref(f, p=1.0),
+              "you scaled the whole batch to unit length; each example's map is scaled on its own":
+                  lambda ref, f: (lambda q: q / q.norm())(f.pow(2).mean(1).flatten(1))},
+    hints=("q = the mean over channels of A², flattened to (N, H·W); then divide each row by its L2 norm.",
+           "Sum or mean over channels gives the same Q: the normalisation removes the factor C.")))
+
 # %% ../nbs/19_exercises.ipynb #5ea54183
 def _view_cases():
     "One case per mode: 6 images 8×8, a batch of 4 of them shifted for the student."
