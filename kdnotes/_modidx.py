@@ -337,12 +337,13 @@ d = {
         'kdnotes.fidelity_cifar': {
             'kdnotes.fidelity_cifar.FidelityCifarConfig':
                 ('zoo_cifar.html#fidelitycifarconfig', 'kdnotes/fidelity_cifar.py'),
+            'kdnotes.fidelity_cifar._fid_verdict':
+                ('zoo_cifar.html#_fid_verdict', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._interval': ('zoo_cifar.html#_interval', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._mean': ('zoo_cifar.html#_mean', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._paired': ('zoo_cifar.html#_paired', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._panel': ('zoo_cifar.html#_panel', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar._per_seed': ('zoo_cifar.html#_per_seed', 'kdnotes/fidelity_cifar.py'),
-            'kdnotes.fidelity_cifar._verdict': ('zoo_cifar.html#_verdict', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar.add_cli': ('zoo_cifar.html#add_cli', 'kdnotes/fidelity_cifar.py'),
             'kdnotes.fidelity_cifar.fidelity_cifar_configs':
                 ('zoo_cifar.html#fidelity_cifar_configs', 'kdnotes/fidelity_cifar.py'),

@@ -15,7 +15,7 @@ from pathlib import Path
 from .experiments import ResultStore, save_figure
 from .launch import LaunchConfig, launch_sweep, add_config_command
 from .kdbench import bench_record, t_interval, holm, diverged
-from .zoo_cifar import CifarConfig, CHAPTER, cifar_run, distil_index, bank_logits, cpu_teacher
+from .zoo_cifar import CifarConfig, CHAPTER, cifar_run, distil_index, bank_logits, cpu_teacher, _verdict
 
 # %% ../nbs/23_zoo_cifar.ipynb #8a7e2777
 FID_KIND, FID_OUT = 'fidelity-cifar', 'nbs/results/fidelity_cifar'  # record kind; its own folder
@@ -123,10 +123,9 @@ def _paired(a: dict, b: dict | None = None) -> dict:
     return t_interval([a[s] - (b[s] if b is not None else 0.0) for s in seeds])
 
 # %% ../nbs/23_zoo_cifar.ipynb #80161846
-def _verdict(paper: str, t: dict, p: float) -> str:
-    if paper.startswith('not measured'): return 'ours only'
-    if t['diff'] <= 0: return 'not reproduced'
-    return 'reproduced' if p < 0.05 else 'same direction'  # every claim here expects a positive difference
+def _fid_verdict(paper: str, t: dict, p: float) -> str:
+    "The tier ledger's `_verdict` for a claim of a positive difference; 'ours only' where the paper has none."
+    return 'ours only' if paper.startswith('not measured') else _verdict(1.0, t['diff'], p)
 
 def fidelity_cifar_ledger(root: str | os.PathLike = FID_OUT, # the sweep's results folder
                          ) -> pd.DataFrame:
@@ -152,7 +151,7 @@ def fidelity_cifar_ledger(root: str | os.PathLike = FID_OUT, # the sweep's resul
          _paired(get(big, long, 'kd', 'acc'), get(big, long, 'labels', 'acc')))]
     p_holm = holm([t['p'] for _, _, t in claims])
     ci = lambda t, p: f"{t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}], n = {t['n']}, Holm p {p:.3f}"
-    return pd.DataFrame([dict(claim=c, paper=paper, ours=ci(t, p), verdict=_verdict(paper, t, p))
+    return pd.DataFrame([dict(claim=c, paper=paper, ours=ci(t, p), verdict=_fid_verdict(paper, t, p))
                          for (c, paper, t), p in zip(claims, p_holm)])
 
 # %% ../nbs/23_zoo_cifar.ipynb #6dd1b930

@@ -402,12 +402,13 @@ def leaderboard_headline(table, # from `zoo_leaderboard` (its paired columns), w
     up, down = tested[sig & (tested['vs_kd'] > 0)].index, tested[sig & (tested['vs_kd'] < 0)].index
     best = tested['vs_kd'].idxmax()
     match = tested[(tested['own_p'] < alpha) & (tested['own_mean'] > 0)].sort_values('own_mean')[::-1]
-    gone = t[t['diverged'] > 0]
-    n = t['n'].max()
+    gone, n = t[t['diverged'] > 0], t['n'].max()
+    family = int(t['vs_kd_p'].notna().sum())  # Holm's family: every row paired with KD, any student
     return (f"{data}, up to {n} seeds, {len(tested)} rows besides KD on the bench's student "
             f"({kd['student']}): "
             f"vanilla KD {ms(kd)}, the student alone {ms(alone)}. Paired over seeds, with Holm's correction "
-            f"across the {len(tested)} rows: {len(up)} beat KD ({', '.join(map(ci, up)) or 'none'}) and "
+            f"across the {family} rows paired with KD: "
+            f"{len(up)} beat KD ({', '.join(map(ci, up)) or 'none'}) and "
             f"{len(down)} fall below it; the best difference: {ci(best)}"
             f"{'' if best in up else ', not distinguishable from zero after the correction'}"
             f". {len(match)} of {len(tested)} make the student agree with its own teacher more than a "

@@ -291,10 +291,10 @@ def zoo_cifar_main(cfg: ZooCifarConfig, launch: LaunchConfig | None = None) -> l
     recs = protocol_runs(CIFAR_KIND, rows, make, functools.partial(cifar_run, cache=cache), cfg.out, launch,
                          range(cfg.seeds), CHAPTER, tune_make=lambda r, s: replace(make(r, s), control=False),
                          tune_seeds=range(cfg.tune_seeds), paper=False)
-    leaderboard_main(LeaderboardMainConfig(folder=cfg.out))  # prints the table and headline; leaderboard.png
+    board = leaderboard_main(LeaderboardMainConfig(folder=cfg.out))['table']  # printed; leaderboard.png
     if Path(cfg.bench).is_dir():  # `tiers_table` and `plot_tiers`: below, with the tier's results
-        both = tiers_table(zoo_leaderboard(cfg.out), zoo_leaderboard(cfg.bench))
-        save_figure(plot_tiers(both), Path(cfg.out) / 'tiers.png', dpi=110)
+        both = tiers_table(pd.DataFrame(board), zoo_leaderboard(cfg.bench))
+        save_figure(plot_tiers(both, cfg.steps), Path(cfg.out) / 'tiers.png', dpi=110)
     return recs
 
 # %% ../nbs/23_zoo_cifar.ipynb #5d57d6d5
@@ -316,6 +316,7 @@ def tiers_table(tier: pd.DataFrame, # `zoo_leaderboard` of this tier's folder
 TIER_STYLE = {'CIFAR-10': ('C0', 'o', -0.13), 'MNIST-5k': ('C1', 's', 0.13)}  # colour, marker, row offset
 
 def plot_tiers(table: pd.DataFrame, # from `tiers_table`
+               steps: int = 600, # the CIFAR-10 runs' batches, for the title
               ) -> Figure:
     "Both tiers, one row per method: test accuracy minus KD's, and agreement minus the control student's."
     methods = list(dict.fromkeys(table['method']))  # the CIFAR tier's order, most accurate first
@@ -334,8 +335,8 @@ def plot_tiers(table: pd.DataFrame, # from `tiers_table`
         ax.set_xlabel(xlabel + ', paired', fontsize=9)
     axes[0].set_yticks([-i for i in range(len(methods))], methods)
     axes[0].legend(fontsize=7, loc='lower left')
-    fig.suptitle('Both tiers, t 95% intervals: CIFAR-10 (ResNet-20 -> ResNet-8 width 16, 600 batches) and '
-                 'MNIST-5k (MLP 512-512 -> MLP 16)', fontsize=10)
+    fig.suptitle(f'Both tiers, t 95% intervals: CIFAR-10 (ResNet-20 -> ResNet-8 width 16, {steps:,} '
+                 'batches) and MNIST-5k (MLP 512-512 -> MLP 16)', fontsize=10)
     return fig
 
 # %% ../nbs/23_zoo_cifar.ipynb #547719e2
@@ -365,8 +366,7 @@ def cifar_ledger(board: pd.DataFrame, # from `zoo_leaderboard` on the tier's fol
     t, rows = board.set_index('method'), []
     for m, (acc, kd, source) in PAPER_CIFAR100.items():
         if m not in t.index: continue
-        ref = 'kd' if m != 'labels' else 'labels'  # the labels row: KD's gain over it, from the kd row
-        r = t.loc['kd'] if m == 'labels' else t.loc[m]
+        r = t.loc['kd'] if m == 'labels' else t.loc[m]  # the labels row: KD's gain over it, from the kd row
         col = 'vs_labels' if m == 'labels' else 'vs_kd'
         paper = kd - acc if m == 'labels' else acc - kd  # in points, the sign of the claim
         claim = 'KD beats the student alone' if m == 'labels' else f'{m} against KD'
